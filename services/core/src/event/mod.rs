@@ -1,0 +1,18 @@
+//! The records that flow between Faregate's services, one Rust type per Avro schema in
+//! `schemas/avro/`. Field names and enum symbols match the schemas exactly; the Avro tests prove
+//! every record round-trips through its schema.
+
+#[cfg(any(test, feature = "testing"))]
+pub mod arbitrary;
+pub mod config_record;
+pub mod decision;
+pub mod spend;
+pub mod usage;
+
+pub use config_record::{
+    Budget, BudgetAction, BudgetScope, BudgetWindow, ConfigEntity, ConfigRecord, DirectoryEntry,
+    DirectoryKind, KeyStatus, VirtualKey, WindowPeriod,
+};
+pub use decision::{Decision, DecisionState};
+pub use spend::{BucketWidth, SpendAggregate};
+pub use usage::{Endpoint, Outcome, SourceKind, TokenCounts, Tool, UsageEvent, UsageSource};

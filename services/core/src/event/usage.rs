@@ -1,0 +1,153 @@
+//! The usage event: one per request that reached (or was refused on the way to) a provider.
+//!
+//! Token classes are disjoint so that they add up to the request's total and each can be priced
+//! at its own rate: `input` excludes cache reads and writes (OpenAI's `prompt_tokens` must have
+//! `cached_tokens` subtracted), `output` excludes `reasoning`. No prompt, completion or secret is
+//! ever part of an event.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SourceKind {
+    Ingress,
+    Collector,
+}
+
+/// The API the request used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Endpoint {
+    Messages,
+    CountTokens,
+    ChatCompletions,
+    Responses,
+    Embeddings,
+    Other,
+}
+
+/// The client tool that sent the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Tool {
+    ClaudeCode,
+    Codex,
+    Cursor,
+    Sdk,
+    Other,
+}
+
+/// Where the token counts came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum UsageSource {
+    /// Reported by the provider.
+    Reported,
+    /// Estimated by Faregate (e.g. the client disconnected before usage arrived).
+    Estimated,
+    /// No tokens were used (e.g. the request was blocked).
+    None,
+}
+
+/// How the request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Outcome {
+    Ok,
+    UpstreamError,
+    ClientAborted,
+    Blocked,
+}
+
+/// Disjoint token classes of one request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct TokenCounts {
+    /// Input tokens not read from or written to the prompt cache.
+    pub input: i64,
+    /// Output tokens other than reasoning.
+    pub output: i64,
+    pub cache_read: i64,
+    /// Cache writes with the 5-minute lifetime.
+    pub cache_write_5m: i64,
+    /// Cache writes with the 1-hour lifetime.
+    pub cache_write_1h: i64,
+    /// Reasoning (thinking) tokens; billed as output unless priced separately.
+    pub reasoning: i64,
+}
+
+impl TokenCounts {
+    /// All tokens of the request.
+    pub fn total(&self) -> i64 {
+        self.input
+            .saturating_add(self.output)
+            .saturating_add(self.cache_read)
+            .saturating_add(self.cache_write_5m)
+            .saturating_add(self.cache_write_1h)
+            .saturating_add(self.reasoning)
+    }
+
+    /// All input-side tokens, cache included: what long-context tier thresholds count.
+    pub fn all_input(&self) -> i64 {
+        self.input
+            .saturating_add(self.cache_read)
+            .saturating_add(self.cache_write_5m)
+            .saturating_add(self.cache_write_1h)
+    }
+}
+
+/// One request, as metered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageEvent {
+    #[serde(with = "crate::time::uuid_string")]
+    pub event_id: Uuid,
+    #[serde(with = "crate::time::micros")]
+    pub occurred_at: DateTime<Utc>,
+    #[serde(with = "crate::time::micros")]
+    pub received_at: DateTime<Utc>,
+    pub source_kind: SourceKind,
+    pub source_name: String,
+    pub org: String,
+    pub team: Option<String>,
+    pub user: Option<String>,
+    pub key_id: Option<String>,
+    pub provider: String,
+    pub requested_model: String,
+    pub served_model: Option<String>,
+    pub endpoint: Endpoint,
+    pub tool: Tool,
+    pub session_id: Option<String>,
+    pub request_id: String,
+    pub upstream_request_id: Option<String>,
+    pub project: Option<String>,
+    pub tags: BTreeMap<String, String>,
+    pub tokens: TokenCounts,
+    pub usage_source: UsageSource,
+    pub service_tier: Option<String>,
+    pub inference_region: Option<String>,
+    pub streaming: bool,
+    pub outcome: Outcome,
+    pub http_status: i32,
+    pub latency_us: i64,
+    pub ttfb_us: Option<i64>,
+}
+
+impl UsageEvent {
+    /// The Kafka key: the subject that owns the spend, so one subject's events stay in order on
+    /// one partition.
+    pub fn partition_key(&self) -> String {
+        match (&self.user, &self.key_id) {
+            (Some(user), _) => format!("{}/{}", self.org, user),
+            (None, Some(key)) => format!("{}/key:{}", self.org, key),
+            (None, None) => self.org.clone(),
+        }
+    }
+
+    /// The model to price: the served model when the provider named one, else the requested one.
+    pub fn billed_model(&self) -> &str {
+        self.served_model.as_deref().unwrap_or(&self.requested_model)
+    }
+}

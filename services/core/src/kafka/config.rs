@@ -1,0 +1,235 @@
+//! Typed Kafka client configuration, turned into librdkafka `ClientConfig`s with Faregate's
+//! delivery settings applied.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use rdkafka::ClientConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::avro::{ConfluentRegistry, LocalRegistry, SchemaRegistry};
+use crate::config::{ConfigError, Secret, Validate};
+
+/// Connection and topic settings for Kafka.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, comma-separated `host:port`.
+    pub brokers: String,
+    /// Client id prefix; services append their own name.
+    pub client_id: String,
+    /// SASL user name (set together with `properties."sasl.mechanism"` and `security.protocol`).
+    pub sasl_username: String,
+    /// SASL password; never logged.
+    pub sasl_password: Secret,
+    /// Use the idempotent producer (on by default; every supported broker has it).
+    pub idempotent_producer: bool,
+    /// Extra librdkafka properties, e.g. `security.protocol = "SASL_SSL"`; they win over Faregate's.
+    pub properties: BTreeMap<String, String>,
+    /// Topic names and layout.
+    pub topics: TopicsConfig,
+    /// Where Avro schema ids come from.
+    pub schema_registry: SchemaRegistryConfig,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: "127.0.0.1:9092".into(),
+            client_id: "faregate".into(),
+            sasl_username: String::new(),
+            sasl_password: Secret::default(),
+            idempotent_producer: true,
+            properties: BTreeMap::new(),
+            topics: TopicsConfig::default(),
+            schema_registry: SchemaRegistryConfig::default(),
+        }
+    }
+}
+
+/// Topic names and their layout.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TopicsConfig {
+    /// One usage event per request, keyed by the subject that owns the spend.
+    pub usage: String,
+    /// Absolute spend totals per subject and bucket; compacted.
+    pub spend: String,
+    /// Enforcement decisions keyed by subject; compacted.
+    pub decisions: String,
+    /// Budgets, virtual keys and the directory; compacted.
+    pub config: String,
+    /// Values that could not be decoded or validated, with the reason in headers.
+    pub dlq: String,
+    /// Partitions of topics Faregate creates.
+    pub partitions: i32,
+    /// Replication factor of topics Faregate creates (1 on a single broker, 3 in production).
+    pub replication: i32,
+    /// Retention of the usage and dead-letter topics, in hours.
+    pub retention_hours: i64,
+}
+
+impl Default for TopicsConfig {
+    fn default() -> Self {
+        TopicsConfig {
+            usage: "faregate.usage.v1".into(),
+            spend: "faregate.spend.v1".into(),
+            decisions: "faregate.decisions.v1".into(),
+            config: "faregate.config.v1".into(),
+            dlq: "faregate.dlq.v1".into(),
+            partitions: 3,
+            replication: 1,
+            retention_hours: 7 * 24,
+        }
+    }
+}
+
+/// Optional Confluent-compatible Schema Registry.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchemaRegistryConfig {
+    /// Base URL, e.g. `http://registry:8081`; empty uses the compiled-in schemas and their fixed ids.
+    pub url: String,
+    /// Basic-auth user name, if the registry needs one.
+    pub username: String,
+    /// Basic-auth password; never logged.
+    pub password: Secret,
+}
+
+impl SchemaRegistryConfig {
+    /// The registry these settings describe.
+    pub fn registry(&self) -> Arc<dyn SchemaRegistry> {
+        if self.url.is_empty() {
+            return Arc::new(LocalRegistry);
+        }
+        let auth = (!self.username.is_empty()).then(|| (self.username.clone(), self.password.clone()));
+        Arc::new(ConfluentRegistry::new(&self.url, auth))
+    }
+}
+
+impl Validate for KafkaConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.brokers.trim().is_empty() {
+            return Err(ConfigError::field("kafka.brokers", "must name at least one host:port"));
+        }
+        for broker in self.brokers.split(',') {
+            let broker = broker.trim();
+            let ok = broker
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !ok {
+                return Err(ConfigError::field("kafka.brokers", format!("{broker:?} is not host:port")));
+            }
+        }
+        let t = &self.topics;
+        for (field, name) in [
+            ("usage", &t.usage),
+            ("spend", &t.spend),
+            ("decisions", &t.decisions),
+            ("config", &t.config),
+            ("dlq", &t.dlq),
+        ] {
+            let valid = !name.is_empty()
+                && name.len() <= 249
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+            if !valid {
+                return Err(ConfigError::field(
+                    format!("kafka.topics.{field}"),
+                    format!("{name:?} is not a valid topic name (letters, digits, . _ -; at most 249)"),
+                ));
+            }
+        }
+        if t.partitions < 1 {
+            return Err(ConfigError::field("kafka.topics.partitions", "must be at least 1"));
+        }
+        if t.replication < 1 {
+            return Err(ConfigError::field("kafka.topics.replication", "must be at least 1"));
+        }
+        if !self.schema_registry.url.is_empty() && !self.schema_registry.url.starts_with("http") {
+            return Err(ConfigError::field("kafka.schema_registry.url", "must be an http(s) URL"));
+        }
+        Ok(())
+    }
+}
+
+impl KafkaConfig {
+    fn base(&self, role: &str) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.brokers).set("client.id", format!("{}-{role}", self.client_id));
+        if !self.sasl_username.is_empty() {
+            config
+                .set("sasl.username", &self.sasl_username)
+                .set("sasl.password", self.sasl_password.expose());
+        }
+        config
+    }
+
+    fn with_overrides(&self, mut config: ClientConfig) -> ClientConfig {
+        for (key, value) in &self.properties {
+            config.set(key, value);
+        }
+        config
+    }
+
+    /// A producer: idempotent, `acks=all`, lz4-compressed, lightly batched.
+    pub fn producer_config(&self, role: &str) -> ClientConfig {
+        let mut config = self.base(role);
+        config
+            .set("enable.idempotence", self.idempotent_producer.to_string())
+            .set("acks", "all")
+            .set("compression.type", "lz4")
+            .set("linger.ms", "5")
+            .set("message.timeout.ms", "30000");
+        self.with_overrides(config)
+    }
+
+    /// A consumer in `group`: manual offset commits only, starting at the earliest offset.
+    pub fn consumer_config(&self, role: &str, group: &str) -> ClientConfig {
+        let mut config = self.base(role);
+        config
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false")
+            .set("session.timeout.ms", "10000");
+        self.with_overrides(config)
+    }
+
+    /// An admin client.
+    pub fn admin_config(&self) -> ClientConfig {
+        self.with_overrides(self.base("admin"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn properties_override_and_secrets_stay_out_of_debug() {
+        let mut config = KafkaConfig {
+            sasl_username: "svc".into(),
+            sasl_password: Secret::new("pw-123"),
+            ..KafkaConfig::default()
+        };
+        config.properties.insert("linger.ms".into(), "50".into());
+        let producer = config.producer_config("ingress");
+        assert_eq!(producer.get("linger.ms"), Some("50"));
+        assert_eq!(producer.get("enable.idempotence"), Some("true"));
+        assert_eq!(producer.get("client.id"), Some("faregate-ingress"));
+        assert!(!format!("{config:?}").contains("pw-123"));
+        let consumer = config.consumer_config("processor", "g");
+        assert_eq!(consumer.get("enable.auto.commit"), Some("false"));
+    }
+
+    #[test]
+    fn invalid_settings_name_the_field() {
+        let mut config = KafkaConfig::default();
+        config.topics.dlq = "bad topic".into();
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("kafka.topics.dlq"), "{error}");
+        let config = KafkaConfig { brokers: "localhost".into(), ..KafkaConfig::default() };
+        assert!(config.validate().unwrap_err().to_string().contains("kafka.brokers"));
+    }
+}

@@ -1,0 +1,14 @@
+//! Kafka plumbing shared by the services: typed client configuration, topic specifications and
+//! creation through the admin API, and W3C trace context carried in message headers.
+//!
+//! Delivery contract used throughout Faregate: producers are idempotent with `acks=all`;
+//! consumers never auto-commit, and a service commits an offset only after the effect of the
+//! message is durable downstream (at-least-once transport, made effectively-once by idempotent
+//! sinks). No Kafka transactions are used: tansu, the single-machine broker, has none.
+
+pub mod admin;
+pub mod config;
+pub mod trace;
+
+pub use admin::{TopicSpec, ensure_topics};
+pub use config::{KafkaConfig, SchemaRegistryConfig, TopicsConfig};

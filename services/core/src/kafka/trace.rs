@@ -1,0 +1,56 @@
+//! W3C trace context (`traceparent`, `tracestate`) in Kafka message headers, so one trace runs
+//! from the ingress request through the processor to the decision. Uses the globally installed
+//! OpenTelemetry propagator (W3C TraceContext, set by `telemetry::init`).
+
+use opentelemetry::propagation::{Extractor, Injector};
+use rdkafka::message::{Header, Headers, OwnedHeaders};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+struct HeaderInjector<'a>(&'a mut Vec<(String, String)>);
+
+impl Injector for HeaderInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        self.0.push((key.to_string(), value));
+    }
+}
+
+struct HeaderExtractor<'a, H: Headers>(&'a H);
+
+impl<H: Headers> Extractor for HeaderExtractor<'_, H> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|h| h.key.eq_ignore_ascii_case(key))
+            .and_then(|h| h.value)
+            .and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.iter().map(|h| h.key).collect()
+    }
+}
+
+/// Add the current span's trace context to `headers`.
+pub fn inject_current(headers: OwnedHeaders) -> OwnedHeaders {
+    let context = tracing::Span::current().context();
+    let mut pairs = Vec::new();
+    opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.inject_context(&context, &mut HeaderInjector(&mut pairs));
+    });
+    pairs.iter().fold(headers, |headers, (key, value)| {
+        headers.insert(Header { key: key.as_str(), value: Some(value.as_bytes()) })
+    })
+}
+
+/// Make `span` a child of the trace context carried in `headers`, if any.
+pub fn set_parent_from<H: Headers>(span: &tracing::Span, headers: &H) {
+    let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.extract(&HeaderExtractor(headers))
+    });
+    let _ = span.set_parent(parent);
+}
+
+/// The raw `traceparent` header value, if the message carries one.
+pub fn traceparent<H: Headers>(headers: &H) -> Option<String> {
+    HeaderExtractor(headers).get("traceparent").map(str::to_string)
+}
