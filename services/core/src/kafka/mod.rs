@@ -8,7 +8,9 @@
 
 pub mod admin;
 pub mod config;
+pub mod producer;
 pub mod trace;
 
 pub use admin::{TopicSpec, ensure_topics};
 pub use config::{KafkaConfig, SchemaRegistryConfig, TopicsConfig};
+pub use producer::{Delivered, ProduceError, RecordProducer};
