@@ -54,21 +54,11 @@ impl Usd {
             .map_err(|_| MoneyError::Overflow(format!("{units}e-{WIRE_SCALE}")))
     }
 
-    /// Avro `decimal` bytes: the unscaled value, big-endian two's complement, minimal length.
+    /// Avro `decimal` bytes: the unscaled value as 16 bytes of big-endian two's complement.
+    /// Always 16 bytes (not the minimal length) because Avro readers that resolve schemas check
+    /// that the byte length can hold the declared precision (38 digits need 16 bytes).
     pub fn to_avro_bytes(self) -> Result<Vec<u8>, MoneyError> {
-        let units = self.to_units()?;
-        let bytes = units.to_be_bytes();
-        // Drop leading bytes that only repeat the sign.
-        let mut start = 0;
-        while start < bytes.len() - 1 {
-            let (this, next) = (bytes[start], bytes[start + 1]);
-            let redundant = (this == 0x00 && next & 0x80 == 0) || (this == 0xff && next & 0x80 != 0);
-            if !redundant {
-                break;
-            }
-            start += 1;
-        }
-        Ok(bytes[start..].to_vec())
+        Ok(self.to_units()?.to_be_bytes().to_vec())
     }
 
     /// The inverse of [`Usd::to_avro_bytes`].
@@ -246,12 +236,15 @@ mod tests {
     }
 
     #[test]
-    fn avro_bytes_are_minimal_twos_complement() {
-        assert_eq!(Usd::ZERO.to_avro_bytes().unwrap(), vec![0]);
-        assert_eq!(Usd::from_units(127).unwrap().to_avro_bytes().unwrap(), vec![0x7f]);
-        assert_eq!(Usd::from_units(128).unwrap().to_avro_bytes().unwrap(), vec![0x00, 0x80]);
-        assert_eq!(Usd::from_units(-1).unwrap().to_avro_bytes().unwrap(), vec![0xff]);
-        assert_eq!(Usd::from_units(-129).unwrap().to_avro_bytes().unwrap(), vec![0xff, 0x7f]);
+    fn avro_bytes_are_sixteen_bytes_of_twos_complement() {
+        assert_eq!(Usd::ZERO.to_avro_bytes().unwrap(), vec![0; 16]);
+        let mut one = vec![0; 16];
+        one[15] = 1;
+        assert_eq!(Usd::from_units(1).unwrap().to_avro_bytes().unwrap(), one);
+        assert_eq!(Usd::from_units(-1).unwrap().to_avro_bytes().unwrap(), vec![0xff; 16]);
+        // Shorter (minimal) encodings from other writers are read too.
+        assert_eq!(Usd::from_avro_bytes(&[0xff, 0x7f]).unwrap(), Usd::from_units(-129).unwrap());
+        assert_eq!(Usd::from_avro_bytes(&[0x00, 0x80]).unwrap(), Usd::from_units(128).unwrap());
     }
 
     proptest! {

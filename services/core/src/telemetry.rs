@@ -131,10 +131,13 @@ pub fn prometheus() -> PrometheusHandle {
         .clone()
 }
 
+/// A named component's readiness flag.
+type Component = (&'static str, Arc<AtomicBool>);
+
 /// Readiness of a service: ready only once every named component says so.
 #[derive(Debug, Clone, Default)]
 pub struct Readiness {
-    components: Arc<std::sync::Mutex<Vec<(&'static str, Arc<AtomicBool>)>>>,
+    components: Arc<std::sync::Mutex<Vec<Component>>>,
 }
 
 impl Readiness {

@@ -57,20 +57,39 @@ proptest! {
     }
 
     /// The resolving path (used for values written with another schema version) agrees with the
-    /// fast path.
+    /// fast path, for every record type.
     #[test]
-    fn generic_decoding_agrees(event in arbitrary::usage_event()) {
-        let codec: AvroCodec<faregate_core::event::UsageEvent> = codec(SchemaFamily::UsageEvent);
-        let bytes = codec.encode(&event).unwrap();
-        let schema = &SchemaFamily::UsageEvent.latest().schema;
-        let reader = apache_avro::reader::datum::GenericDatumReader::builder(schema)
-            .reader_schema(schema)
-            .build()
-            .unwrap();
-        let value = reader.read_value(&mut &bytes[5..]).unwrap();
-        let decoded: faregate_core::event::UsageEvent = apache_avro::from_value(&value).unwrap();
-        prop_assert_eq!(decoded, event);
+    fn resolving_usage_events_agrees(event in arbitrary::usage_event()) {
+        prop_assert_eq!(resolve(SchemaFamily::UsageEvent, &event), event);
     }
+
+    #[test]
+    fn resolving_spend_aggregates_agrees(aggregate in arbitrary::spend_aggregate()) {
+        prop_assert_eq!(resolve(SchemaFamily::SpendAggregate, &aggregate), aggregate);
+    }
+
+    #[test]
+    fn resolving_decisions_agrees(decision in arbitrary::decision()) {
+        prop_assert_eq!(resolve(SchemaFamily::Decision, &decision), decision);
+    }
+
+    #[test]
+    fn resolving_config_records_agrees(record in arbitrary::config_record()) {
+        prop_assert_eq!(resolve(SchemaFamily::ConfigRecord, &record), record);
+    }
+}
+
+/// Decode through schema resolution (writer schema -> newest schema -> serde), the path taken for
+/// values written with any other schema version.
+fn resolve<T: Serialize + DeserializeOwned>(family: SchemaFamily, value: &T) -> T {
+    let bytes = codec::<T>(family).encode(value).unwrap();
+    let schema = &family.latest().schema;
+    let reader = apache_avro::reader::datum::GenericDatumReader::builder(schema)
+        .reader_schema(schema)
+        .build()
+        .unwrap();
+    let resolved = reader.read_value(&mut &bytes[5..]).unwrap();
+    apache_avro::from_value(&resolved).unwrap()
 }
 
 #[test]

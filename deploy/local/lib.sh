@@ -1,0 +1,50 @@
+# Shared settings and helpers of the deploy/local scripts. Sourced, not run.
+# shellcheck shell=bash
+
+set -euo pipefail
+
+FAREGATE_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+FAREGATE_CACHE="${FAREGATE_CACHE:-$HOME/.cache/faregate}"
+TANSU_VERSION="0.6.0"
+TANSU_BIN="${FAREGATE_TANSU:-$FAREGATE_CACHE/tansu-$TANSU_VERSION/bin/tansu}"
+CHFRONT_DIR="$FAREGATE_ROOT/deploy/local/chfront"
+CHFRONT_REQUIREMENTS="$CHFRONT_DIR/requirements.txt"
+APT_PACKAGES=(cmake g++ make pkg-config libcurl4-openssl-dev libssl-dev libsasl2-dev zlib1g-dev curl python3-venv)
+
+log() { printf '[faregate] %s\n' "$*" >&2; }
+die() { printf '[faregate] error: %s\n' "$*" >&2; exit 1; }
+
+# The venv is keyed by the requirements' hash, so a change of pins gets a fresh venv.
+chfront_venv() {
+    local hash
+    hash="$(sha256sum "$CHFRONT_REQUIREMENTS" | cut -c1-12)"
+    printf '%s/venv-chfront-%s' "$FAREGATE_CACHE" "$hash"
+}
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+# pid_alive PIDFILE NAME: true when the pid in PIDFILE runs a command line containing NAME.
+pid_alive() {
+    local pidfile="$1" name="$2" pid
+    [[ -f "$pidfile" ]] || return 1
+    pid="$(cat "$pidfile")"
+    [[ -n "$pid" && -r "/proc/$pid/cmdline" ]] || return 1
+    tr '\0' ' ' < "/proc/$pid/cmdline" | grep -q -- "$name"
+}
+
+# wait_until SECONDS DESCRIPTION COMMAND...: poll COMMAND until it succeeds.
+wait_until() {
+    local seconds="$1" what="$2"
+    shift 2
+    local deadline=$((SECONDS + seconds))
+    until "$@" >/dev/null 2>&1; do
+        if ((SECONDS >= deadline)); then
+            return 1
+        fi
+        sleep 0.2
+    done
+}
+
+tcp_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }

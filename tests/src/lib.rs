@@ -1,0 +1,140 @@
+//! The harness of Faregate's real-component tests.
+//!
+//! The tests run against a local stack started by `deploy/local/test` on free ports, found in
+//! `FAREGATE_TEST_KAFKA_BROKERS` and `FAREGATE_TEST_CLICKHOUSE_URL`; tests share it safely by
+//! using random topic, group and database names. A test that must restart a broker starts a
+//! private tansu of its own ([`PrivateBroker`], binary from `FAREGATE_TEST_TANSU`).
+//! Waiting is always for a condition with a deadline, never a fixed sleep.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use faregate_core::clickhouse::ClickHouseConfig;
+use faregate_core::kafka::KafkaConfig;
+use proptest::strategy::{Strategy, ValueTree};
+use proptest::test_runner::TestRunner;
+
+fn required_env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the tests with deploy/local/test, which starts the local stack and sets it")
+    })
+}
+
+/// A name no other test uses: `prefix_<uuid v7>`.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid::Uuid::now_v7().simple())
+}
+
+/// Kafka settings for the shared test broker, with topic names of this test's own.
+pub fn kafka_config() -> KafkaConfig {
+    kafka_config_for(&required_env("FAREGATE_TEST_KAFKA_BROKERS"))
+}
+
+/// Kafka settings for `brokers`, with topic names of this test's own and one partition each.
+pub fn kafka_config_for(brokers: &str) -> KafkaConfig {
+    let mut config = KafkaConfig { brokers: brokers.to_string(), ..KafkaConfig::default() };
+    let t = &mut config.topics;
+    t.usage = unique("usage");
+    t.spend = unique("spend");
+    t.decisions = unique("decisions");
+    t.config = unique("config");
+    t.dlq = unique("dlq");
+    t.partitions = 1;
+    config
+}
+
+/// ClickHouse settings for the shared test front, with a database of this test's own.
+pub fn clickhouse_config() -> ClickHouseConfig {
+    ClickHouseConfig {
+        url: required_env("FAREGATE_TEST_CLICKHOUSE_URL"),
+        database: unique("test"),
+        ..ClickHouseConfig::default()
+    }
+}
+
+/// `n` values of `strategy`, the same ones on every run.
+pub fn samples<S: Strategy>(strategy: S, n: usize) -> Vec<S::Value> {
+    let mut runner = TestRunner::deterministic();
+    (0..n).map(|_| strategy.new_tree(&mut runner).expect("a sample").current()).collect()
+}
+
+/// Poll `condition` until it holds, failing the test after `deadline`.
+pub fn wait_for(what: &str, deadline: Duration, mut condition: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !condition() {
+        assert!(start.elapsed() < deadline, "{what} did not happen within {deadline:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A tansu broker of one test's own, on a free port with its own sqlite file; killed on drop.
+pub struct PrivateBroker {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+    tansu: PathBuf,
+}
+
+impl PrivateBroker {
+    pub fn start() -> PrivateBroker {
+        let tansu = PathBuf::from(required_env("FAREGATE_TEST_TANSU"));
+        let port = {
+            let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
+            listener.local_addr().unwrap().port()
+        };
+        let mut broker = PrivateBroker { child: None, port, dir: tempfile::tempdir().unwrap(), tansu };
+        broker.spawn();
+        broker
+    }
+
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn spawn(&mut self) {
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("tansu.log"))
+            .unwrap();
+        let child = Command::new(&self.tansu)
+            .arg("broker")
+            .args(["--listener-url", &url, "--advertised-listener-url", &url])
+            // tansu reads the path of a sqlite URL relative to its working directory.
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.tansu.display()));
+        self.child = Some(child);
+        let addr = format!("127.0.0.1:{}", self.port);
+        wait_for("tansu to accept connections", Duration::from_secs(30), || {
+            TcpStream::connect(&addr).is_ok()
+        });
+    }
+
+    /// Kill the broker with SIGKILL (no clean shutdown).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kill the broker and start it again on the same port and storage.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+}
+
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

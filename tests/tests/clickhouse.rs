@@ -1,0 +1,132 @@
+//! ClickHouse through the project's HTTP front over chDB, with the `clickhouse` crate at its
+//! defaults (LZ4, row validation): migrations apply once and are recorded, and ledger rows with
+//! every column type round-trip exactly, money included.
+
+use std::collections::BTreeMap;
+
+use chrono::{TimeZone, Utc};
+use faregate_core::clickhouse::ledger::{CostBreakdown, KafkaPosition, Pricing};
+use faregate_core::clickhouse::migrations::{self, MigrationError};
+use faregate_core::clickhouse::{LedgerRow, Migration};
+use faregate_core::event::{Outcome, UsageSource, arbitrary};
+use faregate_core::money::Usd;
+use faregate_tests::{clickhouse_config, samples};
+
+#[tokio::test]
+async fn migrations_apply_once_and_are_recorded() {
+    let config = clickhouse_config();
+    let all: Vec<u32> = migrations::all().unwrap().iter().map(|m| m.version).collect();
+
+    let first = migrations::apply(&config).await.unwrap();
+    assert_eq!(first.applied, all);
+    assert!(first.already_applied.is_empty());
+    let second = migrations::apply(&config).await.unwrap();
+    assert!(second.applied.is_empty(), "second run applies nothing: {second:?}");
+    assert_eq!(second.already_applied, all);
+
+    let client = config.client();
+    let tables: Vec<String> = client
+        .query("SELECT name FROM system.tables WHERE database = currentDatabase() ORDER BY name")
+        .fetch_all()
+        .await
+        .unwrap();
+    for table in ["decision_log", "faregate_schema_migrations", "usage_ledger"] {
+        assert!(tables.iter().any(|t| t == table), "{table} missing from {tables:?}");
+    }
+    let recorded: u64 =
+        client.query("SELECT count() FROM faregate_schema_migrations").fetch_one().await.unwrap();
+    assert_eq!(recorded, all.len() as u64);
+}
+
+#[tokio::test]
+async fn an_applied_migration_that_was_edited_is_refused() {
+    let config = clickhouse_config();
+    migrations::apply(&config).await.unwrap();
+    let mut edited: Vec<Migration> = migrations::all().unwrap();
+    edited[0].source.push_str("\n-- a harmless-looking edit\n");
+    edited[0].checksum = "0".repeat(64);
+    let error = migrations::apply_migrations(&config, &edited).await.unwrap_err();
+    assert!(matches!(error, MigrationError::Edited { version: 1, .. }), "{error}");
+}
+
+fn priced(cents: i64) -> Pricing {
+    let unit = Usd("0.000000000000000001".parse().unwrap());
+    let cost = CostBreakdown {
+        input: Usd(rust_decimal::Decimal::new(cents, 2)),
+        output: Usd("0.000015".parse().unwrap()),
+        cache_read: Usd("0.0000003".parse().unwrap()),
+        cache_write_5m: Usd("0.00000375".parse().unwrap()),
+        cache_write_1h: Usd("0.000006".parse().unwrap()),
+        reasoning: unit,
+    };
+    Pricing::Priced { price_ref: "anthropic/claude-sonnet-4-5@2026-01-01".into(), cost }
+}
+
+#[tokio::test]
+async fn ledger_rows_with_every_column_type_round_trip_exactly() {
+    let config = clickhouse_config();
+    migrations::apply(&config).await.unwrap();
+    let client = config.client();
+    let processed_at = Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap();
+    let mut rows: Vec<LedgerRow> = samples(arbitrary::usage_event(), 40)
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut event)| {
+            // Token counts fit UInt64 and statuses fit UInt16 in the ledger.
+            event.tokens.input = event.tokens.input.abs() % 1_000_000_000;
+            event.http_status = 200 + (i as i32 % 300);
+            event.latency_us = event.latency_us.abs();
+            event.ttfb_us = event.ttfb_us.map(i64::abs);
+            if i == 0 {
+                event.tags =
+                    BTreeMap::from([("team".into(), "Zürich ☕".into()), ("env".into(), String::new())]);
+                event.usage_source = UsageSource::Estimated;
+                event.outcome = Outcome::ClientAborted;
+            }
+            let pricing = if i % 3 == 0 {
+                Pricing::Unpriced { reason: format!("no price for model {}", event.requested_model) }
+            } else {
+                priced(i as i64 * 7)
+            };
+            let position = KafkaPosition {
+                topic: "faregate.usage.v1".into(),
+                partition: (i % 3) as i32,
+                offset: i as i64,
+            };
+            LedgerRow::new(&event, &pricing, &position, processed_at)
+        })
+        .collect();
+
+    let mut insert = client.insert::<LedgerRow>("usage_ledger").await.unwrap();
+    for row in &rows {
+        insert.write(row).await.unwrap();
+    }
+    insert.end().await.unwrap();
+
+    let mut back: Vec<LedgerRow> =
+        client.query("SELECT ?fields FROM usage_ledger ORDER BY event_id").fetch_all().await.unwrap();
+    rows.sort_by_key(|r| r.event_id);
+    assert_eq!(back.len(), rows.len());
+    for (read, written) in back.iter_mut().zip(&rows) {
+        assert_eq!(read, written);
+    }
+
+    // ClickHouse's own decimal sum equals the exact Rust sum; unpriced rows count as unknown, not $0.
+    let expected: rust_decimal::Decimal = rows.iter().filter_map(|r| r.cost_total).map(|c| c.0).sum();
+    let (sum, unpriced): (String, u64) = client
+        .query("SELECT toString(sum(cost_total)), countIf(cost_total IS NULL) FROM usage_ledger")
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(sum.parse::<rust_decimal::Decimal>().unwrap(), expected);
+    assert_eq!(unpriced, rows.iter().filter(|r| r.cost_total.is_none()).count() as u64);
+}
+
+#[tokio::test]
+async fn errors_from_the_engine_reach_the_client_with_their_code() {
+    let config = clickhouse_config();
+    let error =
+        config.server_client().query("SELECT * FROM no_such_db.no_such_table").execute().await.unwrap_err();
+    let text = error.to_string();
+    assert!(text.contains("UNKNOWN_DATABASE") || text.contains("Code: 81"), "{text}");
+}
