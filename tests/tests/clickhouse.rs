@@ -104,7 +104,9 @@ async fn ledger_rows_with_every_column_type_round_trip_exactly() {
     insert.end().await.unwrap();
 
     let mut back: Vec<LedgerRow> =
-        client.query("SELECT ?fields FROM usage_ledger ORDER BY event_id").fetch_all().await.unwrap();
+        client.query("SELECT ?fields FROM usage_ledger").fetch_all().await.unwrap();
+    // ClickHouse orders UUIDs by their two 64-bit halves, not bytewise: sort both sides here.
+    back.sort_by_key(|r| r.event_id);
     rows.sort_by_key(|r| r.event_id);
     assert_eq!(back.len(), rows.len());
     for (read, written) in back.iter_mut().zip(&rows) {
@@ -114,7 +116,9 @@ async fn ledger_rows_with_every_column_type_round_trip_exactly() {
     // ClickHouse's own decimal sum equals the exact Rust sum; unpriced rows count as unknown, not $0.
     let expected: rust_decimal::Decimal = rows.iter().filter_map(|r| r.cost_total).map(|c| c.0).sum();
     let (sum, unpriced): (String, u64) = client
-        .query("SELECT toString(sum(cost_total)), countIf(cost_total IS NULL) FROM usage_ledger")
+        .query(
+            "SELECT ifNull(toString(sum(cost_total)), 'none'), countIf(cost_total IS NULL) FROM usage_ledger",
+        )
         .fetch_one()
         .await
         .unwrap();

@@ -1,44 +1,74 @@
-//! The processor: consumes usage events, prices them with exact decimal money, writes the
-//! ClickHouse ledger idempotently and publishes absolute spend aggregates.
-//!
-//! Status: this crate currently provides the service shell (configuration and `run` with its
-//! shutdown contract); pricing and the exactly-once pipeline are tracked as their own issue.
+//! The processor: consumes usage events, validates them, prices them with exact decimal money,
+//! writes the ClickHouse ledger exactly once per event and publishes absolute spend totals for
+//! the budget service. See [`pipeline`] for the effectively-once argument.
 
-use serde::{Deserialize, Serialize};
+pub mod aggregate;
+pub mod config;
+pub mod dlq;
+pub mod ledger;
+pub mod pipeline;
+pub mod validate;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use rdkafka::error::KafkaError;
 use tokio_util::sync::CancellationToken;
 
-use faregate_core::config::{ConfigError, Validate};
+use faregate_core::avro::AvroError;
+use faregate_core::clickhouse::ClickHouseConfig;
+use faregate_core::clickhouse::ledger::Pricing;
+use faregate_core::error::{ErrorClass, FaregateError};
+use faregate_core::event::UsageEvent;
+use faregate_core::kafka::{KafkaConfig, ProduceError};
 
-/// Processor settings.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ProcessorConfig {
-    /// Consumer group of the usage topic.
-    pub group_id: String,
+pub use config::ProcessorConfig;
+pub use ledger::{ClickHouseLedger, Ledger, LedgerError, MemoryLedger};
+pub use pipeline::Pipeline;
+
+/// Prices one event. Implemented by the price catalog; tests use closures.
+pub trait Pricer: Send + Sync {
+    fn price(&self, event: &UsageEvent) -> Pricing;
 }
 
-impl Default for ProcessorConfig {
-    fn default() -> Self {
-        ProcessorConfig { group_id: "faregate-processor".into() }
-    }
-}
-
-impl Validate for ProcessorConfig {
-    fn validate(&self) -> Result<(), ConfigError> {
-        if self.group_id.trim().is_empty() {
-            return Err(ConfigError::field("processor.group_id", "must not be empty"));
-        }
-        Ok(())
+impl<F: Fn(&UsageEvent) -> Pricing + Send + Sync> Pricer for F {
+    fn price(&self, event: &UsageEvent) -> Pricing {
+        self(event)
     }
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum ProcessorError {}
+pub enum ProcessorError {
+    #[error("kafka: {what}: {source}")]
+    Kafka { what: &'static str, source: KafkaError },
+    #[error(transparent)]
+    Avro(#[from] AvroError),
+    #[error(transparent)]
+    Produce(#[from] ProduceError),
+    #[error("price catalog: {0}")]
+    Prices(String),
+}
 
-/// Run the processor until `shutdown` is cancelled.
-pub async fn run(config: ProcessorConfig, shutdown: CancellationToken) -> Result<(), ProcessorError> {
-    tracing::info!(group = %config.group_id, "processor started (pipeline not implemented yet)");
-    shutdown.cancelled().await;
-    tracing::info!("processor stopped");
-    Ok(())
+impl FaregateError for ProcessorError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            ProcessorError::Kafka { .. } => ErrorClass::External,
+            ProcessorError::Avro(e) => e.class(),
+            ProcessorError::Produce(e) => e.class(),
+            ProcessorError::Prices(_) => ErrorClass::User,
+        }
+    }
+}
+
+/// Run the processor against Kafka and ClickHouse until `shutdown` is cancelled.
+pub async fn run(
+    config: ProcessorConfig,
+    kafka: KafkaConfig,
+    clickhouse: ClickHouseConfig,
+    pricer: Arc<dyn Pricer>,
+    ledger_ok: Arc<AtomicBool>,
+    shutdown: CancellationToken,
+) -> Result<(), ProcessorError> {
+    let ledger = Arc::new(ClickHouseLedger::new(clickhouse.client()));
+    Pipeline::new(config, kafka, ledger, pricer, ledger_ok).run(shutdown).await
 }

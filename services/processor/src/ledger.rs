@@ -1,0 +1,301 @@
+//! The ledger seam: what the pipeline needs from ClickHouse, as a small trait with the real
+//! implementation ([`ClickHouseLedger`]) and an in-memory one for tests ([`MemoryLedger`]).
+//!
+//! Contract: `insert` is the only write. The pipeline makes it idempotent by asking `existing`
+//! which event ids are already stored before writing.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use crate::aggregate::{BucketKey, BucketTotals, Subject, hour_of};
+use faregate_core::clickhouse::LedgerRow;
+use faregate_core::clickhouse::ledger::PricingStatus;
+use faregate_core::error::{ErrorClass, FaregateError};
+use faregate_core::money::Usd;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("ClickHouse: {0}")]
+    ClickHouse(#[from] clickhouse::error::Error),
+    #[error("ledger unavailable: {0}")]
+    Unavailable(String),
+    #[error("ledger returned an impossible value: {0}")]
+    Corrupt(String),
+}
+
+impl FaregateError for LedgerError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            LedgerError::ClickHouse(_) | LedgerError::Unavailable(_) => ErrorClass::External,
+            LedgerError::Corrupt(_) => ErrorClass::Internal,
+        }
+    }
+}
+
+/// What the pipeline reads from and writes to the ledger.
+#[async_trait]
+pub trait Ledger: Send + Sync {
+    /// Which of `rows`' event ids are already stored.
+    async fn existing(&self, rows: &[LedgerRow]) -> Result<HashSet<Uuid>, LedgerError>;
+    /// Store `rows`.
+    async fn insert(&self, rows: &[LedgerRow]) -> Result<(), LedgerError>;
+    /// The totals of `keys` (a key with no rows is absent from the answer).
+    async fn totals(&self, keys: &[BucketKey]) -> Result<Vec<BucketTotals>, LedgerError>;
+    /// The totals of every (subject, hour) from `since` on.
+    async fn totals_since(&self, since: DateTime<Utc>) -> Result<Vec<BucketTotals>, LedgerError>;
+}
+
+/// A ClickHouse string literal.
+fn quote(value: &str) -> String {
+    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+fn quoted_list<'a>(values: impl Iterator<Item = &'a str>) -> String {
+    let mut unique: Vec<&str> = values.collect();
+    unique.sort_unstable();
+    unique.dedup();
+    unique.iter().map(|v| quote(v)).collect::<Vec<_>>().join(", ")
+}
+
+fn datetime_literal(at: DateTime<Utc>) -> String {
+    format!("toDateTime64('{}', 6, 'UTC')", at.format("%Y-%m-%d %H:%M:%S%.6f"))
+}
+
+/// The ledger in ClickHouse (`usage_ledger`).
+#[derive(Clone)]
+pub struct ClickHouseLedger {
+    client: clickhouse::Client,
+}
+
+impl std::fmt::Debug for ClickHouseLedger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClickHouseLedger")
+    }
+}
+
+impl ClickHouseLedger {
+    pub fn new(client: clickhouse::Client) -> Self {
+        ClickHouseLedger { client }
+    }
+}
+
+#[derive(Debug, Deserialize, clickhouse::Row)]
+struct EventId {
+    #[serde(with = "clickhouse::serde::uuid")]
+    event_id: Uuid,
+}
+
+#[derive(Debug, Deserialize, clickhouse::Row)]
+struct TotalsRow {
+    org: String,
+    team: String,
+    user: String,
+    key_id: String,
+    project: String,
+    model: String,
+    tool: String,
+    hour: i64,
+    #[serde(with = "faregate_core::money::ch_decimal")]
+    cost: Usd,
+    requests: u64,
+    unpriced: u64,
+    tokens: u64,
+}
+
+impl TotalsRow {
+    fn into_totals(self) -> Result<BucketTotals, LedgerError> {
+        let hour = DateTime::from_timestamp(self.hour, 0)
+            .ok_or_else(|| LedgerError::Corrupt(format!("hour {} out of range", self.hour)))?;
+        Ok(BucketTotals {
+            key: BucketKey {
+                subject: Subject {
+                    org: self.org,
+                    team: self.team,
+                    user: self.user,
+                    key_id: self.key_id,
+                    project: self.project,
+                    model: self.model,
+                    tool: self.tool,
+                },
+                hour,
+            },
+            cost: self.cost,
+            requests: self.requests as i64,
+            unpriced_requests: self.unpriced as i64,
+            tokens_total: self.tokens as i64,
+        })
+    }
+}
+
+const TOTALS_SELECT: &str = "SELECT org, team, user, key_id, project, model, tool, \
+     toInt64(toUnixTimestamp(toStartOfHour(occurred_at))) AS hour, \
+     sum(ifNull(cost_total, toDecimal128(0, 18))) AS cost, \
+     count() AS requests, \
+     countIf(pricing_status = 'unpriced') AS unpriced, \
+     sum(input_tokens + output_tokens + cache_read_tokens + cache_write_5m_tokens + cache_write_1h_tokens + reasoning_tokens) AS tokens \
+     FROM usage_ledger FINAL";
+const TOTALS_GROUP: &str = "GROUP BY org, team, user, key_id, project, model, tool, hour";
+
+#[async_trait]
+impl Ledger for ClickHouseLedger {
+    async fn existing(&self, rows: &[LedgerRow]) -> Result<HashSet<Uuid>, LedgerError> {
+        if rows.is_empty() {
+            return Ok(HashSet::new());
+        }
+        // A duplicate has the same org and occurred_at as its original, so the primary key
+        // (org, date, event_id) narrows the search.
+        let from = rows.iter().map(|r| r.occurred_at).min().unwrap_or_default();
+        let to = rows.iter().map(|r| r.occurred_at).max().unwrap_or_default();
+        let ids: Vec<String> = rows.iter().map(|r| format!("'{}'", r.event_id)).collect();
+        let sql = format!(
+            "SELECT event_id FROM usage_ledger WHERE org IN ({}) AND occurred_at >= {} AND occurred_at <= {} \
+             AND event_id IN ({})",
+            quoted_list(rows.iter().map(|r| r.org.as_str())),
+            datetime_literal(from),
+            datetime_literal(to),
+            ids.join(", ")
+        );
+        let found: Vec<EventId> = self.client.query(&sql.replace('?', "??")).fetch_all().await?;
+        Ok(found.into_iter().map(|r| r.event_id).collect())
+    }
+
+    async fn insert(&self, rows: &[LedgerRow]) -> Result<(), LedgerError> {
+        let mut insert = self.client.insert::<LedgerRow>("usage_ledger").await?;
+        for row in rows {
+            insert.write(row).await?;
+        }
+        insert.end().await?;
+        Ok(())
+    }
+
+    async fn totals(&self, keys: &[BucketKey]) -> Result<Vec<BucketTotals>, LedgerError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let from = keys.iter().map(|k| k.hour).min().unwrap_or_default();
+        let to = keys.iter().map(|k| k.hour).max().unwrap_or_default() + TimeDelta::hours(1);
+        let sql = format!(
+            "{TOTALS_SELECT} WHERE org IN ({}) AND occurred_at >= {} AND occurred_at < {} {TOTALS_GROUP}",
+            quoted_list(keys.iter().map(|k| k.subject.org.as_str())),
+            datetime_literal(from),
+            datetime_literal(to),
+        );
+        let wanted: HashSet<&BucketKey> = keys.iter().collect();
+        let rows: Vec<TotalsRow> = self.client.query(&sql.replace('?', "??")).fetch_all().await?;
+        let mut totals = Vec::with_capacity(keys.len());
+        for row in rows {
+            let total = row.into_totals()?;
+            if wanted.contains(&total.key) {
+                totals.push(total);
+            }
+        }
+        Ok(totals)
+    }
+
+    async fn totals_since(&self, since: DateTime<Utc>) -> Result<Vec<BucketTotals>, LedgerError> {
+        let sql = format!(
+            "{TOTALS_SELECT} WHERE occurred_at >= {} {TOTALS_GROUP}",
+            datetime_literal(hour_of(since))
+        );
+        let rows: Vec<TotalsRow> = self.client.query(&sql).fetch_all().await?;
+        rows.into_iter().map(TotalsRow::into_totals).collect()
+    }
+}
+
+/// An in-memory ledger for tests; `set_available(false)` makes every call fail like an outage.
+#[derive(Debug, Default)]
+pub struct MemoryLedger {
+    rows: Mutex<Vec<LedgerRow>>,
+    down: AtomicBool,
+}
+
+impl MemoryLedger {
+    pub fn rows(&self) -> Vec<LedgerRow> {
+        self.rows.lock().unwrap().clone()
+    }
+
+    pub fn set_available(&self, available: bool) {
+        self.down.store(!available, Ordering::SeqCst);
+    }
+
+    fn check(&self) -> Result<(), LedgerError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(LedgerError::Unavailable("memory ledger is switched off".into()));
+        }
+        Ok(())
+    }
+
+    fn totals_where(&self, keep: impl Fn(&BucketKey) -> bool) -> Vec<BucketTotals> {
+        let mut totals: BTreeMap<BucketKey, BucketTotals> = BTreeMap::new();
+        let rows = self.rows.lock().unwrap();
+        let mut seen = HashSet::new();
+        for row in rows.iter().filter(|r| seen.insert(r.event_id)) {
+            let key = BucketKey::of(row);
+            if !keep(&key) {
+                continue;
+            }
+            let entry = totals.entry(key.clone()).or_insert_with(|| BucketTotals {
+                key,
+                cost: Usd::ZERO,
+                requests: 0,
+                unpriced_requests: 0,
+                tokens_total: 0,
+            });
+            entry.cost = Usd(entry.cost.0 + row.cost_total.unwrap_or_default().0);
+            entry.requests += 1;
+            entry.unpriced_requests += i64::from(row.pricing_status == PricingStatus::Unpriced);
+            entry.tokens_total += (row.input_tokens
+                + row.output_tokens
+                + row.cache_read_tokens
+                + row.cache_write_5m_tokens
+                + row.cache_write_1h_tokens
+                + row.reasoning_tokens) as i64;
+        }
+        totals.into_values().collect()
+    }
+}
+
+#[async_trait]
+impl Ledger for MemoryLedger {
+    async fn existing(&self, rows: &[LedgerRow]) -> Result<HashSet<Uuid>, LedgerError> {
+        self.check()?;
+        let wanted: HashSet<Uuid> = rows.iter().map(|r| r.event_id).collect();
+        let stored = self.rows.lock().unwrap();
+        Ok(stored.iter().map(|r| r.event_id).filter(|id| wanted.contains(id)).collect())
+    }
+
+    async fn insert(&self, rows: &[LedgerRow]) -> Result<(), LedgerError> {
+        self.check()?;
+        self.rows.lock().unwrap().extend_from_slice(rows);
+        Ok(())
+    }
+
+    async fn totals(&self, keys: &[BucketKey]) -> Result<Vec<BucketTotals>, LedgerError> {
+        self.check()?;
+        let wanted: HashSet<&BucketKey> = keys.iter().collect();
+        Ok(self.totals_where(|k| wanted.contains(k)))
+    }
+
+    async fn totals_since(&self, since: DateTime<Utc>) -> Result<Vec<BucketTotals>, LedgerError> {
+        self.check()?;
+        let since = hour_of(since);
+        Ok(self.totals_where(|k| k.hour >= since))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literals_are_escaped() {
+        assert_eq!(quote("it's a \\ test"), "'it\\'s a \\\\ test'");
+        assert_eq!(quoted_list(["b", "a", "b"].into_iter()), "'a', 'b'");
+    }
+}

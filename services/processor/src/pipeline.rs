@@ -1,0 +1,369 @@
+//! The processing loop: usage topic -> decode -> validate -> price -> ledger -> spend totals ->
+//! offset commit.
+//!
+//! Effectively-once without Kafka transactions, with ClickHouse as the ledger:
+//! - an offset is committed only after the ledger holds every row up to it and the spend totals
+//!   they change were acknowledged by the broker, so a crash replays, never skips;
+//! - a replayed message is recognised by its event id, which the pipeline looks up in the ledger
+//!   before each write, so it is not written again. (Skipping by the ledger's highest offset per
+//!   partition was rejected: an insert spanning two monthly partitions can be applied in part, and
+//!   the highest stored offset then hides lower offsets that were never written.);
+//! - an event that arrives twice at different offsets (re-sent after a lost acknowledgement) is
+//!   caught by the same event-id check, and within one batch by de-duplicating on the id;
+//! - spend totals are absolute and re-read from the ledger, so republishing them is harmless;
+//! - on a partition revocation the batch's rows of that partition are dropped unwritten: the
+//!   next owner reads them again from the last commit.
+//!
+//! Undecodable or invalid values go to the dead-letter topic (acknowledged before their offset
+//! is committed). While ClickHouse or Kafka fail, the batch is retried with backoff and nothing
+//! new is consumed, so memory stays bounded.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::aggregate::BucketKey;
+use crate::config::ProcessorConfig;
+use crate::dlq::{DeadLetters, Stage};
+use crate::ledger::Ledger;
+use crate::validate::validate;
+use crate::{Pricer, ProcessorError};
+use faregate_core::avro::{AvroCodec, SchemaFamily};
+use faregate_core::clickhouse::LedgerRow;
+use faregate_core::clickhouse::ledger::{KafkaPosition, PricingStatus};
+use faregate_core::event::{SpendAggregate, UsageEvent};
+use faregate_core::kafka::{KafkaConfig, RecordProducer};
+
+/// Records partition revocations, which librdkafka reports from inside `recv`.
+#[derive(Default)]
+pub struct RebalanceContext {
+    revoked: Mutex<Vec<i32>>,
+}
+
+impl ClientContext for RebalanceContext {}
+
+impl ConsumerContext for RebalanceContext {
+    fn pre_rebalance(&self, _consumer: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(partitions) = rebalance {
+            let mut revoked = self.revoked.lock().unwrap();
+            revoked.extend(partitions.elements().iter().map(|p| p.partition()));
+            tracing::info!(partitions = ?*revoked, "partitions revoked");
+        }
+    }
+}
+
+/// The events read but not yet committed.
+#[derive(Default)]
+struct Batch {
+    rows: Vec<LedgerRow>,
+    /// Partition -> the offset to commit once the batch is written (last offset + 1).
+    next_offsets: BTreeMap<i32, i64>,
+    bytes: usize,
+    deadline: Option<Instant>,
+}
+
+impl Batch {
+    fn is_empty(&self) -> bool {
+        self.next_offsets.is_empty()
+    }
+
+    fn advance(&mut self, partition: i32, offset: i64, max_wait: Duration) {
+        self.next_offsets.insert(partition, offset + 1);
+        self.deadline.get_or_insert_with(|| Instant::now() + max_wait);
+    }
+
+    fn drop_partitions(&mut self, partitions: &[i32]) {
+        self.rows.retain(|r| !partitions.contains(&r.kafka_partition));
+        for p in partitions {
+            self.next_offsets.remove(p);
+        }
+        if self.next_offsets.is_empty() {
+            *self = Batch::default();
+        }
+    }
+}
+
+/// The processor's consuming loop and what it writes to.
+pub struct Pipeline {
+    config: ProcessorConfig,
+    kafka: KafkaConfig,
+    ledger: Arc<dyn Ledger>,
+    pricer: Arc<dyn Pricer>,
+    /// Set while the ledger answers; exported to readiness.
+    ledger_ok: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline").field("group", &self.config.group_id).finish_non_exhaustive()
+    }
+}
+
+struct Running {
+    consumer: StreamConsumer<RebalanceContext>,
+    codec: AvroCodec<UsageEvent>,
+    spend: RecordProducer<SpendAggregate>,
+    dlq: DeadLetters,
+}
+
+impl Pipeline {
+    pub fn new(
+        config: ProcessorConfig,
+        kafka: KafkaConfig,
+        ledger: Arc<dyn Ledger>,
+        pricer: Arc<dyn Pricer>,
+        ledger_ok: Arc<AtomicBool>,
+    ) -> Self {
+        Pipeline { config, kafka, ledger, pricer, ledger_ok }
+    }
+
+    /// Consume until `shutdown`; the batch in hand is written before returning.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), ProcessorError> {
+        let topic = self.kafka.topics.usage.clone();
+        let consumer: StreamConsumer<RebalanceContext> = self
+            .kafka
+            .consumer_config("processor", &self.config.group_id)
+            .set("max.poll.interval.ms", "600000")
+            .create_with_context(RebalanceContext::default())
+            .map_err(|source| ProcessorError::Kafka { what: "creating the usage consumer", source })?;
+        consumer
+            .subscribe(&[&topic])
+            .map_err(|source| ProcessorError::Kafka { what: "subscribing to the usage topic", source })?;
+        let registry = self.kafka.schema_registry.registry();
+        let codec = AvroCodec::new(SchemaFamily::UsageEvent, &topic, registry).await?;
+        let spend = RecordProducer::new(
+            &self.kafka,
+            "processor",
+            SchemaFamily::SpendAggregate,
+            &self.kafka.topics.spend,
+        )
+        .await?;
+        let dlq = DeadLetters::new(&self.kafka)
+            .map_err(|source| ProcessorError::Kafka { what: "creating the dead-letter producer", source })?;
+        let running = Running { consumer, codec, spend, dlq };
+
+        self.rebuild_totals(&running, &shutdown).await;
+        tracing::info!(topic = %topic, group = %self.config.group_id, "processor consuming");
+
+        let max_wait = Duration::from_millis(self.config.batch_max_wait_ms);
+        let mut batch = Batch::default();
+        loop {
+            let deadline = batch.deadline;
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                    self.flush(&running, &mut batch, &shutdown).await;
+                }
+                received = running.consumer.recv() => {
+                    let revoked = std::mem::take(&mut *running.consumer.context().revoked.lock().unwrap());
+                    if !revoked.is_empty() {
+                        batch.drop_partitions(&revoked);
+                    }
+                    match received {
+                        Ok(message) => {
+                            self.accept(&running, &mut batch, &message, max_wait, &shutdown).await;
+                            if batch.rows.len() >= self.config.batch_max_rows || batch.bytes >= self.config.batch_max_bytes {
+                                self.flush(&running, &mut batch, &shutdown).await;
+                            }
+                        }
+                        Err(error) => tracing::warn!(%error, "usage consumer error"),
+                    }
+                }
+            }
+        }
+        if !batch.is_empty() {
+            self.flush(&running, &mut batch, &CancellationToken::new()).await;
+        }
+        tracing::info!("processor stopped");
+        Ok(())
+    }
+
+    /// Take one message into the batch (or to the dead-letter topic).
+    async fn accept(
+        &self,
+        running: &Running,
+        batch: &mut Batch,
+        message: &BorrowedMessage<'_>,
+        max_wait: Duration,
+        shutdown: &CancellationToken,
+    ) {
+        let (partition, offset) = (message.partition(), message.offset());
+        let Some(payload) = message.payload() else {
+            self.dead_letter(
+                running,
+                message,
+                Stage::Decode,
+                "the value is empty (a tombstone on the usage topic)",
+                shutdown,
+            )
+            .await;
+            batch.advance(partition, offset, max_wait);
+            return;
+        };
+        let event = match running.codec.decode(payload).await {
+            Ok(event) => event,
+            Err(error) => {
+                self.dead_letter(running, message, Stage::Decode, &error.to_string(), shutdown).await;
+                batch.advance(partition, offset, max_wait);
+                return;
+            }
+        };
+        if let Err(error) = validate(&event) {
+            self.dead_letter(running, message, Stage::Validate, &error.to_string(), shutdown).await;
+            batch.advance(partition, offset, max_wait);
+            return;
+        }
+        let pricing = self.pricer.price(&event);
+        let position = KafkaPosition { topic: message.topic().to_string(), partition, offset };
+        let row = LedgerRow::new(&event, &pricing, &position, faregate_core::time::now_micros());
+        if row.pricing_status == PricingStatus::Unpriced {
+            metrics::counter!("faregate_processor_unpriced_total").increment(1);
+            tracing::warn!(event_id = %row.event_id, model = %row.model, reason = %row.unpriced_reason, "event is unpriced");
+        }
+        batch.bytes += payload.len();
+        batch.rows.push(row);
+        batch.advance(partition, offset, max_wait);
+    }
+
+    async fn dead_letter(
+        &self,
+        running: &Running,
+        message: &BorrowedMessage<'_>,
+        stage: Stage,
+        reason: &str,
+        shutdown: &CancellationToken,
+    ) {
+        tracing::warn!(partition = message.partition(), offset = message.offset(), stage = stage.as_str(), %reason, "dead-lettering a usage value");
+        metrics::counter!("faregate_processor_dead_letters_total", "stage" => stage.as_str()).increment(1);
+        let _ = self
+            .retry("writing to the dead-letter topic", shutdown, || running.dlq.send(message, stage, reason))
+            .await;
+    }
+
+    /// Write the batch, publish the totals it changed, then commit its offsets.
+    async fn flush(&self, running: &Running, batch: &mut Batch, shutdown: &CancellationToken) {
+        let Batch { rows, next_offsets, .. } = std::mem::take(batch);
+        if next_offsets.is_empty() {
+            return;
+        }
+        let mut seen = HashSet::with_capacity(rows.len());
+        let rows: Vec<LedgerRow> = rows.into_iter().filter(|r| seen.insert(r.event_id)).collect();
+        let ledger = self.ledger.clone();
+        let Some(existing) =
+            self.retry("checking the ledger for duplicates", shutdown, || ledger.existing(&rows)).await
+        else {
+            return;
+        };
+        let fresh: Vec<LedgerRow> = rows.into_iter().filter(|r| !existing.contains(&r.event_id)).collect();
+        let duplicates = seen.len() - fresh.len();
+        if duplicates > 0 {
+            metrics::counter!("faregate_processor_duplicates_total").increment(duplicates as u64);
+            tracing::info!(duplicates, "skipped events already in the ledger");
+        }
+        if !fresh.is_empty() {
+            if self.retry("writing to the ledger", shutdown, || ledger.insert(&fresh)).await.is_none() {
+                return;
+            }
+            metrics::counter!("faregate_processor_events_written_total").increment(fresh.len() as u64);
+            let keys: Vec<BucketKey> =
+                fresh.iter().map(BucketKey::of).collect::<BTreeSet<_>>().into_iter().collect();
+            if !self.publish_totals(running, &keys, shutdown).await {
+                return;
+            }
+        }
+        let mut offsets = TopicPartitionList::new();
+        for (partition, next) in &next_offsets {
+            let _ = offsets.add_partition_offset(&self.kafka.topics.usage, *partition, Offset::Offset(*next));
+        }
+        if let Err(error) = running.consumer.commit(&offsets, CommitMode::Async) {
+            // Safe: the event-id check makes the replay a no-op.
+            tracing::warn!(%error, "offset commit failed; the ledger makes the replay harmless");
+        }
+    }
+
+    /// Publish the ledger's totals of `keys`; false if shutdown interrupted it.
+    async fn publish_totals(
+        &self,
+        running: &Running,
+        keys: &[BucketKey],
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let ledger = self.ledger.clone();
+        let Some(totals) = self.retry("reading spend totals", shutdown, || ledger.totals(keys)).await else {
+            return false;
+        };
+        let computed_at = faregate_core::time::now_micros();
+        let records: Vec<(String, SpendAggregate)> =
+            totals.iter().map(|t| (t.key.topic_key(), t.to_aggregate(computed_at))).collect();
+        let spend = &running.spend;
+        let publish = || async {
+            futures::future::try_join_all(records.iter().map(|(key, record)| spend.send(key, record))).await
+        };
+        self.retry("publishing spend totals", shutdown, publish).await.is_some()
+    }
+
+    /// Republish recent totals from the ledger, so the budget service starts from the truth.
+    async fn rebuild_totals(&self, running: &Running, shutdown: &CancellationToken) {
+        let since = Utc::now() - chrono::TimeDelta::hours(i64::from(self.config.rebuild_hours));
+        let ledger = self.ledger.clone();
+        let Some(totals) =
+            self.retry("reading recent spend totals", shutdown, || ledger.totals_since(since)).await
+        else {
+            return;
+        };
+        let keys: Vec<BucketKey> = totals.into_iter().map(|t| t.key).collect();
+        if self.publish_totals(running, &keys, shutdown).await {
+            tracing::info!(
+                buckets = keys.len(),
+                hours = self.config.rebuild_hours,
+                "republished spend totals from the ledger"
+            );
+        }
+    }
+
+    /// Run `attempt` until it succeeds, backing off exponentially; `None` if shutdown came first.
+    async fn retry<T, E, F, Fut>(&self, what: &str, shutdown: &CancellationToken, mut attempt: F) -> Option<T>
+    where
+        E: std::fmt::Display,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let mut delay = Duration::from_millis(self.config.retry_initial_ms);
+        let max = Duration::from_millis(self.config.retry_max_ms);
+        let mut failures = 0u32;
+        loop {
+            match attempt().await {
+                Ok(value) => {
+                    if failures > 0 {
+                        tracing::info!(what, failures, "recovered");
+                    }
+                    self.ledger_ok.store(true, Ordering::Release);
+                    metrics::gauge!("faregate_processor_sink_available").set(1.0);
+                    return Some(value);
+                }
+                Err(error) => {
+                    failures += 1;
+                    self.ledger_ok.store(false, Ordering::Release);
+                    metrics::gauge!("faregate_processor_sink_available").set(0.0);
+                    metrics::counter!("faregate_processor_retries_total").increment(1);
+                    tracing::warn!(what, %error, failures, retry_in_ms = delay.as_millis() as u64, "failed; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return None,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    delay = (delay * 2).min(max);
+                }
+            }
+        }
+    }
+}
