@@ -88,7 +88,10 @@ pub fn init(config: &TelemetryConfig, service: &'static str) -> Result<Telemetry
         .or_else(|_| EnvFilter::try_new(&config.log_filter))
         .map_err(|e| ConfigError::field("telemetry.log_filter", e.to_string()))?;
     let fmt_layer = match config.log_format {
-        LogFormat::Text => tracing_subscriber::fmt::layer().with_target(true).boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_target(true)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer().json().flatten_event(true).boxed(),
     };
     let mut guard = TelemetryGuard::default();

@@ -134,7 +134,7 @@ impl TotalsRow {
 }
 
 const TOTALS_SELECT: &str = "SELECT org, team, user, key_id, project, model, tool, \
-     toInt64(toUnixTimestamp(toStartOfHour(occurred_at))) AS hour, \
+     intDiv(toUnixTimestamp64Micro(occurred_at), 3600000000) * 3600 AS hour, \
      sum(ifNull(cost_total, toDecimal128(0, 18))) AS cost, \
      count() AS requests, \
      countIf(pricing_status = 'unpriced') AS unpriced, \

@@ -10,6 +10,11 @@ pub const MAX_TEXT: usize = 1024;
 /// How far in the future `occurred_at` may be relative to `received_at` (clock skew).
 pub const MAX_SKEW: Duration = Duration::minutes(10);
 
+/// The earliest `occurred_at` accepted.
+fn earliest() -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp(946_684_800, 0).unwrap_or_default()
+}
+
 /// Why an event is invalid.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("field `{field}`: {message}")]
@@ -89,6 +94,9 @@ pub fn validate(event: &UsageEvent) -> Result<(), ValidationError> {
     {
         return Err(invalid("ttfb_us", format!("must not be negative (got {ttfb})")));
     }
+    if event.occurred_at < earliest() {
+        return Err(invalid("occurred_at", format!("{} is before 2000-01-01", event.occurred_at)));
+    }
     if event.occurred_at > event.received_at + MAX_SKEW {
         return Err(invalid(
             "occurred_at",
@@ -115,6 +123,7 @@ mod tests {
         event.http_status = 200;
         event.latency_us = 10;
         event.ttfb_us = None;
+        event.received_at = chrono::Utc::now();
         event.occurred_at = event.received_at;
         event
     }
@@ -132,6 +141,10 @@ mod tests {
             (|e| e.tokens.cache_read = -1, "field `tokens.cache_read`: must not be negative (got -1)"),
             (|e| e.http_status = 1000, "field `http_status`: 1000 is not an HTTP status"),
             (|e| e.event_id = uuid::Uuid::nil(), "field `event_id`: must not be the nil UUID"),
+            (
+                |e| e.occurred_at = chrono::DateTime::from_timestamp(0, 0).unwrap(),
+                "field `occurred_at`: 1970-01-01 00:00:00 UTC is before 2000-01-01",
+            ),
             (|e| e.user = Some("x".repeat(2000)), "field `user`: is 2000 bytes; at most 1024"),
         ];
         for (mutate, expected) in cases {

@@ -28,7 +28,8 @@ fn events(n: usize, seed_skip: usize) -> Vec<UsageEvent> {
     (0..n + seed_skip)
         .map(|_| strategy.new_tree(&mut runner).unwrap().current())
         .skip(seed_skip)
-        .map(|mut e| {
+        .enumerate()
+        .map(|(i, mut e)| {
             e.event_id = uuid::Uuid::now_v7();
             e.org = "acme".into();
             e.user = Some("ana".into());
@@ -38,7 +39,8 @@ fn events(n: usize, seed_skip: usize) -> Vec<UsageEvent> {
             e.http_status = 200;
             e.latency_us = 1_000;
             e.ttfb_us = None;
-            e.occurred_at = e.received_at;
+            e.received_at = chrono::Utc::now();
+            e.occurred_at = e.received_at - chrono::TimeDelta::minutes(7 * i as i64);
             e.tokens.input = e.tokens.input.rem_euclid(100_000);
             e.tokens.output = e.tokens.output.rem_euclid(10_000);
             e.tokens.cache_read = 0;
