@@ -134,3 +134,82 @@ async fn errors_from_the_engine_reach_the_client_with_their_code() {
     let text = error.to_string();
     assert!(text.contains("UNKNOWN_DATABASE") || text.contains("Code: 81"), "{text}");
 }
+
+#[tokio::test]
+async fn rollups_and_analyst_views_agree_with_the_ledger() {
+    let config = clickhouse_config();
+    migrations::apply(&config).await.unwrap();
+    let client = config.client();
+    let start = Utc.with_ymd_and_hms(2026, 11, 20, 22, 30, 0).unwrap();
+    let teams = ["infra", "web", "data"];
+    let rows: Vec<LedgerRow> = samples(arbitrary::usage_event(), 90)
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut event)| {
+            event.org = "acme".into();
+            event.team = Some(teams[i % 3].into());
+            event.occurred_at = start + chrono::TimeDelta::minutes(i as i64 * 3);
+            event.tokens.input = event.tokens.input.rem_euclid(1_000_000);
+            event.tokens.output = event.tokens.output.rem_euclid(100_000);
+            event.tokens.cache_read = event.tokens.cache_read.rem_euclid(100_000);
+            event.tokens.cache_write_5m = 0;
+            event.tokens.cache_write_1h = 0;
+            event.tokens.reasoning = 0;
+            event.http_status = 200;
+            event.latency_us = 1;
+            event.ttfb_us = None;
+            let pricing = if i % 10 == 0 {
+                Pricing::Unpriced { reason: "no price for model x".into() }
+            } else {
+                priced(i as i64)
+            };
+            let position = KafkaPosition { topic: "usage".into(), partition: 0, offset: i as i64 };
+            LedgerRow::new(&event, &pricing, &position, Utc::now())
+        })
+        .collect();
+    let mut insert = client.insert::<LedgerRow>("usage_ledger").await.unwrap();
+    for row in &rows {
+        insert.write(row).await.unwrap();
+    }
+    insert.end().await.unwrap();
+
+    let exact = |team: &str| -> rust_decimal::Decimal {
+        rows.iter().filter(|r| r.team == team).filter_map(|r| r.cost_total).map(|c| c.0).sum()
+    };
+    #[derive(Debug, serde::Deserialize, clickhouse::Row)]
+    struct ByTeam {
+        value: String,
+        requests: u64,
+        cost: String,
+    }
+    let by_team: Vec<ByTeam> = client
+        .query(
+            "SELECT value, requests, toString(cost_usd) AS cost \
+             FROM spend_by(dimension = 'team', from = '2026-11-20', to = '2026-11-22') ORDER BY value",
+        )
+        .fetch_all()
+        .await
+        .unwrap();
+    assert_eq!(by_team.len(), 3);
+    for row in &by_team {
+        assert_eq!(row.requests, 30);
+        assert_eq!(row.cost.parse::<rust_decimal::Decimal>().unwrap(), exact(&row.value), "{row:?}");
+    }
+
+    let total: rust_decimal::Decimal = rows.iter().filter_map(|r| r.cost_total).map(|c| c.0).sum();
+    for table in ["usage_rollup_minute", "usage_rollup_hour", "usage_rollup_day", "spend_daily"] {
+        let column = if table == "spend_daily" { "cost_usd" } else { "cost_total" };
+        let (sum, requests): (String, u64) = client
+            .query(&format!("SELECT toString(sum({column})), sum(requests) FROM {table}"))
+            .fetch_one()
+            .await
+            .unwrap();
+        assert_eq!(sum.parse::<rust_decimal::Decimal>().unwrap(), total, "{table}");
+        assert_eq!(requests, 90, "{table}");
+    }
+    let days: u64 = client.query("SELECT uniqExact(day) FROM spend_daily").fetch_one().await.unwrap();
+    assert_eq!(days, 2, "the rows span midnight");
+
+    let unpriced: u64 = client.query("SELECT sum(events) FROM unpriced_events").fetch_one().await.unwrap();
+    assert_eq!(unpriced, 9);
+}
