@@ -3,7 +3,9 @@
 //! The tests run against a local stack started by `deploy/local/test` on free ports, found in
 //! `FAREGATE_TEST_KAFKA_BROKERS` and `FAREGATE_TEST_CLICKHOUSE_URL`; tests share it safely by
 //! using random topic, group and database names. A test that must restart a broker starts a
-//! private tansu of its own ([`PrivateBroker`], binary from `FAREGATE_TEST_TANSU`).
+//! private tansu of its own ([`PrivateBroker`], binary from `FAREGATE_TEST_TANSU`); one that
+//! must stop ClickHouse starts a private front ([`PrivateClickHouse`], from
+//! `FAREGATE_TEST_CHFRONT_PYTHON` and `FAREGATE_TEST_CHFRONT_DIR`).
 //! Waiting is always for a condition with a deadline, never a fixed sleep.
 
 use std::net::{TcpListener, TcpStream};
@@ -80,10 +82,7 @@ pub struct PrivateBroker {
 impl PrivateBroker {
     pub fn start() -> PrivateBroker {
         let tansu = PathBuf::from(required_env("FAREGATE_TEST_TANSU"));
-        let port = {
-            let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
-            listener.local_addr().unwrap().port()
-        };
+        let port = free_port();
         let mut broker = PrivateBroker { child: None, port, dir: tempfile::tempdir().unwrap(), tansu };
         broker.spawn();
         broker
@@ -136,5 +135,87 @@ impl PrivateBroker {
 impl Drop for PrivateBroker {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().unwrap().port()
+}
+
+fn answers_ping(addr: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = TcpStream::connect(addr) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    if stream.write_all(b"GET /ping HTTP/1.0\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response.contains("Ok.")
+}
+
+/// A ClickHouse front of one test's own, on a free port with its own data; stopped on drop.
+pub struct PrivateClickHouse {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl PrivateClickHouse {
+    pub fn start() -> PrivateClickHouse {
+        let mut front =
+            PrivateClickHouse { child: None, port: free_port(), dir: tempfile::tempdir().unwrap() };
+        front.spawn();
+        front
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn spawn(&mut self) {
+        let python = required_env("FAREGATE_TEST_CHFRONT_PYTHON");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("chfront.log"))
+            .unwrap();
+        let child = Command::new(&python)
+            .args(["-m", "chfront", "--host", "127.0.0.1", "--port", &self.port.to_string(), "--data-dir"])
+            .arg(self.dir.path().join("data"))
+            .current_dir(required_env("FAREGATE_TEST_CHFRONT_DIR"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {python}: {e}"));
+        self.child = Some(child);
+        let addr = format!("127.0.0.1:{}", self.port);
+        wait_for("the ClickHouse front to answer /ping", Duration::from_secs(60), || answers_ping(&addr));
+    }
+
+    /// Stop the front (SIGTERM, then wait for it to exit).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+            let _ = child.wait();
+        }
+    }
+
+    /// Start it again on the same port and data.
+    pub fn resume(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+}
+
+impl Drop for PrivateClickHouse {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }

@@ -53,7 +53,7 @@ pub enum CatalogError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("price catalog {0} has no *.toml files")]
     NoFiles(String),
-    #[error("invalid price catalog ({} problem(s)):\n{0}", .0.0.len())]
+    #[error("invalid price catalog ({count} problem(s)):\n{0}", count = .0.0.len())]
     Invalid(Issues),
 }
 

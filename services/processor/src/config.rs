@@ -9,6 +9,10 @@ use faregate_core::config::{ConfigError, Validate};
 pub struct ProcessorConfig {
     /// Consumer group of the usage topic; instances of one group share the partitions.
     pub group_id: String,
+    /// Static group membership id (`group.instance.id`), e.g. the pod name of a StatefulSet;
+    /// empty for dynamic membership. A restarted instance with the same id takes its partitions
+    /// back at once instead of waiting for the dead member's session to expire.
+    pub instance_id: String,
     /// Write a batch to the ledger once it holds this many events.
     pub batch_max_rows: usize,
     /// ... or this many bytes of encoded events.
@@ -30,6 +34,7 @@ impl Default for ProcessorConfig {
     fn default() -> Self {
         ProcessorConfig {
             group_id: "faregate-processor".into(),
+            instance_id: String::new(),
             batch_max_rows: 10_000,
             batch_max_bytes: 16 << 20,
             batch_max_wait_ms: 200,

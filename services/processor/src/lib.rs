@@ -37,6 +37,52 @@ impl<F: Fn(&UsageEvent) -> Pricing + Send + Sync> Pricer for F {
     }
 }
 
+impl Pricer for faregate_pricing::PriceCatalog {
+    fn price(&self, event: &UsageEvent) -> Pricing {
+        faregate_pricing::PriceCatalog::price(self, event)
+    }
+}
+
+impl Pricer for faregate_pricing::CatalogWatcher {
+    fn price(&self, event: &UsageEvent) -> Pricing {
+        self.current().price(event)
+    }
+}
+
+/// How often a catalog directory is checked for changes.
+pub const CATALOG_POLL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The pricer `config` asks for: the catalog compiled into the binary when `prices_dir` is
+/// empty, otherwise the catalog in that directory, reloaded when its files change (checked every
+/// [`CATALOG_POLL`] until `shutdown`; an invalid edit is logged and the previous catalog kept).
+pub fn catalog_pricer(
+    config: &ProcessorConfig,
+    shutdown: &CancellationToken,
+) -> Result<Arc<dyn Pricer>, ProcessorError> {
+    if config.prices_dir.is_empty() {
+        let catalog =
+            faregate_pricing::PriceCatalog::embedded().map_err(|e| ProcessorError::Prices(e.to_string()))?;
+        return Ok(Arc::new(catalog));
+    }
+    let watcher = Arc::new(
+        faregate_pricing::CatalogWatcher::new(&config.prices_dir)
+            .map_err(|e| ProcessorError::Prices(e.to_string()))?,
+    );
+    let polled = watcher.clone();
+    let shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(CATALOG_POLL) => {}
+            }
+            let watcher = polled.clone();
+            let _ = tokio::task::spawn_blocking(move || watcher.reload_if_changed()).await;
+        }
+    });
+    Ok(watcher)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessorError {
     #[error("kafka: {what}: {source}")]

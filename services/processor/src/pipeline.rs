@@ -129,10 +129,12 @@ impl Pipeline {
     /// Consume until `shutdown`; the batch in hand is written before returning.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ProcessorError> {
         let topic = self.kafka.topics.usage.clone();
-        let consumer: StreamConsumer<RebalanceContext> = self
-            .kafka
-            .consumer_config("processor", &self.config.group_id)
-            .set("max.poll.interval.ms", "600000")
+        let mut client_config = self.kafka.consumer_config("processor", &self.config.group_id);
+        client_config.set("max.poll.interval.ms", "600000");
+        if !self.config.instance_id.is_empty() {
+            client_config.set("group.instance.id", &self.config.instance_id);
+        }
+        let consumer: StreamConsumer<RebalanceContext> = client_config
             .create_with_context(RebalanceContext::default())
             .map_err(|source| ProcessorError::Kafka { what: "creating the usage consumer", source })?;
         consumer
@@ -258,22 +260,28 @@ impl Pipeline {
         }
         let mut seen = HashSet::with_capacity(rows.len());
         let rows: Vec<LedgerRow> = rows.into_iter().filter(|r| seen.insert(r.event_id)).collect();
+        // The duplicate check runs again before every attempt: a write whose answer was lost
+        // (ClickHouse went away mid-request) may have been applied, and must not be repeated.
         let ledger = self.ledger.clone();
-        let Some(existing) =
-            self.retry("checking the ledger for duplicates", shutdown, || ledger.existing(&rows)).await
-        else {
+        let unique = rows.len();
+        let write = || async {
+            let existing = ledger.existing(&rows).await?;
+            let fresh: Vec<LedgerRow> =
+                rows.iter().filter(|r| !existing.contains(&r.event_id)).cloned().collect();
+            if !fresh.is_empty() {
+                ledger.insert(&fresh).await?;
+            }
+            Ok::<_, crate::ledger::LedgerError>(fresh)
+        };
+        let Some(fresh) = self.retry("writing to the ledger", shutdown, write).await else {
             return;
         };
-        let fresh: Vec<LedgerRow> = rows.into_iter().filter(|r| !existing.contains(&r.event_id)).collect();
-        let duplicates = seen.len() - fresh.len();
+        let duplicates = unique - fresh.len();
         if duplicates > 0 {
             metrics::counter!("faregate_processor_duplicates_total").increment(duplicates as u64);
             tracing::info!(duplicates, "skipped events already in the ledger");
         }
         if !fresh.is_empty() {
-            if self.retry("writing to the ledger", shutdown, || ledger.insert(&fresh)).await.is_none() {
-                return;
-            }
             metrics::counter!("faregate_processor_events_written_total").increment(fresh.len() as u64);
             let keys: Vec<BucketKey> =
                 fresh.iter().map(BucketKey::of).collect::<BTreeSet<_>>().into_iter().collect();

@@ -72,7 +72,7 @@ async fn run_services(config: AppConfig, services: &[Service]) -> anyhow::Result
             Service::Processor => {
                 let (processor, kafka, clickhouse) =
                     (config.processor.clone(), config.kafka.clone(), config.clickhouse.clone());
-                let pricer = pricer(&processor)?;
+                let pricer = faregate_processor::catalog_pricer(&processor, tasks.token())?;
                 tasks.spawn("processor", async move {
                     Ok(faregate_processor::run(processor, kafka, clickhouse, pricer, ready, token).await?)
                 });
@@ -87,15 +87,4 @@ async fn run_services(config: AppConfig, services: &[Service]) -> anyhow::Result
         }
     }
     tasks.drain(DRAIN_DEADLINE).await.map_err(anyhow::Error::msg)
-}
-
-/// The price catalog the processor prices with.
-fn pricer(
-    _config: &faregate_processor::ProcessorConfig,
-) -> anyhow::Result<std::sync::Arc<dyn faregate_processor::Pricer>> {
-    use faregate_core::clickhouse::ledger::Pricing;
-    use faregate_core::event::UsageEvent;
-    Ok(std::sync::Arc::new(|event: &UsageEvent| Pricing::Unpriced {
-        reason: format!("no price catalog is loaded (model {})", event.billed_model()),
-    }))
 }

@@ -25,6 +25,16 @@ pub enum Unit {
     PerToken,
 }
 
+impl Unit {
+    /// The catalog's name of the unit.
+    pub fn name(self) -> &'static str {
+        match self {
+            Unit::PerMillion => "per_million",
+            Unit::PerToken => "per_token",
+        }
+    }
+}
+
 /// One provider's file.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
