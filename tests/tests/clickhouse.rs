@@ -140,7 +140,9 @@ async fn rollups_and_analyst_views_agree_with_the_ledger() {
     let config = clickhouse_config();
     migrations::apply(&config).await.unwrap();
     let client = config.client();
-    let start = Utc.with_ymd_and_hms(2026, 11, 20, 22, 30, 0).unwrap();
+    // Two days ago at 22:30, so the rows span midnight and stay within the minute rollups' TTL.
+    let first_day = (Utc::now() - chrono::TimeDelta::days(2)).date_naive();
+    let start = first_day.and_hms_opt(22, 30, 0).unwrap().and_utc();
     let teams = ["infra", "web", "data"];
     let rows: Vec<LedgerRow> = samples(arbitrary::usage_event(), 90)
         .into_iter()
@@ -182,11 +184,12 @@ async fn rollups_and_analyst_views_agree_with_the_ledger() {
         requests: u64,
         cost: String,
     }
+    let window_end = first_day + chrono::TimeDelta::days(2);
     let by_team: Vec<ByTeam> = client
-        .query(
+        .query(&format!(
             "SELECT value, requests, toString(cost_usd) AS cost \
-             FROM spend_by(dimension = 'team', from = '2026-11-20', to = '2026-11-22') ORDER BY value",
-        )
+             FROM spend_by(dimension = 'team', from = '{first_day}', to = '{window_end}') ORDER BY value"
+        ))
         .fetch_all()
         .await
         .unwrap();
@@ -212,4 +215,115 @@ async fn rollups_and_analyst_views_agree_with_the_ledger() {
 
     let unpriced: u64 = client.query("SELECT sum(events) FROM unpriced_events").fetch_one().await.unwrap();
     assert_eq!(unpriced, 9);
+}
+
+const TEST_CATALOG: &str = r#"
+[models.repriced-model]
+[[models.repriced-model.prices]]
+effective_from = 2020-01-01
+unit = "per_million"
+input = "3"
+output = "15"
+cache_read = "0.30"
+cache_write_5m = "3.75"
+cache_write_1h = "6"
+"#;
+
+#[tokio::test]
+async fn reprice_corrects_the_ledger_and_every_rollup_and_is_idempotent() {
+    let config = clickhouse_config();
+    migrations::apply(&config).await.unwrap();
+    let client = config.client();
+    // Within the minute rollups' 35-day TTL, which would otherwise drop the rows at once.
+    let day = (Utc::now() - chrono::TimeDelta::days(3)).date_naive();
+    let start = day.and_hms_opt(0, 0, 0).unwrap().and_utc();
+    let events: Vec<faregate_core::event::UsageEvent> = samples(arbitrary::usage_event(), 30)
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut e)| {
+            e.org = "acme".into();
+            e.provider = "anthropic".into();
+            e.requested_model = "repriced-model".into();
+            e.served_model = None;
+            e.service_tier = None;
+            e.inference_region = None;
+            e.occurred_at = start + chrono::TimeDelta::minutes(i as i64 * 47);
+            let t = &mut e.tokens;
+            t.input = t.input.rem_euclid(100_000);
+            t.output = t.output.rem_euclid(10_000);
+            t.cache_read = t.cache_read.rem_euclid(10_000);
+            t.cache_write_5m = t.cache_write_5m.rem_euclid(1_000);
+            t.cache_write_1h = t.cache_write_1h.rem_euclid(1_000);
+            t.reasoning = t.reasoning.rem_euclid(1_000);
+            e.http_status = 200;
+            e.latency_us = 1;
+            e.ttfb_us = None;
+            e
+        })
+        .collect();
+    // Ingested while the catalog did not know the model.
+    let mut insert = client.insert::<LedgerRow>("usage_ledger").await.unwrap();
+    for (i, event) in events.iter().enumerate() {
+        let position = KafkaPosition { topic: "usage".into(), partition: 0, offset: i as i64 };
+        let unpriced = Pricing::Unpriced { reason: "unknown model repriced-model".into() };
+        insert.write(&LedgerRow::new(event, &unpriced, &position, start)).await.unwrap();
+    }
+    insert.end().await.unwrap();
+
+    let catalog = faregate_pricing::PriceCatalog::from_sources([("anthropic.toml", TEST_CATALOG)]).unwrap();
+    let oracle: rust_decimal::Decimal = events
+        .iter()
+        .map(|e| {
+            let t = &e.tokens;
+            let d = rust_decimal::Decimal::from;
+            (d(t.input) * d(3)
+                + d(t.output + t.reasoning) * d(15)
+                + d(t.cache_read) * "0.30".parse::<rust_decimal::Decimal>().unwrap()
+                + d(t.cache_write_5m) * "3.75".parse::<rust_decimal::Decimal>().unwrap()
+                + d(t.cache_write_1h) * d(6))
+                / d(1_000_000)
+        })
+        .sum();
+
+    let dry = faregate_processor::reprice::reprice(&client, &catalog, day, day.succ_opt().unwrap(), true)
+        .await
+        .unwrap();
+    assert_eq!((dry.rows, dry.newly_priced, dry.unpriced), (30, 30, 0));
+    let unchanged: u64 = client
+        .query("SELECT count() FROM usage_ledger FINAL WHERE pricing_status = 'unpriced'")
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(unchanged, 30, "a dry run changes nothing");
+
+    for run in 0..2 {
+        let report =
+            faregate_processor::reprice::reprice(&client, &catalog, day, day.succ_opt().unwrap(), false)
+                .await
+                .unwrap();
+        assert_eq!(report.rows, 30);
+        assert_eq!(report.cost_after.0, oracle);
+        assert_eq!(report.changed, if run == 0 { 30 } else { 0 }, "run {run}");
+        let (rows, ledger_sum): (u64, String) = client
+            .query("SELECT count(), toString(sum(assumeNotNull(cost_total))) FROM usage_ledger FINAL")
+            .fetch_one()
+            .await
+            .unwrap();
+        assert_eq!(rows, 30);
+        assert_eq!(ledger_sum.parse::<rust_decimal::Decimal>().unwrap(), oracle);
+        for table in faregate_processor::reprice::ROLLUPS {
+            let (sum, requests, unpriced): (String, u64, u64) = client
+                .query(&format!(
+                    "SELECT toString(sum(cost_total)), sum(requests), sum(unpriced_requests) FROM {table}"
+                ))
+                .fetch_one()
+                .await
+                .unwrap();
+            assert_eq!(sum.parse::<rust_decimal::Decimal>().unwrap(), oracle, "{table} after run {run}");
+            assert_eq!((requests, unpriced), (30, 0), "{table} after run {run}");
+        }
+        let unpriced_view: u64 =
+            client.query("SELECT count() FROM unpriced_events").fetch_one().await.unwrap();
+        assert_eq!(unpriced_view, 0);
+    }
 }

@@ -38,6 +38,49 @@ pub enum Command {
     /// Avro schemas and their ids.
     #[command(subcommand)]
     Avro(AvroCommand),
+    /// The price catalog.
+    #[command(subcommand)]
+    Prices(PricesCommand),
+    /// Price a past time range again after the catalog was fixed, correcting the ledger, its
+    /// rollups and the published spend totals. Whole UTC days; run it over days no processor
+    /// is still writing to.
+    Reprice {
+        /// First day to re-price (YYYY-MM-DD, UTC), inclusive.
+        #[arg(long)]
+        from: chrono::NaiveDate,
+        /// Day after the last day to re-price (YYYY-MM-DD, UTC), exclusive.
+        #[arg(long)]
+        to: chrono::NaiveDate,
+        /// Only report what would change.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PricesCommand {
+    /// Load and validate a catalog (the compiled-in one, `processor.prices_dir`, or --dir) and
+    /// list its models.
+    Check {
+        /// A directory of catalog files to check instead.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Convert LiteLLM's model_prices_and_context_window.json into catalog files.
+    Import {
+        /// The LiteLLM JSON file.
+        #[arg(long)]
+        litellm: PathBuf,
+        /// The date the imported prices take effect (YYYY-MM-DD, UTC).
+        #[arg(long)]
+        effective_from: chrono::NaiveDate,
+        /// Directory to write `<provider>.toml` files into.
+        #[arg(long)]
+        out: PathBuf,
+        /// Overwrite files that exist.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

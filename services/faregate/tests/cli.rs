@@ -92,3 +92,60 @@ fn uuid_like() -> String {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
     format!("{nanos:x}{:x}", std::process::id())
 }
+
+#[test]
+fn prices_check_validates_and_names_the_bad_field() {
+    let output = faregate(&["prices", "check"], &[]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let listing = text(&output.stdout);
+    assert!(
+        listing.contains("anthropic:") && listing.contains("the compiled-in catalog is valid"),
+        "{listing}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("anthropic.toml"),
+        "[models.m]\n[[models.m.prices]]\neffective_from = 2025-01-01\ninput = \"3\"\noutput = \"15\"\n",
+    )
+    .unwrap();
+    let output = faregate(&["prices", "check", "--dir", dir.path().to_str().unwrap()], &[]);
+    assert!(!output.status.success());
+    let error = text(&output.stderr);
+    assert!(error.contains("anthropic.toml") && error.contains("\"m\"") && error.contains("unit"), "{error}");
+}
+
+#[test]
+fn prices_import_writes_a_catalog_that_validates() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("prices.json");
+    std::fs::write(
+        &json,
+        r#"{"sample_spec": {"litellm_provider": "x"},
+            "claude-test-1": {"litellm_provider": "anthropic", "mode": "chat",
+              "input_cost_per_token": 3e-06, "output_cost_per_token": 0.000015,
+              "cache_read_input_token_cost": 3e-07, "cache_creation_input_token_cost": 3.75e-06}}"#,
+    )
+    .unwrap();
+    let out = dir.path().join("catalog");
+    let args = [
+        "prices",
+        "import",
+        "--litellm",
+        json.to_str().unwrap(),
+        "--effective-from",
+        "2026-01-01",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let output = faregate(&args, &[]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(text(&output.stdout).contains("imported 1 models"), "{}", text(&output.stdout));
+    let check = faregate(&["prices", "check", "--dir", out.to_str().unwrap()], &[]);
+    assert!(check.status.success(), "{}", text(&check.stderr));
+    assert!(text(&check.stdout).contains("claude-test-1"), "{}", text(&check.stdout));
+    // A second import does not overwrite without --force.
+    let again = faregate(&args, &[]);
+    assert!(!again.status.success());
+    assert!(text(&again.stderr).contains("--force"), "{}", text(&again.stderr));
+}

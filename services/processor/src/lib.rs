@@ -7,6 +7,7 @@ pub mod config;
 pub mod dlq;
 pub mod ledger;
 pub mod pipeline;
+pub mod reprice;
 pub mod validate;
 
 use std::sync::Arc;

@@ -232,6 +232,92 @@ impl LedgerRow {
     }
 }
 
+impl LedgerRow {
+    /// The usage event this row records (for re-pricing). Unset optional attributions come back
+    /// as `None`; everything that pricing reads is preserved exactly.
+    pub fn to_event(&self) -> UsageEvent {
+        let opt = |s: &str| (!s.is_empty()).then(|| s.to_string());
+        UsageEvent {
+            event_id: self.event_id,
+            occurred_at: self.occurred_at,
+            received_at: self.received_at,
+            source_kind: match self.source_kind {
+                ChSourceKind::Ingress => SourceKind::Ingress,
+                ChSourceKind::Collector => SourceKind::Collector,
+            },
+            source_name: self.source_name.clone(),
+            org: self.org.clone(),
+            team: opt(&self.team),
+            user: opt(&self.user),
+            key_id: opt(&self.key_id),
+            provider: self.provider.clone(),
+            requested_model: self.requested_model.clone(),
+            served_model: opt(&self.served_model),
+            endpoint: endpoint_from_name(&self.endpoint),
+            tool: tool_from_name(&self.tool),
+            session_id: self.session_id.clone(),
+            request_id: self.request_id.clone(),
+            upstream_request_id: self.upstream_request_id.clone(),
+            project: opt(&self.project),
+            tags: self.tags.clone(),
+            tokens: crate::event::TokenCounts {
+                input: i64::try_from(self.input_tokens).unwrap_or(i64::MAX),
+                output: i64::try_from(self.output_tokens).unwrap_or(i64::MAX),
+                cache_read: i64::try_from(self.cache_read_tokens).unwrap_or(i64::MAX),
+                cache_write_5m: i64::try_from(self.cache_write_5m_tokens).unwrap_or(i64::MAX),
+                cache_write_1h: i64::try_from(self.cache_write_1h_tokens).unwrap_or(i64::MAX),
+                reasoning: i64::try_from(self.reasoning_tokens).unwrap_or(i64::MAX),
+            },
+            usage_source: match self.usage_source {
+                ChUsageSource::Reported => UsageSource::Reported,
+                ChUsageSource::Estimated => UsageSource::Estimated,
+                ChUsageSource::None => UsageSource::None,
+            },
+            service_tier: opt(&self.service_tier),
+            inference_region: opt(&self.inference_region),
+            streaming: self.streaming,
+            outcome: match self.outcome {
+                ChOutcome::Ok => Outcome::Ok,
+                ChOutcome::UpstreamError => Outcome::UpstreamError,
+                ChOutcome::ClientAborted => Outcome::ClientAborted,
+                ChOutcome::Blocked => Outcome::Blocked,
+            },
+            http_status: i32::from(self.http_status),
+            latency_us: i64::try_from(self.latency_us).unwrap_or(i64::MAX),
+            ttfb_us: self.ttfb_us.map(|t| i64::try_from(t).unwrap_or(i64::MAX)),
+        }
+    }
+
+    /// Where this row was read from on Kafka.
+    pub fn position(&self) -> KafkaPosition {
+        KafkaPosition {
+            topic: self.kafka_topic.clone(),
+            partition: self.kafka_partition,
+            offset: self.kafka_offset,
+        }
+    }
+}
+
+fn endpoint_from_name(name: &str) -> Endpoint {
+    [
+        Endpoint::Messages,
+        Endpoint::CountTokens,
+        Endpoint::ChatCompletions,
+        Endpoint::Responses,
+        Endpoint::Embeddings,
+    ]
+    .into_iter()
+    .find(|e| endpoint_name(*e) == name)
+    .unwrap_or(Endpoint::Other)
+}
+
+fn tool_from_name(name: &str) -> Tool {
+    [Tool::ClaudeCode, Tool::Codex, Tool::Cursor, Tool::Sdk]
+        .into_iter()
+        .find(|t| tool_name(*t) == name)
+        .unwrap_or(Tool::Other)
+}
+
 /// The ledger's name of an endpoint.
 pub fn endpoint_name(endpoint: Endpoint) -> &'static str {
     match endpoint {
@@ -252,5 +338,35 @@ pub fn tool_name(tool: Tool) -> &'static str {
         Tool::Cursor => "cursor",
         Tool::Sdk => "sdk",
         Tool::Other => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::arbitrary;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// A row turned back into its event gives the same row: re-pricing sees what pricing saw.
+        #[test]
+        fn rows_and_events_convert_both_ways(mut event in arbitrary::usage_event()) {
+            let fix = |v: &mut Option<String>| if v.as_deref() == Some("") { *v = None };
+            for v in [&mut event.team, &mut event.user, &mut event.key_id, &mut event.served_model,
+                      &mut event.project, &mut event.service_tier, &mut event.inference_region] {
+                fix(v);
+            }
+            let t = &mut event.tokens;
+            for count in [&mut t.input, &mut t.output, &mut t.cache_read, &mut t.cache_write_5m, &mut t.cache_write_1h, &mut t.reasoning] {
+                *count = count.rem_euclid(i64::MAX);
+            }
+            event.http_status = event.http_status.rem_euclid(1000);
+            event.latency_us = event.latency_us.rem_euclid(i64::MAX);
+            event.ttfb_us = event.ttfb_us.map(|t| t.rem_euclid(i64::MAX));
+            let position = KafkaPosition { topic: "t".into(), partition: 1, offset: 2 };
+            let row = LedgerRow::new(&event, &Pricing::Unpriced { reason: "r".into() }, &position, event.received_at);
+            prop_assert_eq!(row.to_event(), event);
+            prop_assert_eq!(row.position(), position);
+        }
     }
 }

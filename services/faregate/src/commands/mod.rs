@@ -1,6 +1,7 @@
 //! The implementation of each subcommand.
 
 mod admin;
+mod prices;
 mod services;
 
 use anyhow::Context as _;
@@ -20,5 +21,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Topics(command) => admin::topics(&config, command).await,
         Command::Config(command) => admin::config(&config, command),
         Command::Avro(command) => admin::avro(command),
+        Command::Prices(command) => prices::prices(&config, command),
+        Command::Reprice { from, to, dry_run } => prices::reprice(&config, from, to, dry_run).await,
     }
 }
