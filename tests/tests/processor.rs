@@ -173,3 +173,32 @@ async fn the_ledger_equals_the_oracle_across_duplicates_and_a_full_replay() {
         client.query("SELECT uniqExact(event_id) FROM usage_ledger").fetch_one().await.unwrap();
     assert_eq!(distinct, 61);
 }
+
+/// A batch far larger than one query may name: the duplicate check still answers (in chunks).
+#[tokio::test]
+async fn the_duplicate_check_handles_large_batches() {
+    use faregate_core::clickhouse::LedgerRow;
+    use faregate_core::clickhouse::ledger::KafkaPosition;
+    use faregate_processor::Ledger;
+    let clickhouse = clickhouse_config();
+    migrations::apply(&clickhouse).await.unwrap();
+    let ledger = ClickHouseLedger::new(clickhouse.client());
+    let rows: Vec<LedgerRow> = realistic(samples(arbitrary::usage_event(), 9_000))
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let position = KafkaPosition { topic: "t".into(), partition: 0, offset: i as i64 };
+            LedgerRow::new(
+                e,
+                &Pricing::Priced { price_ref: "p".into(), cost: cost(e) },
+                &position,
+                e.received_at,
+            )
+        })
+        .collect();
+    assert!(ledger.existing(&rows).await.unwrap().is_empty());
+    ledger.insert(&rows[..6_000]).await.unwrap();
+    let found = ledger.existing(&rows).await.unwrap();
+    assert_eq!(found.len(), 6_000);
+    assert!(rows[..6_000].iter().all(|r| found.contains(&r.event_id)));
+}

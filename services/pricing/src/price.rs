@@ -33,7 +33,7 @@ pub enum UnpricedReason {
     UnknownServiceTier { price_ref: String, tier: String, known: String },
     #[error("unknown inference region \"{region}\" for {price_ref} (known: {known})")]
     UnknownRegion { price_ref: String, region: String, known: String },
-    #[error("{price_ref} has no {class} price but the event has {tokens} {class} tokens")]
+    #[error("{price_ref} has no {class} price but the event has {class} tokens")]
     MissingRate { price_ref: String, class: TokenClass, tokens: i64 },
     #[error("negative {class} token count {tokens}")]
     NegativeTokens { class: TokenClass, tokens: i64 },

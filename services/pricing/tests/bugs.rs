@@ -53,10 +53,7 @@ cache_write_5m = "3.75"
 "#;
     let catalog = PriceCatalog::from_sources([("p.toml", text)]).unwrap();
     let reason = unpriced(&catalog.price(&event("p", "m", tokens)));
-    assert_eq!(
-        reason,
-        "p/m@2025-01-01 has no cache_write_1h price but the event has 10000 cache_write_1h tokens"
-    );
+    assert_eq!(reason, "p/m@2025-01-01 has no cache_write_1h price but the event has cache_write_1h tokens");
 }
 
 #[test]
@@ -216,7 +213,7 @@ fn openai_cache_writes_without_a_price_are_unpriced() {
     let tokens = TokenCounts { input: 10, cache_write_5m: 100, ..TokenCounts::default() };
     assert_eq!(
         unpriced(&catalog().price(&event("openai", "gpt-5", tokens))),
-        "openai/gpt-5@2025-01-01 has no cache_write_5m price but the event has 100 cache_write_5m tokens"
+        "openai/gpt-5@2025-01-01 has no cache_write_5m price but the event has cache_write_5m tokens"
     );
 }
 

@@ -79,9 +79,33 @@ impl std::fmt::Debug for ClickHouseLedger {
     }
 }
 
+/// Event ids asked about in one query (about 40 bytes of SQL each).
+const EXISTING_CHUNK: usize = 2_000;
+
 impl ClickHouseLedger {
     pub fn new(client: clickhouse::Client) -> Self {
         ClickHouseLedger { client }
+    }
+
+    async fn existing_chunk(&self, rows: &[LedgerRow]) -> Result<HashSet<Uuid>, LedgerError> {
+        if rows.is_empty() {
+            return Ok(HashSet::new());
+        }
+        // A duplicate has the same org and occurred_at as its original, so the primary key
+        // (org, date, event_id) narrows the search.
+        let from = rows.iter().map(|r| r.occurred_at).min().unwrap_or_default();
+        let to = rows.iter().map(|r| r.occurred_at).max().unwrap_or_default();
+        let ids: Vec<String> = rows.iter().map(|r| format!("'{}'", r.event_id)).collect();
+        let sql = format!(
+            "SELECT event_id FROM usage_ledger WHERE org IN ({}) AND occurred_at >= {} AND occurred_at <= {} \
+             AND event_id IN ({})",
+            quoted_list(rows.iter().map(|r| r.org.as_str())),
+            datetime_literal(from),
+            datetime_literal(to),
+            ids.join(", ")
+        );
+        let found: Vec<EventId> = self.client.query(&sql.replace('?', "??")).fetch_all().await?;
+        Ok(found.into_iter().map(|r| r.event_id).collect())
     }
 }
 
@@ -145,24 +169,12 @@ const TOTALS_GROUP: &str = "GROUP BY org, team, user, key_id, project, model, to
 #[async_trait]
 impl Ledger for ClickHouseLedger {
     async fn existing(&self, rows: &[LedgerRow]) -> Result<HashSet<Uuid>, LedgerError> {
-        if rows.is_empty() {
-            return Ok(HashSet::new());
+        // In chunks, so that no query exceeds ClickHouse's max_query_size (256 KiB by default).
+        let mut found = HashSet::new();
+        for chunk in rows.chunks(EXISTING_CHUNK) {
+            found.extend(self.existing_chunk(chunk).await?);
         }
-        // A duplicate has the same org and occurred_at as its original, so the primary key
-        // (org, date, event_id) narrows the search.
-        let from = rows.iter().map(|r| r.occurred_at).min().unwrap_or_default();
-        let to = rows.iter().map(|r| r.occurred_at).max().unwrap_or_default();
-        let ids: Vec<String> = rows.iter().map(|r| format!("'{}'", r.event_id)).collect();
-        let sql = format!(
-            "SELECT event_id FROM usage_ledger WHERE org IN ({}) AND occurred_at >= {} AND occurred_at <= {} \
-             AND event_id IN ({})",
-            quoted_list(rows.iter().map(|r| r.org.as_str())),
-            datetime_literal(from),
-            datetime_literal(to),
-            ids.join(", ")
-        );
-        let found: Vec<EventId> = self.client.query(&sql.replace('?', "??")).fetch_all().await?;
-        Ok(found.into_iter().map(|r| r.event_id).collect())
+        Ok(found)
     }
 
     async fn insert(&self, rows: &[LedgerRow]) -> Result<(), LedgerError> {

@@ -230,7 +230,7 @@ impl Pipeline {
         let row = LedgerRow::new(&event, &pricing, &position, faregate_core::time::now_micros());
         if row.pricing_status == PricingStatus::Unpriced {
             metrics::counter!("faregate_processor_unpriced_total").increment(1);
-            tracing::warn!(event_id = %row.event_id, model = %row.model, reason = %row.unpriced_reason, "event is unpriced");
+            tracing::debug!(event_id = %row.event_id, model = %row.model, reason = %row.unpriced_reason, "event is unpriced");
         }
         batch.bytes += payload.len();
         batch.rows.push(row);
