@@ -51,17 +51,20 @@ fn events(n: usize) -> Vec<UsageEvent> {
         .map(|i| {
             let mut e = strategy.new_tree(&mut runner).unwrap().current();
             e.event_id = uuid::Uuid::now_v7();
-            e.org = format!("org{}", i % 5);
-            e.team = Some(format!("team{}", i % 20));
-            e.user = Some(format!("user{}", i % 500));
-            e.key_id = Some(format!("key{}", i % 700));
+            // 500 developers in 20 teams of 5 orgs, one key and one project each: about 2,500
+            // subjects (user x model) per hour, as a real organisation would have.
+            let user = i % 500;
+            e.org = format!("org{}", user % 5);
+            e.team = Some(format!("team{}", user % 20));
+            e.user = Some(format!("user{user}"));
+            e.key_id = Some(format!("key{user}"));
             let model = models[i % models.len()];
             e.provider = if model.starts_with("gpt") { "openai" } else { "anthropic" }.into();
             e.requested_model = model.into();
             e.served_model = None;
             e.service_tier = None;
             e.inference_region = None;
-            e.project = Some(format!("p{}", i % 10));
+            e.project = Some(format!("p{}", user % 10));
             e.tags.clear();
             e.session_id = Some(format!("s{}", i % 2000));
             e.http_status = 200;
@@ -146,6 +149,7 @@ async fn main() {
 
     // Baseline: a plain consumer reading the same messages (FAREGATE_LOAD_SKIP_BASELINE=1 skips it).
     let skip_baseline = std::env::var("FAREGATE_LOAD_SKIP_BASELINE").is_ok();
+    let subscribed = Instant::now();
     let mut baseline_config = kafka.consumer_config("load", &format!("baseline-{suffix}"));
     if let Ok(debug) = std::env::var("FAREGATE_LOAD_DEBUG") {
         baseline_config.set("debug", debug);
