@@ -161,8 +161,9 @@ async fn main() {
     } else {
         let (low, high) = consumer.fetch_watermarks(&kafka.topics.usage, 0, Duration::from_secs(10)).unwrap();
         println!("topic watermarks:   {low}..{high}");
+        // Timed from the subscription, like the processor below (both include joining the group).
+        let started = subscribed;
         let _ = consumer.recv().await.unwrap();
-        let started = Instant::now();
         for i in 1..n {
             match tokio::time::timeout(Duration::from_secs(20), consumer.recv()).await {
                 Ok(message) => drop(message.unwrap()),
