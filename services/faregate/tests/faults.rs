@@ -75,6 +75,25 @@ fn events() -> Vec<UsageEvent> {
         .collect()
 }
 
+/// A temporary directory that is kept (and named on stderr) when the test fails.
+struct KeptOnFailure(Option<tempfile::TempDir>);
+
+impl KeptOnFailure {
+    fn path(&self) -> &std::path::Path {
+        self.0.as_ref().expect("present until drop").path()
+    }
+}
+
+impl Drop for KeptOnFailure {
+    fn drop(&mut self) {
+        if std::thread::panicking()
+            && let Some(dir) = self.0.take()
+        {
+            eprintln!("processor log kept in {}", dir.keep().display());
+        }
+    }
+}
+
 struct Processor {
     child: Child,
 }
@@ -157,9 +176,8 @@ async fn no_event_is_lost_or_doubled_across_kills_and_outages() {
     let prices = tempfile::tempdir().unwrap();
     std::fs::write(prices.path().join("anthropic.toml"), CATALOG).unwrap();
     let group = unique("processor");
-    // The processor's log is kept for inspection after a failure.
-    let log = tempfile::tempdir().unwrap().keep().join("processor.log");
-    eprintln!("processor log: {}", log.display());
+    let logs = KeptOnFailure(Some(tempfile::tempdir().unwrap()));
+    let log = logs.path().join("processor.log");
 
     let events = Arc::new(events());
     let produced = Arc::new(AtomicUsize::new(0));
