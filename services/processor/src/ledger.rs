@@ -38,6 +38,30 @@ impl FaregateError for LedgerError {
     }
 }
 
+/// ClickHouse error codes that no retry can cure: the query or the schema is wrong (syntax,
+/// unknown identifier, table, database or column, type mismatch, bad argument, query too large).
+const PERMANENT_CODES: [u32; 9] = [62, 47, 60, 81, 16, 53, 43, 36, 44];
+
+impl LedgerError {
+    /// Whether trying again later can succeed. Network failures, timeouts, overload and unknown
+    /// server errors are transient; a refused query is not.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            LedgerError::ClickHouse(clickhouse::error::Error::BadResponse(body)) => {
+                exception_code(body).is_none_or(|code| !PERMANENT_CODES.contains(&code))
+            }
+            LedgerError::ClickHouse(_) | LedgerError::Unavailable(_) => true,
+            LedgerError::Corrupt(_) => false,
+        }
+    }
+}
+
+/// The N of "Code: N." in a ClickHouse error body.
+fn exception_code(body: &str) -> Option<u32> {
+    let rest = &body[body.find("Code: ")? + 6..];
+    rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+}
+
 /// What the pipeline reads from and writes to the ledger.
 #[async_trait]
 pub trait Ledger: Send + Sync {
@@ -220,11 +244,13 @@ impl Ledger for ClickHouseLedger {
     }
 }
 
-/// An in-memory ledger for tests; `set_available(false)` makes every call fail like an outage.
+/// An in-memory ledger for tests; `set_available(false)` makes every call fail like an outage,
+/// `set_refusing(true)` like a query the server will never accept.
 #[derive(Debug, Default)]
 pub struct MemoryLedger {
     rows: Mutex<Vec<LedgerRow>>,
     down: AtomicBool,
+    refusing: AtomicBool,
 }
 
 impl MemoryLedger {
@@ -236,7 +262,15 @@ impl MemoryLedger {
         self.down.store(!available, Ordering::SeqCst);
     }
 
+    /// Make every call fail with an error no retry can cure (like a refused query).
+    pub fn set_refusing(&self, refusing: bool) {
+        self.refusing.store(refusing, Ordering::SeqCst);
+    }
+
     fn check(&self) -> Result<(), LedgerError> {
+        if self.refusing.load(Ordering::SeqCst) {
+            return Err(LedgerError::Corrupt("memory ledger refuses every query".into()));
+        }
         if self.down.load(Ordering::SeqCst) {
             return Err(LedgerError::Unavailable("memory ledger is switched off".into()));
         }
@@ -304,6 +338,21 @@ impl Ledger for MemoryLedger {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refused_queries_are_not_retried() {
+        let refused = LedgerError::ClickHouse(clickhouse::error::Error::BadResponse(
+            "Code: 62. DB::Exception: Max query size exceeded (SYNTAX_ERROR)".into(),
+        ));
+        assert!(!refused.is_transient());
+        let overloaded = LedgerError::ClickHouse(clickhouse::error::Error::BadResponse(
+            "Code: 241. DB::Exception: Memory limit exceeded (MEMORY_LIMIT_EXCEEDED)".into(),
+        ));
+        assert!(overloaded.is_transient());
+        assert!(LedgerError::Unavailable("down".into()).is_transient());
+        assert_eq!(exception_code("Code: 60. DB::Exception: x"), Some(60));
+        assert_eq!(exception_code("503 Service Unavailable"), None);
+    }
 
     #[test]
     fn literals_are_escaped() {

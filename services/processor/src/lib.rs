@@ -94,6 +94,8 @@ pub enum ProcessorError {
     Produce(#[from] ProduceError),
     #[error("price catalog: {0}")]
     Prices(String),
+    #[error("stopped: {0}")]
+    Fatal(String),
 }
 
 impl FaregateError for ProcessorError {
@@ -103,6 +105,7 @@ impl FaregateError for ProcessorError {
             ProcessorError::Avro(e) => e.class(),
             ProcessorError::Produce(e) => e.class(),
             ProcessorError::Prices(_) => ErrorClass::User,
+            ProcessorError::Fatal(_) => ErrorClass::Internal,
         }
     }
 }

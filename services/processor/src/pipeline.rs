@@ -43,6 +43,30 @@ use faregate_core::clickhouse::ledger::{KafkaPosition, PricingStatus};
 use faregate_core::event::{SpendAggregate, UsageEvent};
 use faregate_core::kafka::{KafkaConfig, RecordProducer};
 
+/// Whether a failed step may succeed if tried again. A step that cannot stops the processor
+/// with the reason instead of retrying forever.
+pub trait Transient {
+    fn is_transient(&self) -> bool;
+}
+
+impl Transient for crate::ledger::LedgerError {
+    fn is_transient(&self) -> bool {
+        crate::ledger::LedgerError::is_transient(self)
+    }
+}
+
+impl Transient for faregate_core::kafka::ProduceError {
+    fn is_transient(&self) -> bool {
+        !matches!(self, faregate_core::kafka::ProduceError::Avro(_))
+    }
+}
+
+impl Transient for rdkafka::error::KafkaError {
+    fn is_transient(&self) -> bool {
+        true
+    }
+}
+
 /// Records partition revocations, which librdkafka reports from inside `recv`.
 #[derive(Default)]
 pub struct RebalanceContext {
@@ -100,6 +124,8 @@ pub struct Pipeline {
     pricer: Arc<dyn Pricer>,
     /// Set while the ledger answers; exported to readiness.
     ledger_ok: Arc<AtomicBool>,
+    /// Why the pipeline had to stop, if a step failed in a way no retry can cure.
+    fatal: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -123,11 +149,13 @@ impl Pipeline {
         pricer: Arc<dyn Pricer>,
         ledger_ok: Arc<AtomicBool>,
     ) -> Self {
-        Pipeline { config, kafka, ledger, pricer, ledger_ok }
+        Pipeline { config, kafka, ledger, pricer, ledger_ok, fatal: Mutex::default() }
     }
 
     /// Consume until `shutdown`; the batch in hand is written before returning.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ProcessorError> {
+        // Cancelled by shutdown, or by a step that failed for good (see `retry`).
+        let shutdown = shutdown.child_token();
         let topic = self.kafka.topics.usage.clone();
         let mut client_config = self.kafka.consumer_config("processor", &self.config.group_id);
         client_config.set("max.poll.interval.ms", "600000");
@@ -183,8 +211,14 @@ impl Pipeline {
                 }
             }
         }
+        if let Some(reason) = self.fatal.lock().unwrap().take() {
+            return Err(ProcessorError::Fatal(reason));
+        }
         if !batch.is_empty() {
             self.flush(&running, &mut batch, &CancellationToken::new()).await;
+        }
+        if let Some(reason) = self.fatal.lock().unwrap().take() {
+            return Err(ProcessorError::Fatal(reason));
         }
         tracing::info!("processor stopped");
         Ok(())
@@ -339,10 +373,12 @@ impl Pipeline {
         }
     }
 
-    /// Run `attempt` until it succeeds, backing off exponentially; `None` if shutdown came first.
+    /// Run `attempt` until it succeeds, backing off exponentially; `None` if shutdown came first
+    /// or the failure is permanent (then the reason is recorded and `shutdown` cancelled, so the
+    /// pipeline stops with it and nothing past the failed step is committed).
     async fn retry<T, E, F, Fut>(&self, what: &str, shutdown: &CancellationToken, mut attempt: F) -> Option<T>
     where
-        E: std::fmt::Display,
+        E: std::fmt::Display + Transient,
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
@@ -358,6 +394,12 @@ impl Pipeline {
                     self.ledger_ok.store(true, Ordering::Release);
                     metrics::gauge!("faregate_processor_sink_available").set(1.0);
                     return Some(value);
+                }
+                Err(error) if !error.is_transient() => {
+                    tracing::error!(what, %error, "failed in a way no retry can cure; stopping the processor");
+                    self.fatal.lock().unwrap().get_or_insert_with(|| format!("{what}: {error}"));
+                    shutdown.cancel();
+                    return None;
                 }
                 Err(error) => {
                     failures += 1;

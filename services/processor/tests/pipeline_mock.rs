@@ -256,3 +256,30 @@ async fn a_ledger_outage_pauses_and_loses_nothing() {
     handle.await.unwrap();
     assert_eq!(ledger.rows().len(), 15);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_no_retry_can_cure_stops_the_processor_with_the_reason() {
+    let setup = setup();
+    let usage: RecordProducer<UsageEvent> =
+        RecordProducer::new(&setup.kafka, "test", SchemaFamily::UsageEvent, &setup.kafka.topics.usage)
+            .await
+            .unwrap();
+    for event in &events(3, 60) {
+        usage.send(&event.partition_key(), event).await.unwrap();
+    }
+    let ledger = Arc::new(MemoryLedger::default());
+    ledger.set_refusing(true);
+    let pipeline = Pipeline::new(
+        config("g"),
+        setup.kafka.clone(),
+        ledger.clone(),
+        pricer(),
+        Arc::new(AtomicBool::new(true)),
+    );
+    let result = tokio::time::timeout(Duration::from_secs(60), pipeline.run(CancellationToken::new()))
+        .await
+        .expect("the processor stops by itself");
+    let error = result.unwrap_err().to_string();
+    assert!(error.contains("refuses every query"), "{error}");
+    assert!(ledger.rows().is_empty());
+}
