@@ -56,6 +56,28 @@ pub fn clickhouse_config() -> ClickHouseConfig {
     }
 }
 
+/// A one-model price catalog file (`anthropic.toml`) for tests that price through the real
+/// catalog: $3 input, $15 output (reasoning billed as output), $0.30 cache read, $3.75 and $6
+/// cache writes (5m, 1h), per million tokens. [`hand_priced`] is its oracle.
+pub fn test_catalog(model: &str) -> String {
+    format!(
+        "[models.{model}]\n[[models.{model}.prices]]\neffective_from = 2020-01-01\nunit = \"per_million\"\n\
+         input = \"3\"\noutput = \"15\"\ncache_read = \"0.30\"\ncache_write_5m = \"3.75\"\ncache_write_1h = \"6\"\n"
+    )
+}
+
+/// The cost of `tokens` under [`test_catalog`], worked out by hand and independently of it.
+pub fn hand_priced(tokens: &faregate_core::event::TokenCounts) -> rust_decimal::Decimal {
+    use rust_decimal::Decimal;
+    let per_million = |count: i64, usd: &str| Decimal::from(count) * usd.parse::<Decimal>().unwrap();
+    (per_million(tokens.input, "3")
+        + per_million(tokens.output + tokens.reasoning, "15")
+        + per_million(tokens.cache_read, "0.30")
+        + per_million(tokens.cache_write_5m, "3.75")
+        + per_million(tokens.cache_write_1h, "6"))
+        / Decimal::from(1_000_000)
+}
+
 /// `n` values of `strategy`, the same ones on every run.
 pub fn samples<S: Strategy>(strategy: S, n: usize) -> Vec<S::Value> {
     let mut runner = TestRunner::deterministic();

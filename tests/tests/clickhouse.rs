@@ -10,7 +10,7 @@ use faregate_core::clickhouse::migrations::{self, MigrationError};
 use faregate_core::clickhouse::{LedgerRow, Migration};
 use faregate_core::event::{Outcome, UsageSource, arbitrary};
 use faregate_core::money::Usd;
-use faregate_tests::{clickhouse_config, samples};
+use faregate_tests::{clickhouse_config, hand_priced, samples, test_catalog};
 
 #[tokio::test]
 async fn migrations_apply_once_and_are_recorded() {
@@ -217,18 +217,6 @@ async fn rollups_and_analyst_views_agree_with_the_ledger() {
     assert_eq!(unpriced, 9);
 }
 
-const TEST_CATALOG: &str = r#"
-[models.repriced-model]
-[[models.repriced-model.prices]]
-effective_from = 2020-01-01
-unit = "per_million"
-input = "3"
-output = "15"
-cache_read = "0.30"
-cache_write_5m = "3.75"
-cache_write_1h = "6"
-"#;
-
 #[tokio::test]
 async fn reprice_corrects_the_ledger_and_every_rollup_and_is_idempotent() {
     let config = clickhouse_config();
@@ -270,20 +258,12 @@ async fn reprice_corrects_the_ledger_and_every_rollup_and_is_idempotent() {
     }
     insert.end().await.unwrap();
 
-    let catalog = faregate_pricing::PriceCatalog::from_sources([("anthropic.toml", TEST_CATALOG)]).unwrap();
-    let oracle: rust_decimal::Decimal = events
-        .iter()
-        .map(|e| {
-            let t = &e.tokens;
-            let d = rust_decimal::Decimal::from;
-            (d(t.input) * d(3)
-                + d(t.output + t.reasoning) * d(15)
-                + d(t.cache_read) * "0.30".parse::<rust_decimal::Decimal>().unwrap()
-                + d(t.cache_write_5m) * "3.75".parse::<rust_decimal::Decimal>().unwrap()
-                + d(t.cache_write_1h) * d(6))
-                / d(1_000_000)
-        })
-        .sum();
+    let catalog = faregate_pricing::PriceCatalog::from_sources([(
+        "anthropic.toml",
+        test_catalog("repriced-model").as_str(),
+    )])
+    .unwrap();
+    let oracle: rust_decimal::Decimal = events.iter().map(|e| hand_priced(&e.tokens)).sum();
 
     let dry = faregate_processor::reprice::reprice(&client, &catalog, day, day.succ_opt().unwrap(), true)
         .await

@@ -15,34 +15,12 @@ use faregate_core::avro::SchemaFamily;
 use faregate_core::clickhouse::{ClickHouseConfig, migrations};
 use faregate_core::event::{UsageEvent, arbitrary};
 use faregate_core::kafka::{KafkaConfig, RecordProducer, ensure_topics};
-use faregate_tests::{PrivateBroker, PrivateClickHouse, kafka_config_for, samples, unique};
+use faregate_tests::{
+    PrivateBroker, PrivateClickHouse, hand_priced, kafka_config_for, samples, test_catalog, unique,
+};
 use rust_decimal::Decimal;
 
 const EVENTS: usize = 2_000;
-
-const CATALOG: &str = r#"
-[models.fault-model]
-[[models.fault-model.prices]]
-effective_from = 2020-01-01
-unit = "per_million"
-input = "3"
-output = "15"
-cache_read = "0.30"
-cache_write_5m = "3.75"
-cache_write_1h = "6"
-"#;
-
-/// The oracle: the catalog above, by hand.
-fn cost(event: &UsageEvent) -> Decimal {
-    let t = &event.tokens;
-    let per_million = |tokens: i64, usd: &str| Decimal::from(tokens) * usd.parse::<Decimal>().unwrap();
-    (per_million(t.input, "3")
-        + per_million(t.output + t.reasoning, "15")
-        + per_million(t.cache_read, "0.30")
-        + per_million(t.cache_write_5m, "3.75")
-        + per_million(t.cache_write_1h, "6"))
-        / Decimal::from(1_000_000)
-}
 
 fn events() -> Vec<UsageEvent> {
     let users = ["ana", "bo", "chen", "dee"];
@@ -174,7 +152,7 @@ async fn no_event_is_lost_or_doubled_across_kills_and_outages() {
     migrations::apply(&clickhouse).await.unwrap();
     let client = clickhouse.client();
     let prices = tempfile::tempdir().unwrap();
-    std::fs::write(prices.path().join("anthropic.toml"), CATALOG).unwrap();
+    std::fs::write(prices.path().join("anthropic.toml"), test_catalog("fault-model")).unwrap();
     let group = unique("processor");
     let logs = KeptOnFailure(Some(tempfile::tempdir().unwrap()));
     let log = logs.path().join("processor.log");
@@ -229,7 +207,7 @@ async fn no_event_is_lost_or_doubled_across_kills_and_outages() {
         .fetch_one()
         .await
         .unwrap();
-    let oracle: Decimal = events.iter().map(cost).sum();
+    let oracle: Decimal = events.iter().map(|e| hand_priced(&e.tokens)).sum();
     assert_eq!(distinct, EVENTS as u64, "every event is in the ledger");
     assert_eq!(rows, EVENTS as u64, "no event was written twice");
     assert_eq!(sum.parse::<Decimal>().unwrap(), oracle, "the exact cost sum equals the oracle");

@@ -87,7 +87,8 @@ fn quoted_list<'a>(values: impl Iterator<Item = &'a str>) -> String {
     unique.iter().map(|v| quote(v)).collect::<Vec<_>>().join(", ")
 }
 
-fn datetime_literal(at: DateTime<Utc>) -> String {
+/// A ClickHouse `DateTime64(6, 'UTC')` literal.
+pub(crate) fn datetime_literal(at: DateTime<Utc>) -> String {
     format!("toDateTime64('{}', 6, 'UTC')", at.format("%Y-%m-%d %H:%M:%S%.6f"))
 }
 

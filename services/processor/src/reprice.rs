@@ -13,7 +13,7 @@ use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 
 use crate::Pricer;
 use crate::aggregate::BucketKey;
-use crate::ledger::LedgerError;
+use crate::ledger::{LedgerError, datetime_literal};
 use faregate_core::clickhouse::LedgerRow;
 use faregate_core::clickhouse::ledger::PricingStatus;
 use faregate_core::money::Usd;
@@ -42,10 +42,6 @@ fn day_start(day: NaiveDate) -> DateTime<Utc> {
     day.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc()
 }
 
-fn literal(at: DateTime<Utc>) -> String {
-    format!("toDateTime64('{}', 6, 'UTC')", at.format("%Y-%m-%d %H:%M:%S"))
-}
-
 /// Re-price `[from, to)` (whole UTC days) with `pricer`; with `dry_run` only report.
 pub async fn reprice(
     client: &clickhouse::Client,
@@ -65,15 +61,18 @@ pub async fn reprice(
         let rows: Vec<LedgerRow> = client
             .query(&format!(
                 "SELECT ?fields FROM usage_ledger FINAL WHERE occurred_at >= {} AND occurred_at < {}",
-                literal(start),
-                literal(end)
+                datetime_literal(start),
+                datetime_literal(end)
             ))
             .fetch_all()
             .await?;
         let now = faregate_core::time::now_micros();
         let repriced: Vec<LedgerRow> = rows
             .iter()
-            .map(|row| LedgerRow::new(&row.to_event(), &pricer.price(&row.to_event()), &row.position(), now))
+            .map(|row| {
+                let event = row.to_event();
+                LedgerRow::new(&event, &pricer.price(&event), &row.position(), now)
+            })
             .collect();
         for (old, new) in rows.iter().zip(&repriced) {
             report.rows += 1;
