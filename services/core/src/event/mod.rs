@@ -6,6 +6,7 @@
 pub mod arbitrary;
 pub mod config_record;
 pub mod decision;
+pub mod scope;
 pub mod spend;
 pub mod usage;
 
@@ -14,5 +15,6 @@ pub use config_record::{
     DirectoryKind, KeyStatus, VirtualKey, WindowPeriod,
 };
 pub use decision::{Decision, DecisionState};
+pub use scope::{Attribution, ScopeKeyError};
 pub use spend::{BucketWidth, SpendAggregate};
 pub use usage::{Endpoint, Outcome, SourceKind, TokenCounts, Tool, UsageEvent, UsageSource};
