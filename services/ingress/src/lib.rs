@@ -1,54 +1,168 @@
-//! The ingress: Faregate's LLM gateway (Anthropic and OpenAI routes) and the collector endpoint
-//! for other gateways. It authenticates virtual keys, enforces decisions, forwards requests to
-//! providers and emits exactly one usage event per request to the usage topic.
+//! The ingress: Faregate's LLM gateway (Anthropic and OpenAI routes), the collector endpoint
+//! for other gateways, and the decisions API. It authenticates virtual keys, enforces budget
+//! decisions, forwards requests to providers (streams pass through as they arrive) and emits
+//! exactly one usage event per request through an on-disk spool to the usage topic; the request
+//! path never waits on Kafka. Docs: docs/ingress.md.
 //!
-//! Status: this crate currently provides the service shell (configuration, `run` with its
-//! shutdown contract, the ops endpoint); the gateway itself is tracked as its own issue.
+//! Tasks of one ingress: the HTTP server; two table followers (virtual keys from the config
+//! topic, decisions from the decisions topic, each read from the beginning); the emitter; and
+//! a watcher that turns table state into readiness (ready once both tables caught up) and the
+//! decisions-stale signal.
 
-use serde::{Deserialize, Serialize};
+pub mod attribution;
+pub mod collector;
+pub mod config;
+pub mod decisions;
+pub mod emitter;
+pub mod errors;
+pub mod gateway;
+pub mod keys;
+pub mod limits;
+pub mod meter;
+pub mod proxy;
+pub mod spool;
+pub mod sse;
+pub mod table;
+pub mod usage;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
 use tokio_util::sync::CancellationToken;
 
-use faregate_core::config::{ConfigError, Validate};
+use faregate_core::avro::SchemaFamily;
+use faregate_core::event::{ConfigRecord, Decision};
+use faregate_core::kafka::KafkaConfig;
 
-/// Ingress settings.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct IngressConfig {
-    /// Address the gateway listens on (`ANTHROPIC_BASE_URL` / the OpenAI base URL point here).
-    pub listen: String,
-}
-
-impl Default for IngressConfig {
-    fn default() -> Self {
-        IngressConfig { listen: "127.0.0.1:8787".into() }
-    }
-}
-
-impl Validate for IngressConfig {
-    fn validate(&self) -> Result<(), ConfigError> {
-        self.listen
-            .parse::<std::net::SocketAddr>()
-            .map(|_| ())
-            .map_err(|e| ConfigError::field("ingress.listen", format!("not an ip:port: {e}")))
-    }
-}
+pub use config::{AuthMode, FailMode, IngressConfig, Provider, UpstreamConfig};
+pub use gateway::Gateway;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngressError {
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: String, source: std::io::Error },
+    #[error(transparent)]
+    Emitter(#[from] emitter::EmitterError),
+    #[error("cannot build the upstream HTTP client: {0}")]
+    Client(reqwest::Error),
+    #[error(transparent)]
+    Table(#[from] table::TableError),
+    #[error("the HTTP server failed: {0}")]
+    Serve(std::io::Error),
 }
 
-/// Run the ingress until `shutdown` is cancelled.
-pub async fn run(config: IngressConfig, shutdown: CancellationToken) -> Result<(), IngressError> {
+/// Run the ingress until `shutdown` is cancelled; `ready` turns true once virtual keys and
+/// decisions have been read to the end.
+pub async fn run(
+    config: IngressConfig,
+    kafka: KafkaConfig,
+    ready: Arc<AtomicBool>,
+    shutdown: CancellationToken,
+) -> Result<(), IngressError> {
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .map_err(|source| IngressError::Listen { addr: config.listen.clone(), source })?;
     let addr = listener
         .local_addr()
         .map_err(|source| IngressError::Listen { addr: config.listen.clone(), source })?;
-    tracing::info!(%addr, "ingress listening (gateway routes not implemented yet)");
-    shutdown.cancelled().await;
+    let tables = CancellationToken::new();
+    let keys = Arc::new(keys::KeyStore::default());
+    let keys_freshness = Arc::new(table::Freshness::default());
+    let decisions = Arc::new(decisions::DecisionCache::default());
+    let decisions_freshness = Arc::new(table::Freshness::default());
+    let keys_task = {
+        let keys = keys.clone();
+        tokio::spawn(table::follow::<ConfigRecord, _>(
+            kafka.clone(),
+            kafka.topics.config.clone(),
+            SchemaFamily::ConfigRecord,
+            keys_freshness.clone(),
+            move |key, record| keys.apply(key, record.as_ref()),
+            tables.clone(),
+        ))
+    };
+    let decisions_task = {
+        let decisions = decisions.clone();
+        tokio::spawn(table::follow::<Decision, _>(
+            kafka.clone(),
+            kafka.topics.decisions.clone(),
+            SchemaFamily::Decision,
+            decisions_freshness.clone(),
+            move |key, decision| decisions.apply(key, decision),
+            tables.clone(),
+        ))
+    };
+    let emitter_stop = CancellationToken::new();
+    let (sink, emitter_task) =
+        emitter::spawn(&kafka, &config.spool_dir, config.spool_max_bytes, emitter_stop.clone()).await?;
+    let gateway = Arc::new(Gateway {
+        client: gateway::upstream_client(&config).map_err(IngressError::Client)?,
+        config: Arc::new(config),
+        keys,
+        decisions,
+        decisions_freshness,
+        limiter: Arc::default(),
+        sink: Arc::new(sink),
+    });
+    tokio::spawn(watch(gateway.clone(), keys_freshness, ready, shutdown.clone()));
+    tracing::info!(%addr, upstreams = gateway.config.upstreams.len(), auth = ?gateway.config.auth, "ingress listening");
+    let served = serve(gateway, listener, shutdown.clone()).await;
+    tables.cancel();
+    emitter_stop.cancel();
+    let _ = emitter_task.await;
+    for task in [keys_task, decisions_task] {
+        if let Ok(Err(e)) = task.await {
+            tracing::warn!(error = %e, "table follower ended with an error");
+        }
+    }
     tracing::info!("ingress stopped");
-    Ok(())
+    served
+}
+
+/// Serve `gateway` on `listener` until `shutdown`, then finish open requests.
+pub async fn serve(
+    gateway: Arc<Gateway>,
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), IngressError> {
+    axum::serve(listener, gateway.router())
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+        .map_err(IngressError::Serve)
+}
+
+/// Readiness (both tables caught up) and the decisions-stale alarm, checked every second.
+async fn watch(
+    gateway: Arc<Gateway>,
+    keys: Arc<table::Freshness>,
+    ready: Arc<AtomicBool>,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut was_stale = false;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let caught_up = keys.caught_up() && gateway.decisions_freshness.caught_up();
+        if caught_up && !ready.swap(true, Ordering::AcqRel) {
+            tracing::info!(
+                keys = gateway.keys.len(),
+                decisions = gateway.decisions.all().len(),
+                "ingress caught up; ready"
+            );
+        }
+        let stale = caught_up && gateway.decisions_stale();
+        metrics::gauge!("faregate_ingress_decisions_stale").set(if stale { 1.0 } else { 0.0 });
+        if stale != was_stale {
+            was_stale = stale;
+            if stale {
+                tracing::error!(fail_mode = ?gateway.config.fail_mode, "decisions are stale: the decisions topic cannot be read");
+            } else {
+                tracing::info!("decisions are fresh again");
+            }
+        }
+    }
 }

@@ -63,10 +63,9 @@ async fn run_services(config: AppConfig, services: &[Service]) -> anyhow::Result
         });
         match service {
             Service::Ingress => {
-                let config = config.ingress.clone();
+                let (ingress, kafka) = (config.ingress.clone(), config.kafka.clone());
                 tasks.spawn("ingress", async move {
-                    ready.store(true, std::sync::atomic::Ordering::Release);
-                    Ok(faregate_ingress::run(config, token).await?)
+                    Ok(faregate_ingress::run(ingress, kafka, ready, token).await?)
                 });
             }
             Service::Processor => {

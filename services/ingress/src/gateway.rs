@@ -1,0 +1,106 @@
+//! The gateway's shared state and its routes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::routing::{get, post};
+
+use crate::collector;
+use crate::config::{FailMode, IngressConfig};
+use crate::decisions::DecisionCache;
+use crate::emitter::UsageSink;
+use crate::errors::ApiError;
+use crate::keys::KeyStore;
+use crate::limits::RateLimiter;
+use crate::proxy;
+use crate::table::Freshness;
+use crate::usage::Api;
+
+/// Everything a request needs.
+pub struct Gateway {
+    pub config: Arc<IngressConfig>,
+    pub client: reqwest::Client,
+    pub keys: Arc<KeyStore>,
+    pub decisions: Arc<DecisionCache>,
+    pub decisions_freshness: Arc<Freshness>,
+    pub limiter: Arc<RateLimiter>,
+    pub sink: Arc<dyn UsageSink>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway").field("listen", &self.config.listen).finish_non_exhaustive()
+    }
+}
+
+/// The HTTP client for upstreams: pooled keep-alive connections, no automatic decompression
+/// (usage must be read from the bytes the client gets).
+pub fn upstream_client(config: &IngressConfig) -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(config.upstream_timeout_secs))
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(256)
+        .tcp_nodelay(true)
+        .build()
+}
+
+impl Gateway {
+    /// Whether decisions are too old to enforce from; refuses in fail-closed mode.
+    pub fn check_fresh(&self) -> Result<(), ApiError> {
+        if self.config.fail_mode == FailMode::Open {
+            return Ok(());
+        }
+        if self.decisions_stale() {
+            return Err(ApiError::unavailable(
+                "Faregate cannot confirm budget decisions right now (decisions are stale and this gateway fails closed); retry shortly".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn decisions_stale(&self) -> bool {
+        let limit = (self.config.decisions_stale_after_secs as i64).saturating_mul(1000);
+        !self.decisions_freshness.caught_up()
+            || self.decisions_freshness.silent_for_ms().is_none_or(|ms| ms > limit)
+    }
+
+    pub fn router(self: Arc<Self>) -> Router {
+        fn route(
+            api: Api,
+        ) -> impl Fn(
+            State<Arc<Gateway>>,
+            Request,
+        ) -> futures::future::BoxFuture<'static, axum::response::Response>
+        + Clone {
+            move |state, request| Box::pin(proxy::handle(state, api, request))
+        }
+        Router::new()
+            .route("/v1/messages", post(route(Api::AnthropicMessages)))
+            .route("/v1/messages/count_tokens", post(route(Api::AnthropicCountTokens)))
+            .route("/v1/chat/completions", post(route(Api::OpenaiChat)))
+            .route("/v1/responses", post(route(Api::OpenaiResponses)))
+            .route("/v1/embeddings", post(route(Api::OpenaiEmbeddings)))
+            .route("/v1/models", get(route(Api::OpenaiModels)))
+            .route("/v1/usage", post(collector::ingest))
+            .route("/v1/decisions", get(collector::decisions))
+            .route("/v1/decisions/stream", get(collector::decision_stream))
+            .route("/v1/decisions/{*subject}", get(collector::decision))
+            .fallback(|request: Request| async move {
+                let provider = if request.headers().contains_key("anthropic-version") {
+                    crate::config::Provider::Anthropic
+                } else {
+                    crate::config::Provider::Openai
+                };
+                ApiError::not_found(format!(
+                    "Faregate does not route {} {}; see the gateway routes in docs/ingress.md",
+                    request.method(),
+                    request.uri().path()
+                ))
+                .into_response(provider)
+            })
+            .with_state(self)
+    }
+}

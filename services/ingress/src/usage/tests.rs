@@ -1,0 +1,136 @@
+//! Usage extraction against payloads shaped like the providers' (see shared/clients.md).
+
+use super::*;
+
+fn tokens(input: i64, output: i64, cache_read: i64, w5: i64, w1h: i64, reasoning: i64) -> TokenCounts {
+    TokenCounts { input, output, cache_read, cache_write_5m: w5, cache_write_1h: w1h, reasoning }
+}
+
+fn stream(api: Api, body: &str) -> StreamUsage {
+    let mut usage = StreamUsage::new(api);
+    // Feed in awkward pieces, as a network would.
+    for piece in body.as_bytes().chunks(7) {
+        usage.feed(piece);
+    }
+    usage
+}
+
+#[test]
+fn anthropic_message_with_cache_split() {
+    let body = r#"{"id":"msg_1","type":"message","model":"claude-sonnet-4-5-20250929","content":[],
+        "usage":{"input_tokens":12,"cache_creation_input_tokens":300,"cache_read_input_tokens":4000,
+        "cache_creation":{"ephemeral_5m_input_tokens":100,"ephemeral_1h_input_tokens":200},
+        "output_tokens":55,"service_tier":"standard","inference_geo":"us"}}"#;
+    let mut observed = Observed::from_body(Api::AnthropicMessages, body.as_bytes());
+    assert_eq!(observed.tokens, tokens(12, 55, 4000, 100, 200, 0));
+    assert_eq!(observed.served_model.as_deref(), Some("claude-sonnet-4-5-20250929"));
+    assert_eq!(observed.service_tier.as_deref(), Some("standard"));
+    assert_eq!(observed.inference_region.as_deref(), Some("us"));
+    assert_eq!(observed.finish(1000), UsageSource::Reported);
+}
+
+#[test]
+fn anthropic_cache_writes_without_split_are_five_minute() {
+    let body = r#"{"usage":{"input_tokens":1,"cache_creation_input_tokens":300,"output_tokens":2}}"#;
+    assert_eq!(
+        Observed::from_body(Api::AnthropicMessages, body.as_bytes()).tokens,
+        tokens(1, 2, 0, 300, 0, 0)
+    );
+}
+
+const ANTHROPIC_STREAM: &str = "event: message_start\n\
+data: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"model\":\"claude-opus-4-1\",\"usage\":{\"input_tokens\":10,\"cache_read_input_tokens\":2000,\"cache_creation_input_tokens\":0,\"output_tokens\":1}}}\n\n\
+event: ping\ndata: {\"type\":\"ping\"}\n\n\
+event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hello there\"}}\n\n\
+event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":null},\"usage\":{\"output_tokens\":7}}\n\n\
+event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":42}}\n\n\
+event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+
+#[test]
+fn anthropic_stream_deltas_replace_never_add() {
+    let mut usage = stream(Api::AnthropicMessages, ANTHROPIC_STREAM);
+    assert!(usage.completed);
+    assert_eq!(usage.observed.tokens, tokens(10, 42, 2000, 0, 0, 0));
+    assert_eq!(usage.observed.served_model.as_deref(), Some("claude-opus-4-1"));
+    assert_eq!(usage.observed.finish(100), UsageSource::Reported);
+}
+
+#[test]
+fn anthropic_stream_cut_after_start_estimates_only_the_output() {
+    let cut = ANTHROPIC_STREAM.split("event: message_delta").next().unwrap();
+    let mut usage = stream(Api::AnthropicMessages, cut);
+    assert!(!usage.completed);
+    // message_start reported output_tokens 1, so the output side counts as reported too: the
+    // provider's own figure at the time of the cut.
+    assert_eq!(usage.observed.finish(100), UsageSource::Reported);
+    assert_eq!(usage.observed.tokens.input, 10);
+    assert_eq!(usage.observed.tokens.cache_read, 2000);
+}
+
+#[test]
+fn nothing_reported_is_estimated() {
+    let mut usage = stream(
+        Api::AnthropicMessages,
+        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"delta\":{\"text\":\"abcdefghi\"}}\n\n",
+    );
+    assert_eq!(usage.observed.finish(400), UsageSource::Estimated);
+    assert_eq!(usage.observed.tokens, tokens(100, 3, 0, 0, 0, 0));
+}
+
+#[test]
+fn openai_chat_subtracts_cached_and_reasoning() {
+    let body = r#"{"id":"chatcmpl-1","model":"gpt-5-2025-08-07","service_tier":"default","choices":[],
+        "usage":{"prompt_tokens":1200,"completion_tokens":300,"total_tokens":1500,
+        "prompt_tokens_details":{"cached_tokens":1000},"completion_tokens_details":{"reasoning_tokens":250}}}"#;
+    let mut observed = Observed::from_body(Api::OpenaiChat, body.as_bytes());
+    assert_eq!(observed.tokens, tokens(200, 50, 1000, 0, 0, 250));
+    assert_eq!(observed.tokens.total(), 1500);
+    assert_eq!(observed.service_tier.as_deref(), Some("default"));
+    assert_eq!(observed.finish(0), UsageSource::Reported);
+}
+
+#[test]
+fn openai_chat_stream_usage_is_in_the_final_chunk() {
+    let body = "data: {\"id\":\"c\",\"model\":\"gpt-4.1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}],\"usage\":null}\n\n\
+data: {\"id\":\"c\",\"model\":\"gpt-4.1\",\"choices\":[],\"usage\":{\"prompt_tokens\":30,\"completion_tokens\":5,\"total_tokens\":35,\"prompt_tokens_details\":{\"cached_tokens\":0}}}\n\n\
+data: [DONE]\n\n";
+    let mut usage = stream(Api::OpenaiChat, body);
+    assert!(usage.completed);
+    assert_eq!(usage.observed.finish(0), UsageSource::Reported);
+    assert_eq!(usage.observed.tokens, tokens(30, 5, 0, 0, 0, 0));
+}
+
+#[test]
+fn openai_chat_stream_without_usage_is_estimated() {
+    let body = "data: {\"id\":\"c\",\"model\":\"gpt-4.1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"12345678\"}}]}\n\n";
+    let mut usage = stream(Api::OpenaiChat, body);
+    assert_eq!(usage.observed.finish(40), UsageSource::Estimated);
+    assert_eq!(usage.observed.tokens, tokens(10, 2, 0, 0, 0, 0));
+}
+
+#[test]
+fn openai_responses_stream_completed() {
+    let body = "event: response.created\ndata: {\"type\":\"response.created\",\"sequence_number\":0,\"response\":{\"model\":\"gpt-5-codex\",\"usage\":null}}\n\n\
+event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"sequence_number\":1,\"delta\":\"hey\"}\n\n\
+event: response.completed\ndata: {\"type\":\"response.completed\",\"sequence_number\":2,\"response\":{\"model\":\"gpt-5-codex\",\"usage\":{\"input_tokens\":5000,\"input_tokens_details\":{\"cached_tokens\":4096},\"output_tokens\":800,\"output_tokens_details\":{\"reasoning_tokens\":600},\"total_tokens\":5800}}}\n\n";
+    let mut usage = stream(Api::OpenaiResponses, body);
+    assert!(usage.completed);
+    assert_eq!(usage.observed.finish(0), UsageSource::Reported);
+    assert_eq!(usage.observed.tokens, tokens(904, 200, 4096, 0, 0, 600));
+    assert_eq!(usage.observed.served_model.as_deref(), Some("gpt-5-codex"));
+}
+
+#[test]
+fn embeddings_have_input_only() {
+    let body = r#"{"object":"list","model":"text-embedding-3-small","data":[],"usage":{"prompt_tokens":8,"total_tokens":8}}"#;
+    let mut observed = Observed::from_body(Api::OpenaiEmbeddings, body.as_bytes());
+    assert_eq!(observed.finish(0), UsageSource::Reported);
+    assert_eq!(observed.tokens, tokens(8, 0, 0, 0, 0, 0));
+}
+
+#[test]
+fn a_body_that_is_not_json_reports_nothing() {
+    let mut observed = Observed::from_body(Api::AnthropicMessages, b"<html>bad gateway</html>");
+    assert_eq!(observed.finish(8), UsageSource::Estimated);
+    assert_eq!(observed.tokens.input, 2);
+}
