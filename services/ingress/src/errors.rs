@@ -94,8 +94,9 @@ impl ApiError {
     /// A budget block: the message says which budget, spent versus limit, and when it resets.
     pub fn blocked(decision: &Decision) -> Self {
         let budget = decision.budget_name.as_deref().or(decision.budget_id.as_deref()).unwrap_or("a budget");
-        let spent = decision.spent_usd.0.round_dp(2);
-        let limit = decision.limit_usd.map(|l| format!(" of ${}", l.0.round_dp(2))).unwrap_or_default();
+        // Rounded to cents for people; the decision keeps the exact amounts.
+        let spent = format!("{:.2}", decision.spent_usd.0);
+        let limit = decision.limit_usd.map(|l| format!(" of ${:.2}", l.0)).unwrap_or_default();
         let resets = decision
             .resets_at
             .map(|at| format!("; it resets at {}", at.format("%Y-%m-%d %H:%M UTC")))
@@ -180,7 +181,7 @@ mod tests {
         };
         let error = ApiError::blocked(&decision);
         assert!(error.message.contains("\"Infra daily\""), "{}", error.message);
-        assert!(error.message.contains("$10.02 spent of $10"), "{}", error.message);
+        assert!(error.message.contains("$10.02 spent of $10.00"), "{}", error.message);
         assert!(error.message.contains("resets at 2026-11-24 00:00 UTC"), "{}", error.message);
         assert_eq!(error.status_for(Provider::Anthropic), StatusCode::PAYMENT_REQUIRED);
         assert_eq!(error.status_for(Provider::Openai), StatusCode::TOO_MANY_REQUESTS);

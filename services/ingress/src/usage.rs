@@ -69,9 +69,18 @@ impl Observed {
                 t.cache_write_1h = int(split, "ephemeral_1h_input_tokens").unwrap_or(0);
             }
             None => {
-                if let Some(n) = int(usage, "cache_creation_input_tokens") {
-                    t.cache_write_5m = n;
-                    t.cache_write_1h = 0;
+                // A total without the split (a later `message_delta`, or an API without 1-hour
+                // caching): keep the split already known when it adds up, else the unknown
+                // rest is 5-minute writes.
+                if let Some(n) = int(usage, "cache_creation_input_tokens")
+                    && n != t.cache_write_5m + t.cache_write_1h
+                {
+                    if n >= t.cache_write_1h {
+                        t.cache_write_5m = n - t.cache_write_1h;
+                    } else {
+                        t.cache_write_5m = n;
+                        t.cache_write_1h = 0;
+                    }
                 }
             }
         }

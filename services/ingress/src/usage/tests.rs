@@ -30,6 +30,18 @@ fn anthropic_message_with_cache_split() {
 }
 
 #[test]
+fn a_later_total_without_the_split_keeps_the_split() {
+    let body = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":1,\"cache_creation_input_tokens\":120,\"cache_creation\":{\"ephemeral_5m_input_tokens\":50,\"ephemeral_1h_input_tokens\":70},\"output_tokens\":1}}}\n\n\
+event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"input_tokens\":1,\"cache_creation_input_tokens\":120,\"output_tokens\":9}}\n\n";
+    assert_eq!(stream(Api::AnthropicMessages, body).observed.tokens, tokens(1, 9, 0, 50, 70, 0));
+    let grown = body.replace(
+        "\"cache_creation_input_tokens\":120,\"output_tokens\":9",
+        "\"cache_creation_input_tokens\":150,\"output_tokens\":9",
+    );
+    assert_eq!(stream(Api::AnthropicMessages, &grown).observed.tokens, tokens(1, 9, 0, 80, 70, 0));
+}
+
+#[test]
 fn anthropic_cache_writes_without_split_are_five_minute() {
     let body = r#"{"usage":{"input_tokens":1,"cache_creation_input_tokens":300,"output_tokens":2}}"#;
     assert_eq!(

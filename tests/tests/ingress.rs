@@ -1,0 +1,500 @@
+//! The gateway through real HTTP, against the project's fake provider: usage read token class
+//! by token class (streaming and not), headers on the way up, refusals in each provider's
+//! shape, one event per request whatever happens. The usage sink is in memory here; the
+//! Kafka path is proven in ingress_kafka.rs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use faregate_core::config::Secret;
+use faregate_core::event::{
+    ConfigEntity, ConfigRecord, Decision, DecisionState, Endpoint, KeyStatus, Outcome, TokenCounts, Tool,
+    UsageEvent, UsageSource, VirtualKey,
+};
+use faregate_core::money::Usd;
+use faregate_fake_upstream::{FakeConfig, FakeUpstream, Script};
+use faregate_ingress::config::{IngressConfig, Provider, UpstreamConfig};
+use faregate_ingress::decisions::DecisionCache;
+use faregate_ingress::emitter::MemorySink;
+use faregate_ingress::keys::{KeyStore, display_prefix, hash_secret};
+use faregate_ingress::table::Freshness;
+use faregate_ingress::{FailMode, Gateway};
+use futures::StreamExt;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+const SECRET: &str = "fgk_test_secret_ana";
+const UPSTREAM_KEY: &str = "sk-upstream-credential";
+
+struct Rig {
+    url: String,
+    fake: FakeUpstream,
+    sink: MemorySink,
+    keys: Arc<KeyStore>,
+    decisions: Arc<DecisionCache>,
+    stop: CancellationToken,
+    client: reqwest::Client,
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+fn key_record(id: &str, secret: &str, allowed: &[&str]) -> ConfigRecord {
+    ConfigRecord {
+        updated_at: Utc::now(),
+        updated_by: None,
+        entity: ConfigEntity::VirtualKey(VirtualKey {
+            key_id: id.into(),
+            secret_hash: hash_secret(secret),
+            secret_prefix: display_prefix(secret),
+            org: "acme".into(),
+            team: Some("infra".into()),
+            user: Some("ana".into()),
+            allowed_models: allowed.iter().map(|m| m.to_string()).collect(),
+            rpm_limit: None,
+            tpm_limit: None,
+            status: KeyStatus::Active,
+            created_at: Utc::now(),
+            expires_at: None,
+        }),
+    }
+}
+
+async fn rig_with(config: impl FnOnce(&mut IngressConfig)) -> Rig {
+    rig_full(config, true).await
+}
+
+async fn rig_full(config: impl FnOnce(&mut IngressConfig), decisions_fresh: bool) -> Rig {
+    let fake = FakeUpstream::start(FakeConfig::default()).await.unwrap();
+    let mut ingress = IngressConfig {
+        listen: "127.0.0.1:0".into(),
+        upstreams: vec![
+            UpstreamConfig {
+                name: "anthropic".into(),
+                provider: Provider::Anthropic,
+                base_url: fake.url(),
+                api_key: Secret::new(UPSTREAM_KEY),
+                models: vec![],
+            },
+            UpstreamConfig {
+                name: "openai".into(),
+                provider: Provider::Openai,
+                base_url: fake.url(),
+                api_key: Secret::new(UPSTREAM_KEY),
+                models: vec![],
+            },
+        ],
+        max_body_bytes: 64 << 10,
+        collector_token: Secret::new("collector-token"),
+        ..IngressConfig::default()
+    };
+    config(&mut ingress);
+    let keys = Arc::new(KeyStore::default());
+    keys.apply("key/k-ana", Some(&key_record("k-ana", SECRET, &[])));
+    let decisions = Arc::new(DecisionCache::default());
+    let freshness = Arc::new(Freshness::default());
+    if decisions_fresh {
+        freshness.set_caught_up();
+    }
+    let sink = MemorySink::default();
+    let gateway = Arc::new(Gateway {
+        client: faregate_ingress::gateway::upstream_client(&ingress).unwrap(),
+        config: Arc::new(ingress),
+        keys: keys.clone(),
+        decisions: decisions.clone(),
+        decisions_freshness: freshness,
+        limiter: Arc::default(),
+        sink: Arc::new(sink.clone()),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let stop = CancellationToken::new();
+    tokio::spawn(faregate_ingress::serve(gateway, listener, stop.clone()));
+    Rig { url, fake, sink, keys, decisions, stop, client: reqwest::Client::new() }
+}
+
+async fn rig() -> Rig {
+    rig_with(|_| {}).await
+}
+
+fn tokens(input: i64, output: i64, cache_read: i64, w5: i64, w1h: i64, reasoning: i64) -> TokenCounts {
+    TokenCounts { input, output, cache_read, cache_write_5m: w5, cache_write_1h: w1h, reasoning }
+}
+
+const USAGE: &str = "input=120,output=30,cache_read=1000,cache_write_5m=50,cache_write_1h=70,reasoning=7";
+
+impl Rig {
+    fn anthropic(&self, body: Value) -> reqwest::RequestBuilder {
+        self.client
+            .post(format!("{}/v1/messages?beta=true", self.url))
+            .header("x-api-key", SECRET)
+            .header("anthropic-version", "2023-06-01")
+            .header("anthropic-beta", "prompt-caching-2024-07-31,interleaved-thinking-2025-05-14")
+            .header("user-agent", "claude-cli/2.1.197 (external, sdk-cli)")
+            .header("x-claude-code-session-id", "sess-1")
+            .header("x-faregate-project", "billing")
+            .header("x-fake-usage", USAGE)
+            .json(&body)
+    }
+
+    fn openai(&self, path: &str, body: Value) -> reqwest::RequestBuilder {
+        self.client
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(SECRET)
+            .header("user-agent", "codex_exec/0.169.0")
+            .header("x-fake-usage", USAGE)
+            .json(&body)
+    }
+
+    async fn one_event(&self) -> UsageEvent {
+        let events = tokio::time::timeout(Duration::from_secs(10), self.sink.wait_for(1)).await.unwrap();
+        assert_eq!(events.len(), 1, "{events:#?}");
+        events.into_iter().next().unwrap()
+    }
+}
+
+fn messages(stream: bool) -> Value {
+    json!({"model": "claude-sonnet-4-5", "max_tokens": 64000, "stream": stream,
+           "metadata": {"user_id": "{\"device_id\":\"d\",\"session_id\":\"sess-1\"}"},
+           "messages": [{"role": "user", "content": "hi"}]})
+}
+
+#[tokio::test]
+async fn anthropic_messages_are_metered_class_by_class_and_headers_are_right_upstream() {
+    let rig = rig().await;
+    let response = rig.anthropic(messages(false)).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers().contains_key("x-faregate-request-id"));
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["type"], "message");
+    let event = rig.one_event().await;
+    // Anthropic has no separate reasoning count: thinking is part of output_tokens.
+    assert_eq!(event.tokens, tokens(120, 37, 1000, 50, 70, 0), "{event:#?}");
+    assert_eq!(event.usage_source, UsageSource::Reported);
+    assert_eq!((event.outcome, event.http_status, event.endpoint), (Outcome::Ok, 200, Endpoint::Messages));
+    assert_eq!(
+        (event.org.as_str(), event.user.as_deref(), event.key_id.as_deref()),
+        ("acme", Some("ana"), Some("k-ana"))
+    );
+    assert_eq!(
+        (event.tool, event.session_id.as_deref(), event.project.as_deref()),
+        (Tool::ClaudeCode, Some("sess-1"), Some("billing"))
+    );
+    assert!(event.upstream_request_id.is_some());
+
+    let upstream = &rig.fake.requests()[0];
+    assert_eq!(upstream.query.as_deref(), Some("beta=true"));
+    assert_eq!(upstream.header("x-api-key"), Some(UPSTREAM_KEY), "virtual key replaced by the credential");
+    assert_eq!(
+        upstream.header("anthropic-beta"),
+        Some("prompt-caching-2024-07-31,interleaved-thinking-2025-05-14")
+    );
+    assert_eq!(upstream.header("anthropic-version"), Some("2023-06-01"));
+    assert_eq!(upstream.header("x-faregate-project"), None, "faregate headers stay here");
+    assert!(!upstream.headers.iter().any(|(_, v)| v.contains(SECRET)), "the virtual key never leaves");
+    assert_eq!(upstream.body, messages(false), "the body passes unchanged");
+}
+
+#[tokio::test]
+async fn anthropic_stream_passes_through_and_is_metered() {
+    let rig = rig().await;
+    let response = rig.anthropic(messages(true)).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    let text = response.text().await.unwrap();
+    assert!(text.contains("event: message_start") && text.contains("event: message_stop"), "{text}");
+    let event = rig.one_event().await;
+    assert_eq!(event.tokens, tokens(120, 37, 1000, 50, 70, 0));
+    assert!(event.streaming && event.ttfb_us.is_some());
+    assert_eq!((event.outcome, event.usage_source), (Outcome::Ok, UsageSource::Reported));
+}
+
+#[tokio::test]
+async fn openai_chat_stream_gets_usage_asked_for_and_counted() {
+    let rig = rig().await;
+    let body = json!({"model": "gpt-5", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    let text = rig.openai("/v1/chat/completions", body).send().await.unwrap().text().await.unwrap();
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    let upstream = &rig.fake.requests()[0];
+    assert_eq!(upstream.body["stream_options"]["include_usage"], true);
+    assert_eq!(upstream.header("authorization"), Some(format!("Bearer {UPSTREAM_KEY}").as_str()));
+    let event = rig.one_event().await;
+    // prompt_tokens include cached tokens and completion_tokens include reasoning: subtracted.
+    assert_eq!(event.tokens, tokens(120, 30, 1000, 0, 0, 7), "{event:#?}");
+    assert_eq!((event.tool, event.provider.as_str()), (Tool::Codex, "openai"));
+}
+
+#[tokio::test]
+async fn openai_responses_and_embeddings() {
+    let rig = rig().await;
+    let body = json!({"model": "gpt-5-codex", "stream": true, "input": "hi"});
+    let response = rig.openai("/v1/responses", body).header("session-id", "codex-s").send().await.unwrap();
+    assert!(response.text().await.unwrap().contains("response.completed"));
+    let event = rig.one_event().await;
+    assert_eq!(event.tokens, tokens(120, 30, 1000, 0, 0, 7), "{event:#?}");
+    assert_eq!((event.endpoint, event.session_id.as_deref()), (Endpoint::Responses, Some("codex-s")));
+
+    let body = json!({"model": "text-embedding-3-small", "input": "hi"});
+    let response = rig.openai("/v1/embeddings", body).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let events = rig.sink.wait_for(2).await;
+    assert_eq!(events[1].endpoint, Endpoint::Embeddings);
+    assert_eq!(events[1].tokens.output + events[1].tokens.reasoning, 0);
+}
+
+#[tokio::test]
+async fn bad_keys_bad_json_oversize_and_zstd() {
+    let rig = rig().await;
+    let response = rig
+        .client
+        .post(format!("{}/v1/messages", rig.url))
+        .header("x-api-key", "fgk_wrong")
+        .json(&messages(false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "authentication_error");
+
+    let response = rig
+        .client
+        .post(format!("{}/v1/chat/completions", rig.url))
+        .bearer_auth("nope")
+        .json(&json!({"model": "gpt-5"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    assert_eq!(response.json::<Value>().await.unwrap()["error"]["code"], "invalid_api_key");
+
+    let response = rig
+        .client
+        .post(format!("{}/v1/messages", rig.url))
+        .header("x-api-key", SECRET)
+        .header("content-type", "application/json")
+        .body("{\"model\": \"claude\", oops")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let message = response.json::<Value>().await.unwrap()["error"]["message"].as_str().unwrap().to_string();
+    assert!(message.contains("not valid JSON") && message.contains("column"), "{message}");
+
+    let huge =
+        json!({"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "x".repeat(100_000)}]});
+    let response = rig.anthropic(huge).send().await.unwrap();
+    assert_eq!(response.status(), 413);
+    assert_eq!(response.json::<Value>().await.unwrap()["error"]["type"], "request_too_large");
+
+    let compressed = zstd::encode_all(serde_json::to_vec(&messages(false)).unwrap().as_slice(), 3).unwrap();
+    let response = rig
+        .client
+        .post(format!("{}/v1/messages", rig.url))
+        .header("x-api-key", SECRET)
+        .header("content-type", "application/json")
+        .header("content-encoding", "zstd")
+        .header("x-fake-usage", USAGE)
+        .body(compressed)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        rig.fake.requests().last().unwrap().body,
+        messages(false),
+        "the upstream got the same request"
+    );
+    // Refused requests never reached a provider: only the zstd one is metered.
+    assert_eq!(rig.one_event().await.tokens.input, 120);
+    assert_eq!(rig.fake.requests().len(), 1);
+}
+
+fn block(subject: &str) -> Decision {
+    Decision {
+        subject: subject.into(),
+        state: DecisionState::Block,
+        reason: "daily limit reached".into(),
+        budget_id: Some("infra-daily".into()),
+        budget_name: Some("Infra daily".into()),
+        spent_usd: Usd("12.5".parse().unwrap()),
+        limit_usd: Some(Usd("10".parse().unwrap())),
+        window_start: None,
+        resets_at: Some(Utc::now() + chrono::TimeDelta::hours(3)),
+        downgrade_to: None,
+        decided_at: Utc::now(),
+        revision: 1,
+    }
+}
+
+#[tokio::test]
+async fn a_block_answers_in_each_providers_shape_and_is_recorded() {
+    let rig = rig().await;
+    rig.decisions.apply("org=acme/team=infra", Some(block("org=acme/team=infra")));
+    let response = rig.anthropic(messages(true)).send().await.unwrap();
+    assert_eq!(response.status(), 402);
+    assert_eq!(response.headers()["x-should-retry"], "false");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "billing_error");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("Infra daily") && message.contains("$12.50 spent of $10.00"), "{message}");
+
+    let body = json!({"model": "gpt-5", "messages": []});
+    let response = rig.openai("/v1/chat/completions", body).send().await.unwrap();
+    assert_eq!(response.status(), 429);
+    assert_eq!(response.headers()["x-should-retry"], "false");
+    assert_eq!(response.json::<Value>().await.unwrap()["error"]["code"], "insufficient_quota");
+
+    let events = rig.sink.wait_for(2).await;
+    for event in &events {
+        assert_eq!(
+            (event.outcome, event.usage_source, event.tokens),
+            (Outcome::Blocked, UsageSource::None, TokenCounts::default())
+        );
+    }
+    assert!(rig.fake.requests().is_empty(), "nothing reached the provider");
+
+    // Another team's scope does not cover ana; a downgrade swaps the model.
+    rig.decisions.apply("org=acme/team=infra", None);
+    let mut downgrade = block("org=acme/model=claude-opus-4-1");
+    downgrade.state = DecisionState::Downgrade;
+    downgrade.downgrade_to = Some("claude-haiku-4-5".into());
+    rig.decisions.apply(&downgrade.subject.clone(), Some(downgrade));
+    let mut body = messages(false);
+    body["model"] = json!("claude-opus-4-1");
+    let response = rig.anthropic(body).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-faregate-downgraded"], "claude-opus-4-1 -> claude-haiku-4-5");
+    assert_eq!(rig.fake.requests()[0].body["model"], "claude-haiku-4-5");
+}
+
+#[tokio::test]
+async fn a_key_may_be_limited_to_models() {
+    let rig = rig().await;
+    rig.keys.apply("key/k-ana", Some(&key_record("k-ana", SECRET, &["claude-haiku-4-5"])));
+    let response = rig.anthropic(messages(false)).send().await.unwrap();
+    assert_eq!(response.status(), 403);
+    assert_eq!(response.json::<Value>().await.unwrap()["error"]["type"], "permission_error");
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_mid_stream_is_metered_once() {
+    let fake_slow =
+        FakeUpstream::start(FakeConfig { stream_delay: Duration::from_millis(200), ..FakeConfig::default() })
+            .await
+            .unwrap();
+    let slow = rig_with(|c| {
+        for upstream in &mut c.upstreams {
+            upstream.base_url = fake_slow.url();
+        }
+    })
+    .await;
+    let response = slow.anthropic(messages(true)).send().await.unwrap();
+    let mut stream = response.bytes_stream();
+    let first = stream.next().await.unwrap().unwrap();
+    assert!(!first.is_empty());
+    drop(stream);
+    let event = slow.one_event().await;
+    assert_eq!(event.outcome, Outcome::ClientAborted);
+    // message_start had already reported the input side.
+    assert_eq!((event.tokens.input, event.tokens.cache_read), (120, 1000));
+    assert_eq!(slow.sink.events().len(), 1);
+}
+
+#[tokio::test]
+async fn upstream_errors_and_cut_streams_are_metered_once() {
+    let rig = rig().await;
+    rig.fake.push_script(Script::Status { status: 529, body: Value::Null, headers: vec![] });
+    let response = rig.anthropic(messages(false)).send().await.unwrap();
+    assert_eq!(response.status(), 529, "upstream errors pass through");
+    let event = rig.one_event().await;
+    assert_eq!(
+        (event.outcome, event.http_status, event.tokens),
+        (Outcome::UpstreamError, 529, TokenCounts::default())
+    );
+
+    rig.fake.push_script(Script::CutStreamAfter { events: 2 });
+    let response = rig.anthropic(messages(true)).send().await.unwrap();
+    let _ = response.text().await;
+    let events = rig.sink.wait_for(2).await;
+    assert_eq!(events[1].outcome, Outcome::UpstreamError);
+    assert_eq!(events[1].tokens.cache_read, 1000, "what the provider reported before the cut counts");
+}
+
+#[tokio::test]
+async fn collector_validates_every_record_with_its_path() {
+    let rig = rig().await;
+    let good = json!({"event_id": uuid::Uuid::now_v7(), "occurred_at": Utc::now(), "org": "acme", "provider": "anthropic",
+                      "model": "claude-sonnet-4-5", "tokens": {"input": 10, "output": 5}, "tool": "CURSOR"});
+    let mut bad = good.clone();
+    bad["tokens"]["input"] = json!(-3);
+    let mut unknown = good.clone();
+    unknown["colour"] = json!("red");
+    let post = |body: Value, token: &str| {
+        rig.client.post(format!("{}/v1/usage", rig.url)).bearer_auth(token).json(&body).send()
+    };
+    let response = post(json!({"records": [good.clone(), bad, unknown]}), "collector-token").await.unwrap();
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    let paths: Vec<&str> =
+        body["error"]["errors"].as_array().unwrap().iter().map(|e| e["path"].as_str().unwrap()).collect();
+    assert_eq!(paths, vec!["records[1].tokens.input", "records[2].colour"], "{body}");
+    assert!(rig.sink.events().is_empty(), "an invalid batch takes nothing");
+
+    assert_eq!(post(json!({"records": [good.clone()]}), "wrong").await.unwrap().status(), 401);
+    let response = post(json!({"records": [good]}), "collector-token").await.unwrap();
+    assert_eq!(response.status(), 202);
+    let event = rig.one_event().await;
+    assert_eq!((event.tool, event.tokens.input, event.tokens.output), (Tool::Cursor, 10, 5));
+    assert_eq!(event.source_kind, faregate_core::event::SourceKind::Collector);
+
+    let response = rig
+        .client
+        .post(format!("{}/v1/usage", rig.url))
+        .bearer_auth("collector-token")
+        .body(vec![b' '; 9 << 20])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+}
+
+#[tokio::test]
+async fn decisions_api_serves_and_streams() {
+    let rig = rig().await;
+    rig.decisions.apply("org=acme/team=infra", Some(block("org=acme/team=infra")));
+    let get = |path: &str| rig.client.get(format!("{}{path}", rig.url)).bearer_auth("collector-token").send();
+    let one: Value = get("/v1/decisions/org=acme/team=infra").await.unwrap().json().await.unwrap();
+    assert_eq!(one["state"], "BLOCK");
+    assert_eq!(get("/v1/decisions/org=nobody").await.unwrap().status(), 404);
+    let response = get("/v1/decisions/stream").await.unwrap();
+    let mut stream = response.bytes_stream();
+    let mut seen = String::new();
+    while !seen.contains("\n\n") {
+        seen.push_str(&String::from_utf8_lossy(&stream.next().await.unwrap().unwrap()));
+    }
+    assert!(seen.contains("event: decision") && seen.contains("org=acme/team=infra"), "{seen}");
+    let mut newer = block("org=acme/user=bob");
+    newer.state = DecisionState::Warn;
+    rig.decisions.apply("org=acme/user=bob", Some(newer));
+    while !seen.contains("org=acme/user=bob") {
+        seen.push_str(&String::from_utf8_lossy(&stream.next().await.unwrap().unwrap()));
+    }
+}
+
+#[tokio::test]
+async fn stale_decisions_refuse_when_failing_closed_and_serve_when_failing_open() {
+    let closed = rig_full(|c| c.fail_mode = FailMode::Closed, false).await;
+    let response = closed.anthropic(messages(false)).send().await.unwrap();
+    assert_eq!(response.status(), 503);
+    let message = response.json::<Value>().await.unwrap()["error"]["message"].as_str().unwrap().to_string();
+    assert!(message.contains("decisions are stale"), "{message}");
+    assert!(closed.fake.requests().is_empty());
+
+    let open = rig_full(|c| c.fail_mode = FailMode::Open, false).await;
+    assert_eq!(open.anthropic(messages(false)).send().await.unwrap().status(), 200);
+}
