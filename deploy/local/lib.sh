@@ -9,7 +9,7 @@ TANSU_VERSION="0.6.0"
 TANSU_BIN="${FAREGATE_TANSU:-$FAREGATE_CACHE/tansu-$TANSU_VERSION/bin/tansu}"
 CHFRONT_DIR="$FAREGATE_ROOT/deploy/local/chfront"
 CHFRONT_REQUIREMENTS="$CHFRONT_DIR/requirements.txt"
-APT_PACKAGES=(cmake g++ make pkg-config libcurl4-openssl-dev libssl-dev libsasl2-dev zlib1g-dev curl python3-venv)
+APT_PACKAGES=(cmake g++ make pkg-config libcurl4-openssl-dev libssl-dev libsasl2-dev zlib1g-dev curl python3-venv docker-compose)
 
 log() { printf '[faregate] %s\n' "$*" >&2; }
 die() { printf '[faregate] error: %s\n' "$*" >&2; exit 1; }
@@ -19,6 +19,14 @@ chfront_venv() {
     local hash
     hash="$(sha256sum "$CHFRONT_REQUIREMENTS" | cut -c1-12)"
     printf '%s/venv-chfront-%s' "$FAREGATE_CACHE" "$hash"
+}
+
+# The venv of deploy/validate's Kubernetes schema checks, keyed like the front's.
+K8S_REQUIREMENTS="$FAREGATE_ROOT/deploy/k8s/requirements.txt"
+k8s_validate_venv() {
+    local hash
+    hash="$(sha256sum "$K8S_REQUIREMENTS" | cut -c1-12)"
+    printf '%s/venv-k8s-%s' "$FAREGATE_CACHE" "$hash"
 }
 
 free_port() {
