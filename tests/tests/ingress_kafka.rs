@@ -1,0 +1,222 @@
+//! The ingress with a real broker (tansu): virtual keys and decisions read from their compacted
+//! topics before it reports ready, every request's usage event on the usage topic exactly
+//! once, and a broker outage under load losing and duplicating nothing (the spool).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use chrono::Utc;
+use faregate_core::avro::{AvroCodec, SchemaFamily};
+use faregate_core::config::Secret;
+use faregate_core::event::{
+    ConfigEntity, ConfigRecord, Decision, DecisionState, KeyStatus, Outcome, UsageEvent, VirtualKey,
+};
+use faregate_core::kafka::{KafkaConfig, RecordProducer, ensure_topics};
+use faregate_core::money::Usd;
+use faregate_fake_upstream::{FakeConfig, FakeUpstream};
+use faregate_ingress::config::{IngressConfig, Provider, UpstreamConfig};
+use faregate_ingress::keys::{display_prefix, hash_secret};
+use faregate_tests::{PrivateBroker, kafka_config, kafka_config_for, unique, wait_for};
+use rdkafka::Message;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+const ANA: &str = "fgk_kafka_test_ana";
+const BOB: &str = "fgk_kafka_test_bob";
+
+fn key(id: &str, secret: &str, user: &str) -> ConfigRecord {
+    ConfigRecord {
+        updated_at: Utc::now(),
+        updated_by: None,
+        entity: ConfigEntity::VirtualKey(VirtualKey {
+            key_id: id.into(),
+            secret_hash: hash_secret(secret),
+            secret_prefix: display_prefix(secret),
+            org: "acme".into(),
+            team: Some("infra".into()),
+            user: Some(user.into()),
+            allowed_models: vec![],
+            rpm_limit: None,
+            tpm_limit: None,
+            status: KeyStatus::Active,
+            created_at: Utc::now(),
+            expires_at: None,
+        }),
+    }
+}
+
+fn ingress_config(fake: &FakeUpstream, spool: &std::path::Path) -> IngressConfig {
+    IngressConfig {
+        listen: format!("127.0.0.1:{}", free_port()),
+        upstreams: vec![UpstreamConfig {
+            name: "fake".into(),
+            provider: Provider::Anthropic,
+            base_url: fake.url(),
+            api_key: Secret::new("sk-upstream"),
+            models: vec![],
+        }],
+        spool_dir: spool.to_path_buf(),
+        ..IngressConfig::default()
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn seed(kafka: &KafkaConfig, block_bob: bool) {
+    ensure_topics(kafka, &kafka.topic_specs()).await.unwrap();
+    let config: RecordProducer<ConfigRecord> =
+        RecordProducer::new(kafka, "test", SchemaFamily::ConfigRecord, &kafka.topics.config).await.unwrap();
+    for record in [key("k-ana", ANA, "ana"), key("k-bob", BOB, "bob")] {
+        config.send(&record.topic_key(), &record).await.unwrap();
+    }
+    if block_bob {
+        let decisions: RecordProducer<Decision> =
+            RecordProducer::new(kafka, "test", SchemaFamily::Decision, &kafka.topics.decisions)
+                .await
+                .unwrap();
+        let decision = Decision {
+            subject: "org=acme/user=bob".into(),
+            state: DecisionState::Block,
+            reason: "daily limit reached".into(),
+            budget_id: Some("bob-daily".into()),
+            budget_name: None,
+            spent_usd: Usd("5".parse().unwrap()),
+            limit_usd: Some(Usd("5".parse().unwrap())),
+            window_start: None,
+            resets_at: None,
+            downgrade_to: None,
+            decided_at: Utc::now(),
+            revision: 1,
+        };
+        decisions.send(&decision.subject, &decision).await.unwrap();
+    }
+}
+
+struct Running {
+    stop: CancellationToken,
+    handle: tokio::task::JoinHandle<()>,
+    url: String,
+}
+
+async fn start(config: IngressConfig, kafka: KafkaConfig) -> Running {
+    let url = format!("http://{}", config.listen);
+    let ready = Arc::new(AtomicBool::new(false));
+    let stop = CancellationToken::new();
+    let handle = tokio::spawn({
+        let (ready, stop) = (ready.clone(), stop.clone());
+        async move { faregate_ingress::run(config, kafka, ready, stop).await.unwrap() }
+    });
+    let flag = ready.clone();
+    tokio::task::spawn_blocking(move || {
+        wait_for("the ingress to catch up", Duration::from_secs(60), || flag.load(Ordering::Acquire))
+    })
+    .await
+    .unwrap();
+    Running { stop, handle, url }
+}
+
+async fn post(client: &reqwest::Client, url: &str, secret: &str, n: usize) -> reqwest::StatusCode {
+    client
+        .post(format!("{url}/v1/messages"))
+        .header("x-api-key", secret)
+        .header("x-fake-usage", format!("input={n},output=7,cache_read=11"))
+        .json(&json!({"model": "claude-sonnet-4-5", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+/// Read the usage topic until `n` distinct events arrived; duplicates are counted.
+async fn usage_events(kafka: &KafkaConfig, n: usize) -> (HashMap<uuid::Uuid, UsageEvent>, usize) {
+    let codec: AvroCodec<UsageEvent> =
+        AvroCodec::new(SchemaFamily::UsageEvent, &kafka.topics.usage, kafka.schema_registry.registry())
+            .await
+            .unwrap();
+    let consumer: StreamConsumer = kafka.consumer_config("test", &unique("usage")).create().unwrap();
+    consumer.subscribe(&[&kafka.topics.usage]).unwrap();
+    let mut events = HashMap::new();
+    let mut duplicates = 0;
+    while events.len() < n {
+        let message = tokio::time::timeout(Duration::from_secs(60), consumer.recv())
+            .await
+            .unwrap_or_else(|_| panic!("only {} of {n} usage events arrived", events.len()))
+            .unwrap();
+        let event = codec.decode(message.payload().unwrap()).await.unwrap();
+        assert_eq!(message.key(), Some(event.partition_key().as_bytes()));
+        if events.insert(event.event_id, event).is_some() {
+            duplicates += 1;
+        }
+    }
+    (events, duplicates)
+}
+
+#[tokio::test]
+async fn keys_and_decisions_come_from_their_topics_and_every_request_is_on_the_usage_topic() {
+    let kafka = kafka_config();
+    seed(&kafka, true).await;
+    let fake = FakeUpstream::start(FakeConfig::default()).await.unwrap();
+    let spool = tempfile::tempdir().unwrap();
+    let ingress = start(ingress_config(&fake, spool.path()), kafka.clone()).await;
+    let client = reqwest::Client::new();
+    for n in 1..=10 {
+        assert_eq!(post(&client, &ingress.url, ANA, n).await, 200);
+    }
+    assert_eq!(post(&client, &ingress.url, BOB, 1).await, 402, "bob's block was read at start");
+    assert_eq!(post(&client, &ingress.url, "fgk_unknown", 1).await, 401);
+    let (events, duplicates) = usage_events(&kafka, 11).await;
+    assert_eq!(duplicates, 0);
+    let mut inputs: Vec<i64> =
+        events.values().filter(|e| e.outcome == Outcome::Ok).map(|e| e.tokens.input).collect();
+    inputs.sort_unstable();
+    assert_eq!(inputs, (1..=10).collect::<Vec<i64>>());
+    let blocked: Vec<_> = events.values().filter(|e| e.outcome == Outcome::Blocked).collect();
+    assert_eq!((blocked.len(), blocked[0].user.as_deref()), (1, Some("bob")));
+    ingress.stop.cancel();
+    ingress.handle.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_broker_outage_under_load_loses_and_duplicates_nothing() {
+    let mut broker = PrivateBroker::start();
+    let mut kafka = kafka_config_for(&broker.brokers());
+    // Notice the outage quickly so the test exercises the rewind too.
+    kafka.properties.insert("message.timeout.ms".into(), "3000".into());
+    seed(&kafka, false).await;
+    let fake = FakeUpstream::start(FakeConfig::default()).await.unwrap();
+    fake.set_recording(false);
+    let spool = tempfile::tempdir().unwrap();
+    let ingress = start(ingress_config(&fake, spool.path()), kafka.clone()).await;
+    let client = reqwest::Client::new();
+    let mut sent = 0;
+    for _ in 0..50 {
+        sent += 1;
+        assert_eq!(post(&client, &ingress.url, ANA, sent).await, 200);
+    }
+    broker.kill();
+    // The request path never waits on Kafka: everything is served while the broker is down.
+    for _ in 0..150 {
+        sent += 1;
+        assert_eq!(post(&client, &ingress.url, ANA, sent).await, 200);
+    }
+    // Stop the ingress while the broker is still down: the rest waits in the spool on disk.
+    ingress.stop.cancel();
+    ingress.handle.await.unwrap();
+    broker.restart();
+    let ingress = start(ingress_config(&fake, spool.path()), kafka.clone()).await;
+    for _ in 0..50 {
+        sent += 1;
+        assert_eq!(post(&client, &ingress.url, ANA, sent).await, 200);
+    }
+    let (events, _duplicates_absorbed_downstream) = usage_events(&kafka, sent).await;
+    let mut inputs: Vec<i64> = events.values().map(|e| e.tokens.input).collect();
+    inputs.sort_unstable();
+    assert_eq!(inputs, (1..=sent as i64).collect::<Vec<i64>>(), "every request's event, each once by id");
+    ingress.stop.cancel();
+    ingress.handle.await.unwrap();
+}
