@@ -29,6 +29,14 @@ k8s_validate_venv() {
     printf '%s/venv-k8s-%s' "$FAREGATE_CACHE" "$hash"
 }
 
+# The venv with the official anthropic and openai SDKs the gateway tests drive.
+CLIENTS_REQUIREMENTS="$FAREGATE_ROOT/tests/clients/requirements.txt"
+clients_venv() {
+    local hash
+    hash="$(sha256sum "$CLIENTS_REQUIREMENTS" | cut -c1-12)"
+    printf '%s/venv-clients-%s' "$FAREGATE_CACHE" "$hash"
+}
+
 free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
 }

@@ -498,3 +498,81 @@ async fn stale_decisions_refuse_when_failing_closed_and_serve_when_failing_open(
     let open = rig_full(|c| c.fail_mode = FailMode::Open, false).await;
     assert_eq!(open.anthropic(messages(false)).send().await.unwrap().status(), 200);
 }
+
+/// Run tests/clients/sdk_check.py with the official SDKs against the rig; one JSON value per call.
+async fn run_sdks(rig: &Rig, mode: &str) -> Vec<Value> {
+    let python = std::env::var("FAREGATE_TEST_CLIENTS_PYTHON").unwrap_or_else(|_| {
+        panic!("FAREGATE_TEST_CLIENTS_PYTHON is not set: run the tests with deploy/local/test (it installs the SDKs)")
+    });
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/sdk_check.py");
+    let output = tokio::process::Command::new(python)
+        .arg(script)
+        .env("FAREGATE_URL", &rig.url)
+        .env("FAREGATE_KEY", SECRET)
+        .env("FAKE_USAGE", USAGE)
+        .env("MODE", mode)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "sdk_check.py failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+#[tokio::test]
+async fn official_sdks_see_what_is_metered() {
+    let rig = rig().await;
+    let calls = run_sdks(&rig, "usage").await;
+    assert_eq!(calls.len(), 5, "{calls:?}");
+    let events = rig.sink.wait_for(5).await;
+    assert_eq!(events.len(), 5);
+    // What each SDK parsed equals the event, token class by token class.
+    for (call, event) in calls.iter().zip(&events) {
+        assert_eq!(event.outcome, Outcome::Ok, "{call}");
+        assert_eq!(event.usage_source, UsageSource::Reported, "{call}");
+        match call["call"].as_str().unwrap() {
+            "anthropic" | "anthropic-stream" => {
+                assert_eq!(call["input"], event.tokens.input);
+                assert_eq!(call["output"], event.tokens.output);
+                assert_eq!(call["cache_read"], event.tokens.cache_read);
+                assert_eq!(event.tokens, tokens(120, 37, 1000, 50, 70, 0));
+            }
+            "anthropic-tools" => assert_eq!(call["stop_reason"], "tool_use"),
+            "openai-chat-stream" => {
+                let t = &event.tokens;
+                assert_eq!(call["prompt"], t.input + t.cache_read);
+                assert_eq!(call["completion"], t.output + t.reasoning);
+            }
+            "openai-responses" => {
+                let t = &event.tokens;
+                assert_eq!(call["input"], t.input + t.cache_read);
+                assert_eq!(call["output"], t.output + t.reasoning);
+            }
+            other => panic!("unexpected call {other}"),
+        }
+    }
+    assert_eq!(events[0].tool, Tool::Sdk);
+}
+
+#[tokio::test]
+async fn a_blocked_sdk_raises_after_one_attempt_with_the_budget_message() {
+    let rig = rig().await;
+    rig.decisions.apply("org=acme/user=ana", Some(block("org=acme/user=ana")));
+    let calls = run_sdks(&rig, "blocked").await;
+    assert_eq!(calls[0]["raised"], "PaymentRequiredError", "{calls:?}");
+    assert_eq!(calls[0]["status"], 402);
+    assert_eq!(calls[1]["raised"], "RateLimitError", "{calls:?}");
+    assert_eq!(calls[1]["status"], 429);
+    for call in &calls {
+        let message = call["message"].as_str().unwrap();
+        assert!(message.contains("Infra daily") && message.contains("$12.50 spent of $10.00"), "{message}");
+    }
+    // One attempt each: no SDK retry reached the gateway.
+    let events = rig.sink.events();
+    assert_eq!(events.len(), 2, "{events:#?}");
+    assert!(events.iter().all(|e| e.outcome == Outcome::Blocked));
+}
