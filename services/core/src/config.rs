@@ -57,8 +57,35 @@ impl Serialize for Secret {
 }
 
 impl<'de> Deserialize<'de> for Secret {
+    /// Also takes a number or a boolean as its text: an env value such as `12345` reaches
+    /// here parsed as a number, and a numeric password must still load.
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        String::deserialize(deserializer).map(Secret)
+        struct Text;
+        impl serde::de::Visitor<'_> for Text {
+            type Value = String;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<String, E> {
+                Ok(v.to_string())
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<String, E> {
+                Ok(v.to_string())
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<String, E> {
+                Ok(v.to_string())
+            }
+            fn visit_i128<E: serde::de::Error>(self, v: i128) -> Result<String, E> {
+                Ok(v.to_string())
+            }
+            fn visit_u128<E: serde::de::Error>(self, v: u128) -> Result<String, E> {
+                Ok(v.to_string())
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<String, E> {
+                Ok(v.to_string())
+            }
+        }
+        deserializer.deserialize_any(Text).map(Secret)
     }
 }
 
@@ -113,6 +140,17 @@ where
         if let Some(stripped) = key.strip_prefix(ENV_PREFIX) {
             let path = stripped.to_ascii_lowercase().replace("__", ".");
             let parsed: figment::value::Value = value.parse().unwrap_or_else(|_| value.clone().into());
+            // A number written with leading zeros (a password like 007) would lose them as a
+            // number: such a value stays text.
+            let digits = value.trim_start_matches(['-', '+']);
+            let parsed = match parsed {
+                figment::value::Value::Num(..)
+                    if digits.len() > 1 && digits.starts_with('0') && !digits.starts_with("0.") =>
+                {
+                    value.clone().into()
+                }
+                other => other,
+            };
             from_env = from_env.merge(Serialized::global(&path, parsed));
         }
     }
@@ -200,6 +238,16 @@ mod tests {
         assert_eq!(loaded.name, "from-file");
         assert_eq!(loaded.inner.port, 9);
         assert_eq!(loaded.inner.password.expose(), "hunter2");
+    }
+
+    #[test]
+    fn a_numeric_secret_from_the_environment_loads_as_text() {
+        let loaded: Sample = load(None, &env(&[("FAREGATE__INNER__PASSWORD", "0012345")])).unwrap();
+        assert_eq!(loaded.inner.password.expose(), "0012345", "leading zeros kept");
+        let loaded: Sample = load(None, &env(&[("FAREGATE__INNER__PASSWORD", "12345")])).unwrap();
+        assert_eq!(loaded.inner.password.expose(), "12345");
+        let loaded: Sample = load(None, &env(&[("FAREGATE__INNER__PASSWORD", "true")])).unwrap();
+        assert_eq!(loaded.inner.password.expose(), "true");
     }
 
     #[test]
