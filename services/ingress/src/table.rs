@@ -10,9 +10,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -20,6 +22,22 @@ use tokio_util::sync::CancellationToken;
 
 use faregate_core::avro::{AvroCodec, SchemaFamily};
 use faregate_core::kafka::KafkaConfig;
+
+/// Reaching the end of a partition is how a table knows it caught up, not an error: librdkafka
+/// also reports it as a global error, which the default context would log as one.
+#[derive(Debug, Default)]
+pub struct TableContext;
+
+impl ClientContext for TableContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !matches!(error, KafkaError::Global(RDKafkaErrorCode::PartitionEOF) | KafkaError::PartitionEOF(_))
+        {
+            tracing::error!(%error, reason, "table consumer error");
+        }
+    }
+}
+
+impl ConsumerContext for TableContext {}
 
 /// How current a followed table is.
 #[derive(Debug, Default)]
@@ -81,8 +99,8 @@ where
     let mut config =
         kafka.consumer_config("ingress-table", &format!("faregate-table-{}", uuid::Uuid::now_v7()));
     config.set("enable.partition.eof", "true");
-    let consumer: Arc<StreamConsumer> =
-        Arc::new(config.create().map_err(kafka_err("creating the consumer"))?);
+    let consumer: Arc<StreamConsumer<TableContext>> =
+        Arc::new(config.create_with_context(TableContext).map_err(kafka_err("creating the consumer"))?);
     let partitions = wait_for_partitions(&consumer, &topic, &shutdown).await?;
     let mut assignment = TopicPartitionList::new();
     for p in &partitions {
@@ -136,7 +154,7 @@ where
 }
 
 async fn wait_for_partitions(
-    consumer: &Arc<StreamConsumer>,
+    consumer: &Arc<StreamConsumer<TableContext>>,
     topic: &str,
     shutdown: &CancellationToken,
 ) -> Result<Vec<i32>, TableError> {
