@@ -43,6 +43,7 @@ pub fn kafka_config_for(brokers: &str) -> KafkaConfig {
     t.decisions = unique("decisions");
     t.config = unique("config");
     t.dlq = unique("dlq");
+    t.alerts = unique("alerts");
     t.partitions = 1;
     config
 }

@@ -1,44 +1,112 @@
-//! The budget service: holds budgets, turns spend aggregates into allow / warn / block /
-//! downgrade decisions on the compacted decisions topic, and raises alerts.
+//! The budget service: holds budgets (org > team > user > key, projects, models, tools and their
+//! combinations), keeps each budget's window spend from the processor's spend aggregates, and
+//! publishes allow / warn / block / downgrade decisions to the compacted decisions topic, which
+//! every gateway enforces. Raises threshold, forecast and anomaly alerts to the alerts topic and
+//! to webhooks.
 //!
-//! Status: this crate currently provides the service shell (configuration and `run` with its
-//! shutdown contract); budgets and decisions are tracked as their own issue.
+//! Layout: [`window`] (window arithmetic), [`spec`] (the budget format and its validation),
+//! [`engine`] (the pure state machine), [`service`] (Kafka in and out), [`admin`] (the HTTP
+//! admin API), [`notify`] (webhooks), [`topic`] (whole-topic readers), [`clock`].
 
-use serde::{Deserialize, Serialize};
+pub mod admin;
+pub mod clock;
+pub mod config;
+pub mod engine;
+pub mod notify;
+pub mod service;
+pub mod spec;
+pub mod topic;
+pub mod window;
+
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+
 use tokio_util::sync::CancellationToken;
 
-use faregate_core::config::{ConfigError, Validate};
+use faregate_core::avro::{AvroError, SchemaFamily};
+use faregate_core::config::ConfigError;
+use faregate_core::error::{ErrorClass, FaregateError};
+use faregate_core::kafka::{KafkaConfig, ProduceError, RecordProducer};
 
-/// Budget service settings.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct BudgetConfig {
-    /// Consumer group of the spend topic.
-    pub group_id: String,
-}
-
-impl Default for BudgetConfig {
-    fn default() -> Self {
-        BudgetConfig { group_id: "faregate-budget".into() }
-    }
-}
-
-impl Validate for BudgetConfig {
-    fn validate(&self) -> Result<(), ConfigError> {
-        if self.group_id.trim().is_empty() {
-            return Err(ConfigError::field("budget.group_id", "must not be empty"));
-        }
-        Ok(())
-    }
-}
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::{AnomalyConfig, BudgetConfig};
+pub use engine::{Engine, Output};
 
 #[derive(Debug, thiserror::Error)]
-pub enum BudgetError {}
+pub enum BudgetError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("kafka: {0}")]
+    Kafka(String),
+    #[error(transparent)]
+    Avro(#[from] AvroError),
+    #[error(transparent)]
+    Produce(#[from] ProduceError),
+    #[error("admin API on {addr}: {source}")]
+    Admin { addr: String, source: std::io::Error },
+    #[error("stopped")]
+    Stopped,
+}
 
-/// Run the budget service until `shutdown` is cancelled.
-pub async fn run(config: BudgetConfig, shutdown: CancellationToken) -> Result<(), BudgetError> {
-    tracing::info!(group = %config.group_id, "budget service started (decisions not implemented yet)");
-    shutdown.cancelled().await;
-    tracing::info!("budget service stopped");
-    Ok(())
+impl FaregateError for BudgetError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            BudgetError::Config(_) | BudgetError::Admin { .. } => ErrorClass::User,
+            BudgetError::Kafka(_) => ErrorClass::External,
+            BudgetError::Avro(e) => e.class(),
+            BudgetError::Produce(e) => e.class(),
+            BudgetError::Stopped => ErrorClass::Internal,
+        }
+    }
+}
+
+/// Run the budget service with the system clock until `shutdown` is cancelled; `ready` is set
+/// once the state is rebuilt and decisions flow.
+pub async fn run(
+    config: BudgetConfig,
+    kafka: KafkaConfig,
+    ready: Arc<AtomicBool>,
+    shutdown: CancellationToken,
+) -> Result<(), BudgetError> {
+    run_with_clock(config, kafka, Arc::new(SystemClock), ready, shutdown).await
+}
+
+/// [`run`] with a clock of the caller's (tests drive window resets with a [`ManualClock`]).
+pub async fn run_with_clock(
+    config: BudgetConfig,
+    kafka: KafkaConfig,
+    clock: Arc<dyn Clock>,
+    ready: Arc<AtomicBool>,
+    shutdown: CancellationToken,
+) -> Result<(), BudgetError> {
+    let engine = Arc::new(Mutex::new(Engine::new(config.anomaly.settings()?)));
+    let shutdown = shutdown.child_token();
+    let admin = if config.admin_token.is_empty() {
+        tracing::info!("admin API off (no budget.admin_token)");
+        None
+    } else {
+        let producer = Arc::new(
+            RecordProducer::new(&kafka, "budget-admin", SchemaFamily::ConfigRecord, &kafka.topics.config)
+                .await?,
+        );
+        let router = admin::router(&config.admin_token, engine.clone(), producer);
+        let addr = config.admin_listen.clone();
+        let listener = tokio::net::TcpListener::bind(&addr)
+            .await
+            .map_err(|source| BudgetError::Admin { addr: addr.clone(), source })?;
+        tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or(addr), "admin API: /v1/budgets /v1/decisions");
+        let token = shutdown.clone();
+        router.map(|router| {
+            tokio::spawn(async move { faregate_core::telemetry::serve(listener, router, token).await })
+        })
+    };
+    let result = service::serve(config, kafka, clock, engine, ready, shutdown.clone()).await;
+    shutdown.cancel();
+    if let Some(admin) = admin {
+        let _ = admin.await;
+    }
+    match result {
+        Err(BudgetError::Stopped) => Ok(()),
+        other => other,
+    }
 }

@@ -56,6 +56,12 @@ proptest! {
         prop_assert_eq!(round_trip(&codec, &record), record);
     }
 
+    #[test]
+    fn alerts_round_trip(alert in arbitrary::alert()) {
+        let codec = codec(SchemaFamily::Alert);
+        prop_assert_eq!(round_trip(&codec, &alert), alert);
+    }
+
     /// The resolving path (used for values written with another schema version) agrees with the
     /// fast path, for every record type.
     #[test]
@@ -76,6 +82,11 @@ proptest! {
     #[test]
     fn resolving_config_records_agrees(record in arbitrary::config_record()) {
         prop_assert_eq!(resolve(SchemaFamily::ConfigRecord, &record), record);
+    }
+
+    #[test]
+    fn resolving_alerts_agrees(alert in arbitrary::alert()) {
+        prop_assert_eq!(resolve(SchemaFamily::Alert, &alert), alert);
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Faregate: meter and govern AI traffic.
 #[derive(Debug, Parser)]
@@ -19,7 +19,7 @@ pub struct Cli {
 pub enum Command {
     /// Run the ingress, processor and budget service in one process (applies the schema and
     /// creates the topics first).
-    Up,
+    Up(UpArgs),
     /// Run the ingress (LLM gateway and collector).
     Ingress,
     /// Run the processor (pricing and the ClickHouse ledger).
@@ -55,6 +55,72 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Virtual keys: what clients present to the gateway instead of provider keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Budgets on the config topic: set, list, rm, or apply a YAML file kept in git.
+    #[command(subcommand)]
+    Budgets(BudgetsCommand),
+    /// Run a fake LLM provider (Anthropic Messages, OpenAI Chat Completions, Responses,
+    /// embeddings) with deterministic usage (`x-fake-usage` header); prints its URL.
+    FakeUpstream {
+        /// Address to listen on; port 0 picks a free one.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: String,
+        /// Pause between streamed events, in milliseconds.
+        #[arg(long, default_value_t = 0)]
+        stream_delay_ms: u64,
+    },
+    /// Spend by team, user, tool, model or project over a window of UTC days, from the
+    /// ClickHouse `spend_by` view: a table to read, or CSV / JSON for finance exports.
+    Report(ReportArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct UpArgs {
+    /// A provider to forward to, as `anthropic=URL` or `openai=URL` (base URL without /v1);
+    /// repeatable; replaces the configured upstreams. The credential comes from
+    /// ANTHROPIC_UPSTREAM_KEY / OPENAI_UPSTREAM_KEY.
+    #[arg(long = "upstream", value_name = "PROVIDER=URL")]
+    pub upstreams: Vec<String>,
+    /// Start the project's fake provider in-process and forward both providers to it (no real
+    /// provider, no cost: for trying Faregate out).
+    #[arg(long, conflicts_with = "upstreams")]
+    pub fake_upstream: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key and print its secret once.
+    Create {
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        team: Option<String>,
+        #[arg(long)]
+        user: Option<String>,
+        /// Models the key may use (comma separated); all when omitted.
+        #[arg(long, value_delimiter = ',')]
+        models: Vec<String>,
+        /// Requests per minute on each ingress replica.
+        #[arg(long)]
+        rpm: Option<i32>,
+        /// Tokens per minute on each ingress replica.
+        #[arg(long)]
+        tpm: Option<i64>,
+        /// Expire the key after this many days.
+        #[arg(long)]
+        expires_days: Option<u32>,
+        /// The key id (default: a random `k-…`).
+        #[arg(long)]
+        id: Option<String>,
+    },
+    /// List keys (prefixes only; secrets are never stored).
+    List,
+    /// Revoke a key: it stops working on every gateway at once.
+    Revoke { id: String },
+    /// Replace a key's secret, keeping its id and attribution; prints the new secret once.
+    Rotate { id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -115,4 +181,142 @@ pub enum ConfigCommand {
 pub enum AvroCommand {
     /// List the compiled-in schemas with their local ids.
     Ids,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// What to group spend by.
+    #[arg(long, value_enum)]
+    pub by: ReportDimension,
+    /// First day (YYYY-MM-DD, UTC), inclusive; needs --to.
+    #[arg(long, requires = "to", conflicts_with = "window")]
+    pub from: Option<chrono::NaiveDate>,
+    /// Day after the last day (YYYY-MM-DD, UTC), exclusive; needs --from.
+    #[arg(long, requires = "from")]
+    pub to: Option<chrono::NaiveDate>,
+    /// A window ending today (UTC), today included: today, the last 7 or 30 days, or the month
+    /// so far. The default when no --from/--to is given: month.
+    #[arg(long, value_enum)]
+    pub window: Option<ReportWindow>,
+    /// Output format. `table` rounds money to cents for reading; `csv` and `json` keep the
+    /// exact amount (up to 18 decimal places) as a string, for finance exports.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+    pub format: ReportFormat,
+    /// Only this organisation.
+    #[arg(long)]
+    pub org: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportDimension {
+    Team,
+    User,
+    Tool,
+    Model,
+    Project,
+}
+
+impl ReportDimension {
+    /// The column (and `spend_by` dimension) name.
+    pub fn column(self) -> &'static str {
+        match self {
+            ReportDimension::Team => "team",
+            ReportDimension::User => "user",
+            ReportDimension::Tool => "tool",
+            ReportDimension::Model => "model",
+            ReportDimension::Project => "project",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportWindow {
+    Today,
+    #[value(name = "7d")]
+    Days7,
+    #[value(name = "30d")]
+    Days30,
+    Month,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    Table,
+    Csv,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BudgetsCommand {
+    /// Create or replace one budget.
+    Set(Box<BudgetSetArgs>),
+    /// List the budgets on the config topic (reads it to its end).
+    List {
+        /// Print the budgets as a YAML file that `budgets apply` accepts.
+        #[arg(long)]
+        yaml: bool,
+    },
+    /// Remove a budget.
+    Rm {
+        /// The budget id.
+        id: String,
+    },
+    /// Validate a YAML file of budgets and write every one (none if any is invalid).
+    Apply {
+        /// The YAML file (`budgets: [...]`, see docs/budgets.md).
+        file: PathBuf,
+        /// Only validate.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+/// One budget on the command line (see docs/budgets.md for the fields).
+#[derive(Debug, clap::Args)]
+pub struct BudgetSetArgs {
+    /// The budget id (letters, digits, `.`, `_`, `-`).
+    pub id: String,
+    #[arg(long)]
+    pub name: Option<String>,
+    #[arg(long)]
+    pub org: String,
+    #[arg(long)]
+    pub team: Option<String>,
+    #[arg(long)]
+    pub user: Option<String>,
+    #[arg(long)]
+    pub key: Option<String>,
+    #[arg(long)]
+    pub project: Option<String>,
+    #[arg(long)]
+    pub model: Option<String>,
+    #[arg(long)]
+    pub tool: Option<String>,
+    /// hour, day, week, month, quarter or days (with --days N).
+    #[arg(long, default_value = "day")]
+    pub period: String,
+    #[arg(long)]
+    pub days: Option<i32>,
+    /// A rolling window instead of a calendar one.
+    #[arg(long)]
+    pub rolling: bool,
+    /// IANA time zone calendar windows align to.
+    #[arg(long, default_value = "UTC")]
+    pub tz: String,
+    /// Limit in US dollars, e.g. 500 or 12.50.
+    #[arg(long)]
+    pub limit: String,
+    /// block, downgrade or alert_only.
+    #[arg(long, default_value = "block")]
+    pub action: String,
+    #[arg(long)]
+    pub downgrade_to: Option<String>,
+    /// Alert thresholds in percent, comma-separated (default 50,80,100).
+    #[arg(long, value_delimiter = ',')]
+    pub thresholds: Vec<i32>,
+    #[arg(long)]
+    pub owner: Option<String>,
+    /// Where to notify (a webhook URL or a name), repeatable.
+    #[arg(long)]
+    pub notify: Vec<String>,
 }

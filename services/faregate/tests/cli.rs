@@ -56,6 +56,7 @@ fn avro_ids_follow_the_documented_rule() {
         "201\tspend_aggregate.v1.avsc",
         "301\tdecision.v1.avsc",
         "401\tconfig_record.v1.avsc",
+        "501\talert.v1.avsc",
     ] {
         assert!(listing.contains(line), "{line} missing from {listing}");
     }

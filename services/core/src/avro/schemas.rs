@@ -3,7 +3,7 @@
 //!
 //! A file is named `<family>.v<version>.avsc`. Its id is `100 × family number + version`, with the
 //! family numbers fixed forever: usage_event = 1, spend_aggregate = 2, decision = 3,
-//! config_record = 4. So usage_event v1 is id 101 and decision v2 would be 302. Ids never change
+//! config_record = 4, alert = 5. So usage_event v1 is id 101 and decision v2 would be 302. Ids never change
 //! meaning, because a version file, once released, is never edited (only new versions are added).
 
 use std::sync::LazyLock;
@@ -22,14 +22,16 @@ pub enum SchemaFamily {
     SpendAggregate,
     Decision,
     ConfigRecord,
+    Alert,
 }
 
 impl SchemaFamily {
-    pub const ALL: [SchemaFamily; 4] = [
+    pub const ALL: [SchemaFamily; 5] = [
         SchemaFamily::UsageEvent,
         SchemaFamily::SpendAggregate,
         SchemaFamily::Decision,
         SchemaFamily::ConfigRecord,
+        SchemaFamily::Alert,
     ];
 
     /// The fixed family number of the id rule.
@@ -39,6 +41,7 @@ impl SchemaFamily {
             SchemaFamily::SpendAggregate => 2,
             SchemaFamily::Decision => 3,
             SchemaFamily::ConfigRecord => 4,
+            SchemaFamily::Alert => 5,
         }
     }
 
@@ -49,6 +52,7 @@ impl SchemaFamily {
             SchemaFamily::SpendAggregate => "spend_aggregate",
             SchemaFamily::Decision => "decision",
             SchemaFamily::ConfigRecord => "config_record",
+            SchemaFamily::Alert => "alert",
         }
     }
 

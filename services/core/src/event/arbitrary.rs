@@ -365,3 +365,54 @@ pub fn config_record() -> impl Strategy<Value = ConfigRecord> {
         entity,
     })
 }
+
+pub fn alert() -> impl Strategy<Value = Alert> {
+    let kind = prop_oneof![
+        Just(AlertKind::Threshold),
+        Just(AlertKind::Forecast),
+        Just(AlertKind::SpendSpike),
+        Just(AlertKind::BurnRate),
+        Just(AlertKind::RunawaySession),
+        Just(AlertKind::ModelMixDrift),
+        Just(AlertKind::Other),
+    ];
+    let severity =
+        prop_oneof![Just(AlertSeverity::Info), Just(AlertSeverity::Warning), Just(AlertSeverity::Critical)];
+    (
+        (text(), kind, severity, text(), opt_text(), opt_text(), option::of(any::<i32>()), usd()),
+        (
+            option::of(usd()),
+            timestamp(),
+            option::of(timestamp()),
+            opt_text(),
+            vec(text(), 0..3),
+            (text(), text()),
+            timestamp(),
+            any::<i64>(),
+        ),
+    )
+        .prop_map(
+            |(
+                (alert_key, kind, severity, subject, budget_id, budget_name, threshold_pct, spent_usd),
+                (limit_usd, period_start, resets_at, owner, notify, (title, message), raised_at, revision),
+            )| Alert {
+                alert_key,
+                kind,
+                severity,
+                subject,
+                budget_id,
+                budget_name,
+                threshold_pct,
+                spent_usd,
+                limit_usd,
+                period_start,
+                resets_at,
+                owner,
+                notify,
+                title,
+                message,
+                raised_at,
+                revision,
+            },
+        )
+}

@@ -2,6 +2,7 @@
 //! `schemas/avro/`. Field names and enum symbols match the schemas exactly; the Avro tests prove
 //! every record round-trips through its schema.
 
+pub mod alert;
 #[cfg(any(test, feature = "testing"))]
 pub mod arbitrary;
 pub mod config_record;
@@ -10,6 +11,7 @@ pub mod scope;
 pub mod spend;
 pub mod usage;
 
+pub use alert::{Alert, AlertKind, AlertSeverity};
 pub use config_record::{
     Budget, BudgetAction, BudgetScope, BudgetWindow, ConfigEntity, ConfigRecord, DirectoryEntry,
     DirectoryKind, KeyStatus, VirtualKey, WindowPeriod,

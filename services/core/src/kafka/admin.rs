@@ -54,6 +54,7 @@ impl KafkaConfig {
             spec(&t.decisions, true),
             spec(&t.config, true),
             spec(&t.dlq, false),
+            spec(&t.alerts, true),
         ]
     }
 }

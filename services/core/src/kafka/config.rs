@@ -61,6 +61,9 @@ pub struct TopicsConfig {
     pub config: String,
     /// Values that could not be decoded or validated, with the reason in headers.
     pub dlq: String,
+    /// Budget and anomaly alerts, keyed by what they are about; compacted (the latest alert per
+    /// key tells which window was already alerted, so a restart does not alert twice).
+    pub alerts: String,
     /// Partitions of topics Faregate creates.
     pub partitions: i32,
     /// Replication factor of topics Faregate creates (1 on a single broker, 3 in production).
@@ -77,6 +80,7 @@ impl Default for TopicsConfig {
             decisions: "faregate.decisions.v1".into(),
             config: "faregate.config.v1".into(),
             dlq: "faregate.dlq.v1".into(),
+            alerts: "faregate.alerts.v1".into(),
             partitions: 3,
             replication: 1,
             retention_hours: 7 * 24,
@@ -128,6 +132,7 @@ impl Validate for KafkaConfig {
             ("decisions", &t.decisions),
             ("config", &t.config),
             ("dlq", &t.dlq),
+            ("alerts", &t.alerts),
         ] {
             let valid = !name.is_empty()
                 && name.len() <= 249

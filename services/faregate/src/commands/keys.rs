@@ -22,7 +22,8 @@ pub async fn keys(config: &AppConfig, command: KeysCommand) -> anyhow::Result<()
         KeysCommand::Create { org, team, user, models, rpm, tpm, expires_days, id } => {
             let secret = new_secret();
             let key = VirtualKey {
-                key_id: id.unwrap_or_else(|| format!("k-{}", &uuid::Uuid::now_v7().simple().to_string()[20..])),
+                key_id: id
+                    .unwrap_or_else(|| format!("k-{}", &uuid::Uuid::now_v7().simple().to_string()[20..])),
                 secret_hash: hash_secret(&secret),
                 secret_prefix: display_prefix(&secret),
                 org,
@@ -40,12 +41,17 @@ pub async fn keys(config: &AppConfig, command: KeysCommand) -> anyhow::Result<()
             }
             let key_id = key.key_id.clone();
             write(config, key).await?;
-            println!("key id: {key_id}\nsecret: {secret}\n\nThe secret is shown once; Faregate keeps only its hash.");
+            println!(
+                "key id: {key_id}\nsecret: {secret}\n\nThe secret is shown once; Faregate keeps only its hash."
+            );
             Ok(())
         }
         KeysCommand::List => {
             let keys = read_all(config).await?;
-            println!("{:<20} {:<10} {:<8} {:<12} {:<12} {:<12} models", "KEY ID", "PREFIX", "STATUS", "ORG", "TEAM", "USER");
+            println!(
+                "{:<20} {:<10} {:<8} {:<12} {:<12} {:<12} models",
+                "KEY ID", "PREFIX", "STATUS", "ORG", "TEAM", "USER"
+            );
             for key in keys.values() {
                 println!(
                     "{:<20} {:<10} {:<8} {:<12} {:<12} {:<12} {}",
@@ -55,7 +61,11 @@ pub async fn keys(config: &AppConfig, command: KeysCommand) -> anyhow::Result<()
                     key.org,
                     key.team.as_deref().unwrap_or("-"),
                     key.user.as_deref().unwrap_or("-"),
-                    if key.allowed_models.is_empty() { "all".to_string() } else { key.allowed_models.join(",") }
+                    if key.allowed_models.is_empty() {
+                        "all".to_string()
+                    } else {
+                        key.allowed_models.join(",")
+                    }
                 );
             }
             Ok(())
@@ -76,17 +86,23 @@ pub async fn keys(config: &AppConfig, command: KeysCommand) -> anyhow::Result<()
             key.secret_hash = hash_secret(&secret);
             key.secret_prefix = display_prefix(&secret);
             write(config, key).await?;
-            println!("key id: {id}\nsecret: {secret}\n\nThe old secret stopped working; the new one is shown once.");
+            println!(
+                "key id: {id}\nsecret: {secret}\n\nThe old secret stopped working; the new one is shown once."
+            );
             Ok(())
         }
     }
 }
 
 async fn write(config: &AppConfig, key: VirtualKey) -> anyhow::Result<()> {
-    let producer: RecordProducer<ConfigRecord> =
-        RecordProducer::new(&config.kafka, "faregate-keys", SchemaFamily::ConfigRecord, &config.kafka.topics.config)
-            .await
-            .context("connecting to the config topic")?;
+    let producer: RecordProducer<ConfigRecord> = RecordProducer::new(
+        &config.kafka,
+        "faregate-keys",
+        SchemaFamily::ConfigRecord,
+        &config.kafka.topics.config,
+    )
+    .await
+    .context("connecting to the config topic")?;
     let record = ConfigRecord {
         updated_at: Utc::now(),
         updated_by: std::env::var("USER").ok(),
@@ -100,7 +116,10 @@ async fn write(config: &AppConfig, key: VirtualKey) -> anyhow::Result<()> {
 }
 
 async fn existing(config: &AppConfig, id: &str) -> anyhow::Result<VirtualKey> {
-    read_all(config).await?.remove(id).with_context(|| format!("no key with id {id:?} (see `faregate keys list`)"))
+    read_all(config)
+        .await?
+        .remove(id)
+        .with_context(|| format!("no key with id {id:?} (see `faregate keys list`)"))
 }
 
 /// Every key on the config topic, read to its end.
@@ -134,7 +153,11 @@ pub async fn read_all(config: &AppConfig) -> anyhow::Result<BTreeMap<String, Vir
     while !freshness.caught_up() {
         if follower.is_finished() || tokio::time::Instant::now() > deadline {
             stop.cancel();
-            bail!("could not read topic {} at {} to its end within 30 s", config.kafka.topics.config, config.kafka.brokers);
+            bail!(
+                "could not read topic {} at {} to its end within 30 s",
+                config.kafka.topics.config,
+                config.kafka.brokers
+            );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -1,7 +1,11 @@
 //! The implementation of each subcommand.
 
 mod admin;
+mod budgets;
+mod fake;
+mod keys;
 mod prices;
+mod report;
 mod services;
 
 use anyhow::Context as _;
@@ -13,7 +17,7 @@ use faregate_core::config::load_from_process_env;
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let config: AppConfig = load_from_process_env(cli.config.as_deref()).context("loading configuration")?;
     match cli.command {
-        Command::Up => services::up(config).await,
+        Command::Up(args) => services::up(config, args).await,
         Command::Ingress => services::single(config, services::Service::Ingress).await,
         Command::Processor => services::single(config, services::Service::Processor).await,
         Command::Budget => services::single(config, services::Service::Budget).await,
@@ -23,5 +27,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Avro(command) => admin::avro(command),
         Command::Prices(command) => prices::prices(&config, command),
         Command::Reprice { from, to, dry_run } => prices::reprice(&config, from, to, dry_run).await,
+        Command::Keys(command) => keys::keys(&config, command).await,
+        Command::Budgets(command) => budgets::budgets(&config, command).await,
+        Command::FakeUpstream { listen, stream_delay_ms } => {
+            fake::fake_upstream(listen, stream_delay_ms).await
+        }
+        Command::Report(args) => report::report(&config, args).await,
     }
 }

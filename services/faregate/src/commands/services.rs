@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use crate::AppConfig;
+use crate::cli::UpArgs;
 use faregate_core::clickhouse::migrations;
 use faregate_core::kafka::ensure_topics;
 use faregate_core::shutdown::Tasks;
@@ -20,8 +21,9 @@ pub enum Service {
 
 const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
 
-pub async fn up(config: AppConfig) -> anyhow::Result<()> {
+pub async fn up(mut config: AppConfig, args: UpArgs) -> anyhow::Result<()> {
     let _telemetry = telemetry::init(&config.telemetry, "faregate")?;
+    let _fake = choose_upstreams(&mut config, &args).await?;
     let report = migrations::apply(&config.clickhouse)
         .await
         .with_context(|| format!("applying ClickHouse migrations at {}", config.clickhouse.url))?;
@@ -30,7 +32,79 @@ pub async fn up(config: AppConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("creating topics on {}", config.kafka.brokers))?;
     tracing::info!(created = ?created, "kafka topics exist");
+    print_banner(&config);
     run_services(config, &[Service::Ingress, Service::Processor, Service::Budget]).await
+}
+
+/// Apply `--upstream` / `--fake-upstream`; returns the fake provider to keep it running.
+async fn choose_upstreams(
+    config: &mut AppConfig,
+    args: &UpArgs,
+) -> anyhow::Result<Option<faregate_fake_upstream::FakeUpstream>> {
+    use faregate_ingress::{Provider, UpstreamConfig};
+    let upstream = |provider: Provider, base_url: String| {
+        let key_var = match provider {
+            Provider::Anthropic => "ANTHROPIC_UPSTREAM_KEY",
+            Provider::Openai => "OPENAI_UPSTREAM_KEY",
+        };
+        UpstreamConfig {
+            name: provider.name().to_string(),
+            provider,
+            base_url,
+            api_key: faregate_core::config::Secret::new(std::env::var(key_var).unwrap_or_default()),
+            models: vec![],
+        }
+    };
+    if args.fake_upstream {
+        let fake = faregate_fake_upstream::FakeUpstream::start(faregate_fake_upstream::FakeConfig::default())
+            .await
+            .context("starting the fake provider")?;
+        fake.set_recording(false);
+        config.ingress.upstreams =
+            vec![upstream(Provider::Anthropic, fake.url()), upstream(Provider::Openai, fake.url())];
+        tracing::info!(url = %fake.url(), "fake provider started; both providers forward to it");
+        return Ok(Some(fake));
+    }
+    if !args.upstreams.is_empty() {
+        let mut upstreams = Vec::new();
+        for spec in &args.upstreams {
+            let (provider, url) = spec
+                .split_once('=')
+                .with_context(|| format!("--upstream {spec:?}: expected PROVIDER=URL"))?;
+            let provider = match provider {
+                "anthropic" => Provider::Anthropic,
+                "openai" => Provider::Openai,
+                other => {
+                    anyhow::bail!("--upstream {spec:?}: unknown provider {other:?} (anthropic or openai)")
+                }
+            };
+            upstreams.push(upstream(provider, url.trim_end_matches('/').to_string()));
+        }
+        config.ingress.upstreams = upstreams;
+        faregate_core::config::Validate::validate(&config.ingress).context("--upstream")?;
+    }
+    Ok(None)
+}
+
+/// How to point clients at this gateway and query what it measures.
+fn print_banner(config: &AppConfig) {
+    let gateway = format!("http://{}", config.ingress.listen);
+    let upstreams: Vec<String> =
+        config.ingress.upstreams.iter().map(|u| format!("{}={}", u.provider.name(), u.base_url)).collect();
+    println!(
+        "\nFaregate gateway: {gateway} (forwarding to {})\n\
+         1. Create a key:   faregate keys create --org acme --team infra --user you   (prints fgk_...)\n\
+         2. Claude Code:    export ANTHROPIC_BASE_URL={gateway} ANTHROPIC_API_KEY=fgk_...\n   \
+         SDKs:           Anthropic(base_url=\"{gateway}\", api_key=\"fgk_...\") / OpenAI(base_url=\"{gateway}/v1\", ...)\n   \
+         Codex:          a model provider with base_url = \"{gateway}/v1\" (docs/ingress.md)\n\
+         3. Spend:          faregate report --by user --window today\n   \
+         ClickHouse:     curl '{}/?database={}' --data-binary 'SELECT * FROM top_spenders_today'\n\
+         Ops: http://{}/metrics /ready. Ctrl-C stops everything.\n",
+        upstreams.join(", "),
+        config.clickhouse.url,
+        config.clickhouse.database,
+        config.telemetry.metrics_listen,
+    );
 }
 
 pub async fn single(config: AppConfig, service: Service) -> anyhow::Result<()> {
@@ -77,11 +151,11 @@ async fn run_services(config: AppConfig, services: &[Service]) -> anyhow::Result
                 });
             }
             Service::Budget => {
-                let config = config.budget.clone();
-                tasks.spawn("budget", async move {
-                    ready.store(true, std::sync::atomic::Ordering::Release);
-                    Ok(faregate_budget::run(config, token).await?)
-                });
+                let (budget, kafka) = (config.budget.clone(), config.kafka.clone());
+                tasks.spawn(
+                    "budget",
+                    async move { Ok(faregate_budget::run(budget, kafka, ready, token).await?) },
+                );
             }
         }
     }

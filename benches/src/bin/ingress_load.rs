@@ -1,0 +1,614 @@
+//! Load harness: the ingress's added latency, against the same fast fake upstream, in one run.
+//!
+//! Starts `faregate fake-upstream` and `faregate ingress` (the release binaries, as separate
+//! processes, so the ingress's memory can be read from /proc), with metering and enforcement on:
+//! the ingress authenticates a virtual key, checks decisions and spools every usage event to
+//! Kafka. Then it sends an open-loop load at a fixed rate over keep-alive connections, in four
+//! series measured in the same run, alternating round by round so both sides see the same
+//! machine state:
+//! - direct to the fake and through the ingress, non-streaming `POST /v1/messages`;
+//! - the same with `"stream": true` (latency up to the complete body).
+//!
+//! It prints p50/p99/p999 for each series, the added latency (ingress minus direct), the ratios,
+//! the ingress's peak RSS beside the fake's, CPU per request of both processes, and counts the
+//! usage events on the usage topic: exactly one per request sent through the ingress.
+//!
+//!   FAREGATE_TEST_KAFKA_BROKERS=... cargo run --release -p faregate-benches --bin ingress-load
+//!
+//! Build the `faregate` binary first (`cargo build --release -p faregate -p faregate-benches`);
+//! it is looked for beside this one, or at FAREGATE_BIN. Settings: FAREGATE_INGRESS_RATE
+//! (requests/s, default 2000), FAREGATE_INGRESS_SECONDS (seconds per series, default 10),
+//! FAREGATE_INGRESS_ROUNDS (rounds each series is split into, default 5).
+
+// Latencies, rates, ratios and megabytes are measurements printed for people; no money is
+// computed here.
+#![allow(clippy::float_arithmetic)]
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use faregate_core::avro::{AvroCodec, SchemaFamily};
+use faregate_core::event::{Outcome, UsageEvent};
+use faregate_core::kafka::KafkaConfig;
+use rdkafka::Message;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+
+const USAGE: &str = "input=100,output=20";
+const TARGET_P50_MS: f64 = 0.1;
+const TARGET_P99_MS: f64 = 0.5;
+const TARGET_RSS_MB: f64 = 50.0;
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    match std::env::var(name) {
+        Ok(value) => value.parse().unwrap_or_else(|_| panic!("{name}={value} is not a valid number")),
+        Err(_) => default,
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A child process that is stopped (SIGTERM, then SIGKILL) when dropped.
+struct Process {
+    name: &'static str,
+    child: Child,
+}
+
+impl Process {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// (VmRSS, VmHWM) in kB, from /proc/<pid>/status.
+    fn memory_kb(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
+    /// utime + stime in clock ticks (100 Hz on Linux), from /proc/<pid>/stat.
+    fn cpu_ticks(&self) -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+        fields.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+            + fields.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+    }
+
+    fn stop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        let _ = Command::new("kill").arg("-TERM").arg(self.pid().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!("{} did not stop on SIGTERM; killing it", self.name);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn faregate_bin() -> PathBuf {
+    let path = std::env::var_os("FAREGATE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::current_exe().unwrap().parent().unwrap().join("faregate"));
+    if !path.exists() {
+        eprintln!(
+            "{} does not exist: build it with `cargo build --release -p faregate -p faregate-benches` \
+             or point FAREGATE_BIN at a faregate binary",
+            path.display()
+        );
+        std::process::exit(2);
+    }
+    path
+}
+
+/// Run a `faregate` command to completion; its stdout.
+fn faregate(bin: &Path, config: &Path, args: &[&str]) -> String {
+    let output = Command::new(bin).arg("--config").arg(config).args(args).output().unwrap();
+    if !output.status.success() {
+        panic!(
+            "faregate {} failed: {}\n{}",
+            args.join(" "),
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    String::from_utf8(output.stdout).unwrap()
+}
+
+fn start_fake(bin: &Path, log: &Path) -> (Process, String) {
+    let mut child = Command::new(bin)
+        .args(["fake-upstream", "--listen", "127.0.0.1:0"])
+        .env("FAREGATE__TELEMETRY__LOG_FILTER", "warn")
+        .env("FAREGATE__TELEMETRY__METRICS_LISTEN", format!("127.0.0.1:{}", free_port()))
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let url = line.trim().to_string();
+    assert!(
+        url.starts_with("http://"),
+        "the fake upstream printed {line:?}, not its URL (log: {})",
+        log.display()
+    );
+    (Process { name: "fake upstream", child }, url)
+}
+
+fn config_toml(brokers: &str, suffix: &str, listen: u16, ops: u16, spool: &Path, fake_url: &str) -> String {
+    format!(
+        r#"[kafka]
+brokers = "{brokers}"
+
+[kafka.topics]
+usage = "bench-usage-{suffix}"
+spend = "bench-spend-{suffix}"
+decisions = "bench-decisions-{suffix}"
+config = "bench-config-{suffix}"
+dlq = "bench-dlq-{suffix}"
+alerts = "bench-alerts-{suffix}"
+partitions = 1
+
+[telemetry]
+log_filter = "warn"
+metrics_listen = "127.0.0.1:{ops}"
+
+[ingress]
+listen = "127.0.0.1:{listen}"
+spool_dir = "{spool}"
+
+[[ingress.upstreams]]
+name = "fake"
+provider = "anthropic"
+base_url = "{fake_url}"
+api_key = "sk-bench-upstream"
+models = []
+"#,
+        spool = spool.display()
+    )
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Direct,
+    Ingress,
+}
+
+/// Latencies of one series, with what went wrong.
+#[derive(Default)]
+struct Series {
+    latencies_ns: Vec<u64>,
+    errors: u64,
+    first_error: Option<String>,
+    sent: u64,
+    elapsed: Duration,
+    /// How late the load generator sent requests against their schedule.
+    lag_ns: Vec<u64>,
+}
+
+impl Series {
+    /// The value at `q` parts per 100,000 (50_000 = p50), nearest rank.
+    fn quantile(sorted: &[u64], q: usize) -> u64 {
+        if sorted.is_empty() {
+            return 0;
+        }
+        let rank = (sorted.len() * q).div_ceil(100_000).max(1);
+        sorted[rank.min(sorted.len()) - 1]
+    }
+
+    fn sort(&mut self) {
+        self.latencies_ns.sort_unstable();
+        self.lag_ns.sort_unstable();
+    }
+
+    fn p(&self, q: usize) -> f64 {
+        ms(Self::quantile(&self.latencies_ns, q))
+    }
+
+    fn rate(&self) -> f64 {
+        self.sent as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+fn ms(ns: u64) -> f64 {
+    ns as f64 / 1e6
+}
+
+struct Load {
+    client: reqwest::Client,
+    secret: String,
+    direct_url: String,
+    ingress_url: String,
+    plain_body: bytes::Bytes,
+    stream_body: bytes::Bytes,
+}
+
+async fn one(load: Arc<Load>, target: Target, stream: bool) -> Result<u64, String> {
+    let base = if target == Target::Direct { &load.direct_url } else { &load.ingress_url };
+    let body = if stream { load.stream_body.clone() } else { load.plain_body.clone() };
+    let started = Instant::now();
+    let response = load
+        .client
+        .post(format!("{base}/v1/messages"))
+        .header("x-api-key", &load.secret)
+        .header("anthropic-version", "2023-06-01")
+        .header("content-type", "application/json")
+        .header("x-fake-usage", USAGE)
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| format!("send: {e}"))?;
+    let status = response.status();
+    let bytes = response.bytes().await.map_err(|e| format!("body: {e}"))?;
+    let elapsed = started.elapsed();
+    if status != 200 {
+        return Err(format!("status {status}: {}", String::from_utf8_lossy(&bytes)));
+    }
+    let complete =
+        if stream { bytes.windows(12).any(|w| w == b"message_stop") } else { bytes.ends_with(b"}") };
+    if !complete {
+        return Err(format!("incomplete body: {}", String::from_utf8_lossy(&bytes)));
+    }
+    Ok(elapsed.as_nanos() as u64)
+}
+
+/// Send `rate` requests per second for `duration`, open loop: a pacing thread starts each
+/// request at its scheduled time whatever the others are doing; latency is from the actual send.
+async fn run(
+    load: &Arc<Load>,
+    target: Target,
+    stream: bool,
+    rate: u32,
+    duration: Duration,
+    into: &mut Series,
+) {
+    let n = (u64::from(rate) * duration.as_millis() as u64 / 1000) as u32;
+    let interval = Duration::from_secs(1) / rate;
+    let handle = tokio::runtime::Handle::current();
+    let pacer_load = load.clone();
+    let started = Instant::now();
+    let (tasks, lags) = tokio::task::spawn_blocking(move || {
+        let mut tasks = Vec::with_capacity(n as usize);
+        let mut lags = Vec::with_capacity(n as usize);
+        let start = Instant::now();
+        for i in 0..n {
+            let due = start + interval * i;
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+            lags.push(due.elapsed().as_nanos() as u64);
+            tasks.push(handle.spawn(one(pacer_load.clone(), target, stream)));
+        }
+        (tasks, lags)
+    })
+    .await
+    .unwrap();
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(ns) => into.latencies_ns.push(ns),
+            Err(error) => {
+                into.errors += 1;
+                into.first_error.get_or_insert(error);
+            }
+        }
+    }
+    into.elapsed += started.elapsed();
+    into.sent += u64::from(n);
+    into.lag_ns.extend(lags);
+}
+
+async fn wait_ready(client: &reqwest::Client, url: &str, log: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        if let Ok(response) = client.get(url).send().await
+            && response.status() == 200
+        {
+            return;
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "the ingress did not report ready at {url} within 90 s; its log:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Read the usage topic until `expected` distinct events arrived or nothing came for 20 s.
+async fn usage_events(kafka: &KafkaConfig, expected: u64) -> (u64, u64, u64) {
+    let codec: AvroCodec<UsageEvent> =
+        AvroCodec::new(SchemaFamily::UsageEvent, &kafka.topics.usage, kafka.schema_registry.registry())
+            .await
+            .unwrap();
+    let group = format!("bench-count-{}", uuid::Uuid::now_v7().simple());
+    let consumer: StreamConsumer = kafka.consumer_config("bench", &group).create().unwrap();
+    consumer.subscribe(&[&kafka.topics.usage]).unwrap();
+    let mut ids = HashSet::new();
+    let (mut duplicates, mut unexpected) = (0, 0);
+    while (ids.len() as u64) < expected {
+        let Ok(message) = tokio::time::timeout(Duration::from_secs(20), consumer.recv()).await else {
+            break;
+        };
+        let message = message.unwrap();
+        let event = codec.decode(message.payload().unwrap_or_default()).await.unwrap();
+        let metered = event.outcome == Outcome::Ok
+            && event.user.as_deref() == Some("bench")
+            && event.tokens.input == 100
+            && event.tokens.output == 20;
+        if !metered {
+            unexpected += 1;
+        }
+        if !ids.insert(event.event_id) {
+            duplicates += 1;
+        }
+    }
+    (ids.len() as u64, duplicates, unexpected)
+}
+
+#[tokio::main]
+async fn main() {
+    let Ok(brokers) = std::env::var("FAREGATE_TEST_KAFKA_BROKERS") else {
+        eprintln!(
+            "FAREGATE_TEST_KAFKA_BROKERS is not set: this benchmark needs a Kafka broker. Start the local \
+             stack with `deploy/local/up --dir $(mktemp -d) --kafka-port 0 --clickhouse-port 0` and export \
+             FAREGATE_TEST_KAFKA_BROKERS from the stack.env it writes."
+        );
+        std::process::exit(2);
+    };
+    let rate: u32 = env_or("FAREGATE_INGRESS_RATE", 2000);
+    let seconds: u64 = env_or("FAREGATE_INGRESS_SECONDS", 10);
+    let rounds: u64 = env_or::<u64>("FAREGATE_INGRESS_ROUNDS", 5).clamp(1, seconds.max(1) * 10);
+    assert!(rate > 0 && seconds > 0, "rate and seconds must be above 0");
+    let round = Duration::from_millis(seconds * 1000 / rounds);
+    let bin = faregate_bin();
+    let dir = tempfile::tempdir().unwrap();
+    let suffix = uuid::Uuid::now_v7().simple().to_string();
+
+    let (mut fake, fake_url) = start_fake(&bin, &dir.path().join("fake.log"));
+    let (listen, ops) = (free_port(), free_port());
+    let spool = dir.path().join("spool");
+    let config_path = dir.path().join("faregate.toml");
+    std::fs::write(&config_path, config_toml(&brokers, &suffix, listen, ops, &spool, &fake_url)).unwrap();
+    faregate(&bin, &config_path, &["topics", "create"]);
+    let created = faregate(&bin, &config_path, &["keys", "create", "--org", "acme", "--user", "bench"]);
+    let secret = created
+        .lines()
+        .find_map(|l| l.strip_prefix("secret: "))
+        .unwrap_or_else(|| panic!("`faregate keys create` printed no secret: {created}"))
+        .trim()
+        .to_string();
+
+    let ingress_log = dir.path().join("ingress.log");
+    let mut ingress = Process {
+        name: "ingress",
+        child: Command::new(&bin)
+            .arg("--config")
+            .arg(&config_path)
+            .arg("ingress")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&ingress_log).unwrap())
+            .spawn()
+            .unwrap(),
+    };
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(1024)
+        .pool_idle_timeout(Duration::from_secs(300))
+        .tcp_nodelay(true)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    wait_ready(&client, &format!("http://127.0.0.1:{ops}/ready"), &ingress_log).await;
+
+    let body = |stream: bool| {
+        bytes::Bytes::from(format!(
+            r#"{{"model":"claude-sonnet-4-5","max_tokens":20,"stream":{stream},"messages":[{{"role":"user","content":"Say hello to the benchmark."}}]}}"#
+        ))
+    };
+    let load = Arc::new(Load {
+        client,
+        secret,
+        direct_url: fake_url.clone(),
+        ingress_url: format!("http://127.0.0.1:{listen}"),
+        plain_body: body(false),
+        stream_body: body(true),
+    });
+
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    println!(
+        "ingress load: {rate} requests/s open loop, {seconds} s per series in {rounds} rounds alternating direct/ingress"
+    );
+    println!(
+        "machine: {cores} cores shared by this load generator, the fake upstream, the ingress and the broker \
+         (and anything else running); absolute figures are indicative, compare the ratios"
+    );
+    println!(
+        "fake upstream {fake_url} (pid {}), ingress {} (pid {})",
+        fake.pid(),
+        load.ingress_url,
+        ingress.pid()
+    );
+
+    // Warm-up: connection pools, allocator, the ingress's caches; not counted except on the topic.
+    let mut ingress_requests = 0;
+    for stream in [false, true] {
+        for target in [Target::Direct, Target::Ingress] {
+            let mut warm = Series::default();
+            run(&load, target, stream, rate, Duration::from_secs(1), &mut warm).await;
+            if warm.errors > 0 {
+                panic!(
+                    "{} warm-up requests failed, the first: {}",
+                    warm.errors,
+                    warm.first_error.unwrap_or_default()
+                );
+            }
+            if target == Target::Ingress {
+                ingress_requests += warm.sent;
+            }
+        }
+    }
+
+    let mut results: Vec<(bool, Series, Series)> = Vec::new();
+    let (fake_cpu_before, ingress_cpu_before) = (fake.cpu_ticks(), ingress.cpu_ticks());
+    let mut peak_rss_kb = 0;
+    for stream in [false, true] {
+        let (mut direct, mut through) = (Series::default(), Series::default());
+        for r in 0..rounds {
+            // Alternate which side goes first, so neither always follows the other.
+            let order = if r % 2 == 0 {
+                [Target::Direct, Target::Ingress]
+            } else {
+                [Target::Ingress, Target::Direct]
+            };
+            for target in order {
+                let series = if target == Target::Direct { &mut direct } else { &mut through };
+                run(&load, target, stream, rate, round, series).await;
+                peak_rss_kb = peak_rss_kb.max(ingress.memory_kb().0);
+            }
+        }
+        ingress_requests += through.sent;
+        direct.sort();
+        through.sort();
+        results.push((stream, direct, through));
+    }
+    let measured: u64 = results.iter().map(|(_, d, t)| d.sent + t.sent).sum();
+    let fake_cpu = fake.cpu_ticks() - fake_cpu_before;
+    let ingress_cpu = ingress.cpu_ticks() - ingress_cpu_before;
+
+    println!();
+    println!(
+        "{:<11} {:<8} {:>7} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8} {:>12}",
+        "mode",
+        "target",
+        "sent",
+        "errors",
+        "rate/s",
+        "p50 ms",
+        "p99 ms",
+        "p999 ms",
+        "max ms",
+        "sched lag p99"
+    );
+    let mut failures = Vec::new();
+    let mut verdicts = Vec::new();
+    for (stream, direct, through) in &results {
+        let mode = if *stream { "streaming" } else { "whole" };
+        for (name, s) in [("direct", direct), ("ingress", through)] {
+            println!(
+                "{:<11} {:<8} {:>7} {:>6} {:>8.0} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>9.3} ms",
+                mode,
+                name,
+                s.sent,
+                s.errors,
+                s.rate(),
+                s.p(50_000),
+                s.p(99_000),
+                s.p(99_900),
+                ms(s.latencies_ns.last().copied().unwrap_or(0)),
+                ms(Series::quantile(&s.lag_ns, 99_000)),
+            );
+            if s.errors > 0 {
+                failures.push(format!(
+                    "{mode} {name}: {} errors, the first: {}",
+                    s.errors,
+                    s.first_error.clone().unwrap_or_default()
+                ));
+            }
+        }
+        let (added50, added99, added999) = (
+            through.p(50_000) - direct.p(50_000),
+            through.p(99_000) - direct.p(99_000),
+            through.p(99_900) - direct.p(99_900),
+        );
+        println!(
+            "{:<11} {:<8} added p50 {added50:+.3} ms, p99 {added99:+.3} ms, p999 {added999:+.3} ms; \
+             ingress/direct p50 {:.2} x, p99 {:.2} x",
+            mode,
+            "added",
+            through.p(50_000) / direct.p(50_000).max(1e-9),
+            through.p(99_000) / direct.p(99_000).max(1e-9),
+        );
+        let met = |ok: bool| if ok { "met" } else { "NOT met" };
+        verdicts.push(format!(
+            "{mode}: added p50 {added50:.3} ms (target <= {TARGET_P50_MS}) {}, added p99 {added99:.3} ms (target <= {TARGET_P99_MS}) {}",
+            met(added50 <= TARGET_P50_MS),
+            met(added99 <= TARGET_P99_MS)
+        ));
+    }
+
+    println!();
+    let per_request_us = |ticks: u64, n: u64| ticks as f64 * 10_000.0 / n.max(1) as f64;
+    let through_measured: u64 = results.iter().map(|(_, _, t)| t.sent).sum();
+    let (ingress_cpu_us, fake_cpu_us) =
+        (per_request_us(ingress_cpu, through_measured), per_request_us(fake_cpu, measured));
+    println!(
+        "CPU per request:  ingress {ingress_cpu_us:.0} us, fake upstream {fake_cpu_us:.0} us ({:.1} x the fake's)",
+        ingress_cpu_us / fake_cpu_us.max(1e-9)
+    );
+    let ((ingress_rss, ingress_hwm), (_, fake_hwm)) = (ingress.memory_kb(), fake.memory_kb());
+    let mb = |kb: u64| kb as f64 / 1024.0;
+    println!(
+        "ingress RSS:      peak (VmHWM) {:.1} MB, now {:.1} MB, highest sampled {:.1} MB; fake upstream peak {:.1} MB ({:.1} x the fake's)",
+        mb(ingress_hwm),
+        mb(ingress_rss),
+        mb(peak_rss_kb),
+        mb(fake_hwm),
+        mb(ingress_hwm) / mb(fake_hwm).max(1e-9)
+    );
+    verdicts.push(format!(
+        "ingress peak RSS {:.1} MB (target < {TARGET_RSS_MB} MB) {}",
+        mb(ingress_hwm),
+        if mb(ingress_hwm) < TARGET_RSS_MB { "met" } else { "NOT met" }
+    ));
+
+    let mut kafka = KafkaConfig { brokers: brokers.clone(), ..KafkaConfig::default() };
+    kafka.topics.usage = format!("bench-usage-{suffix}");
+    let (events, duplicates, unexpected) = usage_events(&kafka, ingress_requests).await;
+    println!(
+        "usage topic:      {events} distinct events for {ingress_requests} requests through the ingress \
+         (warm-up included), {duplicates} duplicates, {unexpected} not metered as sent"
+    );
+    if events != ingress_requests || duplicates > 0 || unexpected > 0 {
+        failures.push(format!(
+            "usage topic: {events} events ({duplicates} duplicates, {unexpected} unexpected) for {ingress_requests} requests"
+        ));
+    }
+
+    println!();
+    for verdict in &verdicts {
+        println!("target: {verdict}");
+    }
+    ingress.stop();
+    fake.stop();
+    if !failures.is_empty() {
+        for failure in &failures {
+            eprintln!("FAILED: {failure}");
+        }
+        std::process::exit(1);
+    }
+}
