@@ -11,7 +11,7 @@
 //! persists the cursor; what is left is sent at the next start.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -85,12 +85,10 @@ pub struct KafkaSink {
 pub struct EmitterState {
     pub full: AtomicBool,
     pub broker_ok: AtomicBool,
-    pub queued: AtomicU64,
 }
 
 impl UsageSink for KafkaSink {
     fn emit(&self, event: UsageEvent) {
-        self.state.queued.fetch_add(1, Ordering::Relaxed);
         if self.tx.send(event).is_err() {
             metrics::counter!("faregate_ingress_events_after_shutdown_total").increment(1);
             tracing::error!("usage event emitted after the emitter stopped");
@@ -247,7 +245,6 @@ impl Task {
     }
 
     fn append(&mut self, event: UsageEvent) {
-        self.state.queued.fetch_sub(1, Ordering::Relaxed);
         let value = match self.codec.encode(&event) {
             Ok(value) => value,
             Err(e) => {
