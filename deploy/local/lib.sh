@@ -37,6 +37,15 @@ clients_venv() {
     printf '%s/venv-clients-%s' "$FAREGATE_CACHE" "$hash"
 }
 
+# The AI coding CLIs the gateway tests drive (Claude Code, Codex), pinned in
+# tests/clients/package.json and installed with npm into a prefix keyed by its hash.
+CLIS_PACKAGE="$FAREGATE_ROOT/tests/clients/package.json"
+clis_prefix() {
+    local hash
+    hash="$(sha256sum "$CLIS_PACKAGE" | cut -c1-12)"
+    printf '%s/clis-%s' "$FAREGATE_CACHE" "$hash"
+}
+
 free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
 }
