@@ -1,31 +1,38 @@
 //! Getting usage events to Kafka without the request path ever waiting on it.
 //!
-//! The request path calls [`UsageSink::emit`], which only queues the event in memory. One task
-//! owns the [`Spool`]: it appends each event (Avro, Confluent framing, with its partition key),
-//! then sends from the spool to the usage topic with the idempotent producer, keeping up to
-//! `MAX_IN_FLIGHT` records outstanding, and moves the spool's acknowledged position over every
-//! record the broker acknowledged in order. A failed delivery (broker down, timeout) rewinds the
-//! sender to the acknowledged position after a back-off: the tail is sent again, in order, and
-//! a record that was in fact delivered arrives twice, which the processor's dedup by event id
-//! absorbs. At shutdown the task flushes the spool, waits briefly for in-flight deliveries and
-//! persists the cursor; what is left is sent at the next start.
+//! The request path calls [`UsageSink::emit`], which only pushes the event onto an in-memory
+//! inbox (an uncontended lock, no wake-up, no system call). The emitter runs on a thread of its
+//! own, so spool file I/O never stalls a request worker, in ticks of `TICK`: it takes the inbox,
+//! appends each event to the [`Spool`] (Avro, Confluent framing, with its partition key),
+//! flushes, sends from the spool to the usage topic with the idempotent producer (up to
+//! `MAX_IN_FLIGHT` records outstanding), sleeps until the next tick and then takes the delivery
+//! reports the producer has. The spool's acknowledged position moves over every record the
+//! broker acknowledged in order. Records just appended are also kept in a small in-memory tail
+//! (`MAX_CACHED`), so while the broker keeps up they are sent without reading the file back;
+//! after a rewind, a restart or a long backlog the sender reads from the file.
+//!
+//! A failed delivery (broker down, timeout) rewinds the sender to the acknowledged position
+//! after a back-off: the tail is sent again, in order, and a record that was in fact delivered
+//! arrives twice, which the processor's dedup by event id absorbs. Reports of sends from before
+//! a rewind are told apart by an epoch and ignored. At shutdown the emitter appends what is left
+//! in the inbox, syncs the spool, waits briefly for in-flight deliveries and persists the cursor;
+//! what is left is sent at the next start. Batching per tick costs an event up to `TICK` before
+//! it is appended, and saves a thread wake-up per request.
 
-use std::sync::Arc;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use futures::StreamExt;
-use futures::stream::FuturesUnordered;
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
-use tokio::sync::mpsc;
-use tokio::time::Instant;
+use rdkafka::ClientContext;
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use tokio_util::sync::CancellationToken;
 
 use faregate_core::avro::{AvroCodec, SchemaFamily};
 use faregate_core::event::UsageEvent;
 use faregate_core::kafka::KafkaConfig;
 
-use crate::spool::{Position, Spool};
+use crate::spool::{Entry, Position, Spool};
 
 /// Where the request path puts finished usage events.
 pub trait UsageSink: Send + Sync + 'static {
@@ -73,26 +80,37 @@ impl UsageSink for MemorySink {
     }
 }
 
-/// The Kafka-backed sink; its task is started by [`spawn`].
+/// Events waiting for the emitter's next tick.
+#[derive(Debug, Default)]
+struct Inbox {
+    events: Vec<UsageEvent>,
+    /// The emitter has taken its last batch; nothing pushed now would be sent.
+    closed: bool,
+}
+
+/// The Kafka-backed sink; its emitter is started by [`spawn`].
 #[derive(Debug, Clone)]
 pub struct KafkaSink {
-    tx: mpsc::UnboundedSender<UsageEvent>,
+    inbox: Arc<Mutex<Inbox>>,
     state: Arc<EmitterState>,
 }
 
-/// Shared counters of the emitter, for readiness and metrics.
+/// Shared flags of the emitter, for readiness and metrics.
 #[derive(Debug, Default)]
 pub struct EmitterState {
     pub full: AtomicBool,
-    pub broker_ok: AtomicBool,
 }
 
 impl UsageSink for KafkaSink {
     fn emit(&self, event: UsageEvent) {
-        if self.tx.send(event).is_err() {
+        let mut inbox = self.inbox.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if inbox.closed {
+            drop(inbox);
             metrics::counter!("faregate_ingress_events_after_shutdown_total").increment(1);
-            tracing::error!("usage event emitted after the emitter stopped");
+            tracing::error!(event_id = %event.event_id, "usage event emitted after the emitter stopped");
+            return;
         }
+        inbox.events.push(event);
     }
 
     fn accepting(&self) -> bool {
@@ -100,8 +118,15 @@ impl UsageSink for KafkaSink {
     }
 }
 
+/// How long events wait in the inbox at most; also the emitter's polling interval.
+const TICK: Duration = Duration::from_millis(5);
 const MAX_IN_FLIGHT: usize = 10_000;
+/// Records kept in memory after their append (a few megabytes at most).
+const MAX_CACHED: usize = 8_192;
 const SEGMENT_BYTES: u64 = 64 << 20;
+const CURSOR_EVERY: Duration = Duration::from_millis(200);
+/// Producer events served per tick at most (the rest wait for the next tick).
+const MAX_POLLS: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EmitterError {
@@ -109,16 +134,60 @@ pub enum EmitterError {
     Spool { dir: String, source: std::io::Error },
     #[error("cannot create the usage producer: {0}")]
     Producer(String),
+    #[error("cannot start the emitter thread: {0}")]
+    Thread(std::io::Error),
 }
 
-/// Open the spool, create the producer and start the emitter task. The returned future ends
+/// The running emitter; [`EmitterHandle::join`] waits until it has flushed and stopped.
+#[derive(Debug)]
+pub struct EmitterHandle {
+    done: tokio::sync::oneshot::Receiver<()>,
+}
+
+impl EmitterHandle {
+    pub async fn join(self) {
+        let _ = self.done.await;
+    }
+}
+
+/// One delivery report: which send (epoch), which spool record, and whether it arrived.
+#[derive(Debug, Clone, Copy)]
+struct Report {
+    epoch: u64,
+    start: Position,
+    ok: bool,
+}
+
+/// Collects delivery reports; they are produced on the emitter thread itself, inside `poll`.
+#[derive(Default)]
+struct Reports(Mutex<Vec<Report>>);
+
+impl ClientContext for Reports {}
+
+impl ProducerContext for Reports {
+    type DeliveryOpaque = Box<(u64, Position, Position)>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, opaque: Self::DeliveryOpaque) {
+        let (epoch, start, _end) = *opaque;
+        let report = Report { epoch, start, ok: result.is_ok() };
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(report);
+    }
+}
+
+impl Reports {
+    fn len(&self) -> usize {
+        self.0.lock().map_or(0, |r| r.len())
+    }
+}
+
+/// Open the spool, create the producer and start the emitter on its own thread. It stops
 /// after `shutdown`, once the spool is flushed.
 pub async fn spawn(
     kafka: &KafkaConfig,
     spool_dir: &std::path::Path,
     spool_max_bytes: u64,
     shutdown: CancellationToken,
-) -> Result<(KafkaSink, tokio::task::JoinHandle<()>), EmitterError> {
+) -> Result<(KafkaSink, EmitterHandle), EmitterError> {
     let spool = Spool::open(spool_dir, spool_max_bytes, SEGMENT_BYTES)
         .map_err(|source| EmitterError::Spool { dir: spool_dir.display().to_string(), source })?;
     let codec = AvroCodec::<UsageEvent>::new(
@@ -128,24 +197,55 @@ pub async fn spawn(
     )
     .await
     .map_err(|e| EmitterError::Producer(e.to_string()))?;
-    let producer: FutureProducer =
-        kafka.producer_config("ingress").create().map_err(|e| EmitterError::Producer(e.to_string()))?;
-    let (tx, rx) = mpsc::unbounded_channel();
-    let state = Arc::new(EmitterState { broker_ok: AtomicBool::new(true), ..EmitterState::default() });
-    let task = Task { spool, codec, producer, topic: kafka.topics.usage.clone(), state: state.clone() };
-    let handle = tokio::spawn(task.run(rx, shutdown));
-    Ok((KafkaSink { tx, state }, handle))
+    let producer: BaseProducer<Reports> = kafka
+        .producer_config("ingress")
+        .create_with_context(Reports::default())
+        .map_err(|e| EmitterError::Producer(e.to_string()))?;
+    let inbox = Arc::new(Mutex::new(Inbox::default()));
+    let state = Arc::new(EmitterState::default());
+    let task = Task {
+        spool,
+        cache: VecDeque::new(),
+        codec,
+        producer,
+        topic: kafka.topics.usage.clone(),
+        inbox: inbox.clone(),
+        state: state.clone(),
+        epoch: 0,
+        send_from: Position::default(),
+        outstanding: BTreeMap::new(),
+        retry_at: None,
+        backoff: Duration::from_millis(500),
+    };
+    let (done_tx, done) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("faregate-emitter".into())
+        .spawn(move || {
+            task.run(&shutdown);
+            let _ = done_tx.send(());
+        })
+        .map_err(EmitterError::Thread)?;
+    Ok((KafkaSink { inbox, state }, EmitterHandle { done }))
 }
 
 struct Task {
     spool: Spool,
+    /// The most recently appended records, in spool order.
+    cache: VecDeque<Entry>,
     codec: AvroCodec<UsageEvent>,
-    producer: FutureProducer,
+    producer: BaseProducer<Reports>,
     topic: String,
+    inbox: Arc<Mutex<Inbox>>,
     state: Arc<EmitterState>,
+    /// Bumped at each rewind; reports of older sends are ignored.
+    epoch: u64,
+    /// The next spool record to send.
+    send_from: Position,
+    /// Sent and not yet acknowledged in order: start -> (end, acknowledged).
+    outstanding: BTreeMap<Position, (Position, bool)>,
+    retry_at: Option<Instant>,
+    backoff: Duration,
 }
-
-type Delivery = futures::future::BoxFuture<'static, (Position, Position, bool)>;
 
 /// Spool records are `[key length: u16 LE][key][Avro value]`.
 fn spool_record(key: &str, value: &[u8]) -> Vec<u8> {
@@ -164,84 +264,119 @@ fn split_record(record: &[u8]) -> Option<(&[u8], &[u8])> {
 }
 
 impl Task {
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<UsageEvent>, shutdown: CancellationToken) {
-        let mut send_from = self.spool.acked();
-        let mut outstanding = std::collections::BTreeMap::<Position, (Position, bool)>::new();
-        let mut in_flight: FuturesUnordered<Delivery> = FuturesUnordered::new();
-        let mut retry_at: Option<Instant> = None;
-        let mut tick = tokio::time::interval(Duration::from_millis(200));
-        let mut backoff = Duration::from_millis(500);
-        loop {
-            tokio::select! {
-                event = rx.recv() => {
-                    let Some(event) = event else { break };
-                    self.append(event);
-                    while let Ok(event) = rx.try_recv() {
-                        self.append(event);
-                    }
-                    if let Err(e) = self.spool.flush() {
-                        tracing::error!(error = %e, "spool: flush failed");
-                    }
-                }
-                Some((start, _end, ok)) = in_flight.next() => {
-                    if ok {
-                        if let Some(entry) = outstanding.get_mut(&start) {
-                            entry.1 = true;
-                        }
-                        let mut acked = None;
-                        while let Some(entry) = outstanding.first_entry() {
-                            if !entry.get().1 { break }
-                            acked = Some(entry.remove().0);
-                        }
-                        if let Some(acked) = acked
-                            && let Err(e) = self.spool.ack(acked)
-                        {
-                            tracing::error!(error = %e, "spool: dropping acknowledged segments failed");
-                        }
-                        backoff = Duration::from_millis(500);
-                        self.state.broker_ok.store(true, Ordering::Relaxed);
-                        metrics::counter!("faregate_ingress_events_delivered_total").increment(1);
-                    } else if retry_at.is_none() {
-                        self.state.broker_ok.store(false, Ordering::Relaxed);
-                        metrics::counter!("faregate_ingress_delivery_failures_total").increment(1);
-                        tracing::warn!(retry_in_ms = backoff.as_millis() as u64, pending_bytes = self.spool.pending_bytes(),
-                            "usage topic unreachable; events wait in the spool");
-                        // Everything after the acknowledged position goes again, in order.
-                        in_flight = FuturesUnordered::new();
-                        outstanding.clear();
-                        send_from = self.spool.acked();
-                        retry_at = Some(Instant::now() + backoff);
-                        backoff = (backoff * 2).min(Duration::from_secs(10));
-                    }
-                }
-                _ = tick.tick() => {
-                    if let Err(e) = self.spool.persist_cursor() {
-                        tracing::error!(error = %e, "spool: persisting the cursor failed");
-                    }
-                }
-                _ = shutdown.cancelled() => break,
-            }
-            if retry_at.is_some_and(|at| Instant::now() >= at) {
-                retry_at = None;
-            }
-            if retry_at.is_none() {
-                self.send_more(&mut send_from, &mut outstanding, &mut in_flight);
-            }
-            let full = self.spool.is_full();
-            if full != self.state.full.swap(full, Ordering::Relaxed) {
-                if full {
-                    tracing::error!(
-                        pending_bytes = self.spool.pending_bytes(),
-                        "spool full: refusing new requests until the broker catches up"
-                    );
-                } else {
-                    tracing::info!("spool has room again");
+    fn run(mut self, shutdown: &CancellationToken) {
+        self.send_from = self.spool.acked();
+        let mut cursor_at = Instant::now();
+        while !shutdown.is_cancelled() {
+            let events = std::mem::take(&mut self.lock_inbox().events);
+            self.append_all(events);
+            self.handle_reports();
+            self.send_more();
+            if cursor_at.elapsed() >= CURSOR_EVERY {
+                cursor_at = Instant::now();
+                if let Err(e) = self.spool.persist_cursor() {
+                    tracing::error!(error = %e, "spool: persisting the cursor failed");
                 }
             }
-            metrics::gauge!("faregate_ingress_spool_full").set(if full { 1.0 } else { 0.0 });
-            metrics::gauge!("faregate_ingress_spool_pending_bytes").set(self.spool.pending_bytes() as f64);
+            self.publish_state();
+            std::thread::sleep(TICK);
+            self.serve_producer();
         }
-        self.drain(rx, &mut outstanding, in_flight).await;
+        self.drain();
+    }
+
+    /// Let the producer hand over its delivery reports (each `poll` serves at most one event;
+    /// a report event carries a whole batch). Not `poll(TICK)`: rdkafka 0.39 turns the last
+    /// sub-millisecond of a timeout into zero-timeout polls, a busy loop measured at a fifth of
+    /// a core.
+    fn serve_producer(&self) {
+        for _ in 0..MAX_POLLS {
+            let before = self.producer.context().len();
+            self.producer.poll(Duration::ZERO);
+            if self.producer.context().len() == before {
+                break;
+            }
+        }
+    }
+
+    fn lock_inbox(&self) -> std::sync::MutexGuard<'_, Inbox> {
+        self.inbox.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn append_all(&mut self, events: Vec<UsageEvent>) {
+        if events.is_empty() {
+            return;
+        }
+        for event in events {
+            self.append(event);
+        }
+        if let Err(e) = self.spool.flush() {
+            tracing::error!(error = %e, "spool: flush failed");
+        }
+    }
+
+    /// Apply the delivery reports that arrived: advance the acknowledged position over the
+    /// in-order acknowledged prefix, or rewind after a failure.
+    fn handle_reports(&mut self) {
+        let reports =
+            std::mem::take(&mut *self.producer.context().0.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut failed = false;
+        for report in reports.into_iter().filter(|r| r.epoch == self.epoch) {
+            if report.ok {
+                if let Some(entry) = self.outstanding.get_mut(&report.start) {
+                    entry.1 = true;
+                }
+                metrics::counter!("faregate_ingress_events_delivered_total").increment(1);
+            } else {
+                failed = true;
+            }
+        }
+        let mut acked = None;
+        while let Some(entry) = self.outstanding.first_entry() {
+            if !entry.get().1 {
+                break;
+            }
+            acked = Some(entry.remove().0);
+        }
+        if let Some(acked) = acked {
+            if let Err(e) = self.spool.ack(acked) {
+                tracing::error!(error = %e, "spool: dropping acknowledged segments failed");
+            }
+            self.backoff = Duration::from_millis(500);
+        }
+        if failed && self.retry_at.is_none() {
+            metrics::counter!("faregate_ingress_delivery_failures_total").increment(1);
+            tracing::warn!(
+                retry_in_ms = self.backoff.as_millis() as u64,
+                pending_bytes = self.spool.pending_bytes(),
+                "usage topic unreachable; events wait in the spool"
+            );
+            // Everything after the acknowledged position goes again, in order.
+            self.epoch += 1;
+            self.outstanding.clear();
+            self.send_from = self.spool.acked();
+            self.retry_at = Some(Instant::now() + self.backoff);
+            self.backoff = (self.backoff * 2).min(Duration::from_secs(10));
+        }
+        if self.retry_at.is_some_and(|at| Instant::now() >= at) {
+            self.retry_at = None;
+        }
+    }
+
+    fn publish_state(&self) {
+        let full = self.spool.is_full();
+        if full != self.state.full.swap(full, Ordering::Relaxed) {
+            if full {
+                tracing::error!(
+                    pending_bytes = self.spool.pending_bytes(),
+                    "spool full: refusing new requests until the broker catches up"
+                );
+            } else {
+                tracing::info!("spool has room again");
+            }
+        }
+        metrics::gauge!("faregate_ingress_spool_full").set(if full { 1.0 } else { 0.0 });
+        metrics::gauge!("faregate_ingress_spool_pending_bytes").set(self.spool.pending_bytes() as f64);
     }
 
     fn append(&mut self, event: UsageEvent) {
@@ -254,26 +389,55 @@ impl Task {
                 return;
             }
         };
-        if let Err(e) = self.spool.append(&spool_record(&event.partition_key(), &value)) {
-            metrics::counter!("faregate_ingress_spool_errors_total").increment(1);
-            tracing::error!(event_id = %event.event_id, error = %e, "spool: append failed; sending without the spool");
-            let key = event.partition_key();
-            let record = FutureRecord::to(&self.topic).key(&key).payload(&value);
-            let _ = self.producer.send_result(record);
+        let record = spool_record(&event.partition_key(), &value);
+        match self.spool.append(&record) {
+            Ok((start, end)) => {
+                if self.cache.len() >= MAX_CACHED {
+                    self.cache.pop_front();
+                }
+                self.cache.push_back(Entry { start, end, payload: record });
+            }
+            Err(e) => {
+                metrics::counter!("faregate_ingress_spool_errors_total").increment(1);
+                tracing::error!(event_id = %event.event_id, error = %e, "spool: append failed; sending without the spool");
+                let key = event.partition_key();
+                let unspooled = Box::new((u64::MAX, Position::default(), Position::default()));
+                let record = BaseRecord::with_opaque_to(&self.topic, unspooled).key(&key).payload(&value);
+                if let Err((e, _)) = self.producer.send(record) {
+                    tracing::error!(event_id = %event.event_id, error = %e, "usage event lost: neither spooled nor sent");
+                }
+            }
         }
     }
 
-    fn send_more(
-        &mut self,
-        send_from: &mut Position,
-        outstanding: &mut std::collections::BTreeMap<Position, (Position, bool)>,
-        in_flight: &mut FuturesUnordered<Delivery>,
-    ) {
-        let room = MAX_IN_FLIGHT.saturating_sub(in_flight.len());
+    /// Up to `max` records from `from` on: from the in-memory tail when it starts there, else
+    /// from the spool file.
+    fn next_records(&mut self, from: Position, max: usize) -> std::io::Result<Vec<Entry>> {
+        while self.cache.front().is_some_and(|e| e.start < from) {
+            self.cache.pop_front();
+        }
+        if self.cache.front().is_none_or(|e| e.start != from) {
+            return self.spool.read_from(from, max);
+        }
+        let mut entries = Vec::with_capacity(max.min(self.cache.len()));
+        let mut next = from;
+        while entries.len() < max && self.cache.front().is_some_and(|e| e.start == next) {
+            let Some(entry) = self.cache.pop_front() else { break };
+            next = entry.end;
+            entries.push(entry);
+        }
+        Ok(entries)
+    }
+
+    fn send_more(&mut self) {
+        if self.retry_at.is_some() {
+            return;
+        }
+        let room = MAX_IN_FLIGHT.saturating_sub(self.outstanding.len());
         if room == 0 {
             return;
         }
-        let entries = match self.spool.read_from(*send_from, room) {
+        let entries = match self.next_records(self.send_from, room) {
             Ok(entries) => entries,
             Err(e) => {
                 tracing::error!(error = %e, "spool: read failed");
@@ -283,62 +447,47 @@ impl Task {
         for entry in entries {
             let Some((key, value)) = split_record(&entry.payload) else {
                 tracing::error!(position = ?entry.start, "spool: record without a key; skipped");
-                *send_from = entry.end;
+                self.send_from = entry.end;
                 continue;
             };
-            let record = FutureRecord::to(&self.topic).key(key).payload(value);
-            let future: DeliveryFuture = match self.producer.send_result(record) {
-                Ok(future) => future,
-                Err(_queue_full) => break,
-            };
-            let (start, end) = (entry.start, entry.end);
-            outstanding.insert(start, (end, false));
-            in_flight.push(Box::pin(async move { (start, end, matches!(future.await, Ok(Ok(_)))) }));
-            *send_from = end;
+            let opaque = Box::new((self.epoch, entry.start, entry.end));
+            let record = BaseRecord::with_opaque_to(&self.topic, opaque).key(key).payload(value);
+            if self.producer.send(record).is_err() {
+                // The producer's queue is full: the rest goes at the next tick.
+                break;
+            }
+            self.outstanding.insert(entry.start, (entry.end, false));
+            self.send_from = entry.end;
         }
     }
 
-    async fn drain(
-        mut self,
-        mut rx: mpsc::UnboundedReceiver<UsageEvent>,
-        outstanding: &mut std::collections::BTreeMap<Position, (Position, bool)>,
-        mut in_flight: FuturesUnordered<Delivery>,
-    ) {
-        rx.close();
-        while let Some(event) = rx.recv().await {
-            self.append(event);
-        }
+    fn drain(mut self) {
+        let events = {
+            let mut inbox = self.lock_inbox();
+            inbox.closed = true;
+            std::mem::take(&mut inbox.events)
+        };
+        self.append_all(events);
         if let Err(e) = self.spool.sync() {
             tracing::error!(error = %e, "spool: final sync failed");
         }
-        let deadline = tokio::time::sleep(Duration::from_secs(5));
-        tokio::pin!(deadline);
+        let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            tokio::select! {
-                next = in_flight.next() => {
-                    let Some((start, _, ok)) = next else { break };
-                    if ok && let Some(entry) = outstanding.get_mut(&start) {
-                        entry.1 = true;
-                    }
-                }
-                _ = &mut deadline => break,
-            }
-        }
-        let mut acked = None;
-        while let Some(entry) = outstanding.first_entry() {
-            if !entry.get().1 {
+            self.handle_reports();
+            self.send_more();
+            if self.outstanding.is_empty() && self.send_from >= self.spool.end() || Instant::now() >= deadline
+            {
                 break;
             }
-            acked = Some(entry.remove().0);
-        }
-        if let Some(acked) = acked {
-            let _ = self.spool.ack(acked);
+            self.producer.poll(TICK);
         }
         let _ = self.producer.flush(Duration::from_secs(1));
+        self.serve_producer();
+        self.handle_reports();
         match self.spool.persist_cursor() {
             Ok(()) => tracing::info!(
                 pending_bytes = self.spool.pending_bytes(),
-                "usage emitter stopped; the rest is sent at next start"
+                "usage emitter stopped; the rest is sent at the next start"
             ),
             Err(e) => tracing::error!(error = %e, "spool: persisting the cursor at shutdown failed"),
         }

@@ -110,7 +110,7 @@ pub async fn run(
     let served = serve(gateway, listener, shutdown.clone()).await;
     tables.cancel();
     emitter_stop.cancel();
-    let _ = emitter_task.await;
+    emitter_task.join().await;
     for task in [keys_task, decisions_task] {
         if let Ok(Err(e)) = task.await {
             tracing::warn!(error = %e, "table follower ended with an error");

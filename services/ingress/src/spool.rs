@@ -133,8 +133,8 @@ impl Spool {
         })
     }
 
-    /// Append one record; returns where it starts. Buffered until [`Spool::flush`].
-    pub fn append(&mut self, payload: &[u8]) -> io::Result<Position> {
+    /// Append one record; returns where it starts and ends. Buffered until [`Spool::flush`].
+    pub fn append(&mut self, payload: &[u8]) -> io::Result<(Position, Position)> {
         if payload.len() > MAX_RECORD {
             return Err(invalid(format!("spool record of {} bytes exceeds {MAX_RECORD}", payload.len())));
         }
@@ -147,7 +147,7 @@ impl Spool {
         self.writer.write_all(&crc32fast::hash(payload).to_le_bytes())?;
         self.writer.write_all(payload)?;
         segment.len += HEADER + payload.len() as u64;
-        Ok(start)
+        Ok((start, Position { segment: segment.id, offset: segment.len }))
     }
 
     fn rotate(&mut self) -> io::Result<()> {
@@ -225,6 +225,11 @@ impl Spool {
 
     pub fn acked(&self) -> Position {
         self.acked
+    }
+
+    /// Where the next record will start (in the last segment).
+    pub fn end(&self) -> Position {
+        self.segments.back().map_or(Position::default(), |s| Position { segment: s.id, offset: s.len })
     }
 
     /// Bytes not yet acknowledged by the broker.
