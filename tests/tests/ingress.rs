@@ -14,7 +14,7 @@ use faregate_core::event::{
 };
 use faregate_core::money::Usd;
 use faregate_fake_upstream::{FakeConfig, FakeUpstream, Script};
-use faregate_ingress::config::{IngressConfig, Provider, UpstreamConfig};
+use faregate_ingress::config::{AuthMode, IngressConfig, Provider, UpstreamConfig};
 use faregate_ingress::decisions::DecisionCache;
 use faregate_ingress::emitter::MemorySink;
 use faregate_ingress::keys::{KeyStore, display_prefix, hash_secret};
@@ -575,4 +575,75 @@ async fn a_blocked_sdk_raises_after_one_attempt_with_the_budget_message() {
     let events = rig.sink.events();
     assert_eq!(events.len(), 2, "{events:#?}");
     assert!(events.iter().all(|e| e.outcome == Outcome::Blocked));
+}
+
+#[tokio::test]
+async fn passthrough_forwards_the_clients_own_key_and_attributes_by_its_hash() {
+    let rig = rig_with(|c| {
+        c.auth = AuthMode::Passthrough;
+        c.passthrough_org = "acme-pt".into();
+        for upstream in &mut c.upstreams {
+            upstream.api_key = Secret::new("");
+        }
+    })
+    .await;
+    let own = |key: &str, user: &str| {
+        rig.client
+            .post(format!("{}/v1/messages", rig.url))
+            .header("x-api-key", key)
+            .header("anthropic-version", "2023-06-01")
+            .header("x-faregate-user", user)
+            .header("x-faregate-team", "web")
+            .header("x-fake-usage", "input=10,output=5")
+            .json(&messages(false))
+    };
+    for (key, user) in [("sk-ant-own-bob", "bob"), ("sk-ant-own-bob", "bob"), ("sk-ant-own-eve", "eve")] {
+        assert_eq!(own(key, user).send().await.unwrap().status(), 200);
+    }
+    let response = rig
+        .client
+        .post(format!("{}/v1/chat/completions", rig.url))
+        .bearer_auth("sk-openai-own-carol")
+        .header("x-fake-usage", "input=3,output=2")
+        .json(&json!({"model": "gpt-5", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let refused = rig
+        .client
+        .post(format!("{}/v1/messages", rig.url))
+        .header("anthropic-version", "2023-06-01")
+        .json(&messages(false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401, "no key at all is refused in passthrough mode too");
+
+    let events = tokio::time::timeout(Duration::from_secs(10), rig.sink.wait_for(4)).await.unwrap();
+    assert_eq!(events.len(), 4, "{events:#?}");
+    let key_ids: Vec<&str> = events.iter().map(|e| e.key_id.as_deref().unwrap()).collect();
+    assert_eq!(key_ids[0], key_ids[1], "the same client key is the same identity");
+    assert_ne!(key_ids[0], key_ids[2], "another client key is another identity");
+    assert_eq!(key_ids[0], format!("pt-{}", &hash_secret("sk-ant-own-bob")[..16]));
+    assert_eq!(
+        (events[0].org.as_str(), events[0].team.as_deref(), events[0].user.as_deref()),
+        ("acme-pt", Some("web"), Some("bob"))
+    );
+    assert_eq!(events[2].user.as_deref(), Some("eve"));
+    assert_eq!(events[3].tokens, tokens(3, 2, 0, 0, 0, 0));
+    for event in &events {
+        let text = format!("{event:?}");
+        assert!(
+            !text.contains("sk-ant-own") && !text.contains("sk-openai-own"),
+            "a client key in an event: {text}"
+        );
+    }
+
+    let upstream = rig.fake.requests();
+    assert_eq!(upstream.len(), 4, "the refused request never left");
+    assert_eq!(upstream[0].header("x-api-key"), Some("sk-ant-own-bob"), "the client's own key is forwarded");
+    assert_eq!(upstream[2].header("x-api-key"), Some("sk-ant-own-eve"));
+    assert_eq!(upstream[3].header("authorization"), Some("Bearer sk-openai-own-carol"));
+    assert_eq!(upstream[0].header("x-faregate-user"), None, "attribution headers stay here");
 }
