@@ -28,6 +28,7 @@
 // computed here.
 #![allow(clippy::float_arithmetic)]
 
+use axum::serve::ListenerExt as _;
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -238,6 +239,9 @@ async fn plain_proxy(upstream: String) {
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     println!("http://{}", listener.local_addr().unwrap());
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app).await.unwrap();
 }
 

@@ -17,6 +17,7 @@ mod responses;
 mod sse;
 mod usage;
 
+use axum::serve::ListenerExt as _;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -155,6 +156,9 @@ async fn serve(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let router = Router::new().fallback(handle).with_state(shared);
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).await
 }
 

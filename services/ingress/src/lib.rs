@@ -25,6 +25,7 @@ pub mod sse;
 pub mod table;
 pub mod usage;
 
+use axum::serve::ListenerExt as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -126,6 +127,12 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), IngressError> {
+    // Responses (and every SSE event) go out as soon as they are written: no Nagle delay.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY on a client connection");
+        }
+    });
     axum::serve(listener, gateway.router())
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
