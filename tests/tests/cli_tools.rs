@@ -88,17 +88,17 @@ impl Stack {
             models: vec![],
         };
         let ingress = IngressConfig {
-            listen: format!("127.0.0.1:{}", free_port()),
             upstreams: vec![upstream("anthropic", Provider::Anthropic), upstream("openai", Provider::Openai)],
             spool_dir: spool.path().to_path_buf(),
             ..IngressConfig::default()
         };
-        let url = format!("http://{}", ingress.listen);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
         let ready = Arc::new(AtomicBool::new(false));
         let stop = CancellationToken::new();
         let handle = tokio::spawn({
             let (ready, stop, kafka) = (ready.clone(), stop.clone(), kafka.clone());
-            async move { faregate_ingress::run(ingress, kafka, ready, stop).await.unwrap() }
+            async move { faregate_ingress::run_on(listener, ingress, kafka, ready, stop).await.unwrap() }
         });
         tokio::task::spawn_blocking(move || {
             wait_for("the ingress to read keys and decisions", Duration::from_secs(60), || {
@@ -270,10 +270,6 @@ async fn relay(client: tokio::net::TcpStream, target: String, lines: Arc<Mutex<V
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn key_record() -> ConfigRecord {

@@ -50,7 +50,6 @@ fn key(id: &str, secret: &str, user: &str) -> ConfigRecord {
 
 fn ingress_config(fake: &FakeUpstream, spool: &std::path::Path) -> IngressConfig {
     IngressConfig {
-        listen: format!("127.0.0.1:{}", free_port()),
         upstreams: vec![UpstreamConfig {
             name: "fake".into(),
             provider: Provider::Anthropic,
@@ -61,10 +60,6 @@ fn ingress_config(fake: &FakeUpstream, spool: &std::path::Path) -> IngressConfig
         spool_dir: spool.to_path_buf(),
         ..IngressConfig::default()
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 async fn seed(kafka: &KafkaConfig, block_bob: bool) {
@@ -104,12 +99,13 @@ struct Running {
 }
 
 async fn start(config: IngressConfig, kafka: KafkaConfig) -> Running {
-    let url = format!("http://{}", config.listen);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
     let ready = Arc::new(AtomicBool::new(false));
     let stop = CancellationToken::new();
     let handle = tokio::spawn({
         let (ready, stop) = (ready.clone(), stop.clone());
-        async move { faregate_ingress::run(config, kafka, ready, stop).await.unwrap() }
+        async move { faregate_ingress::run_on(listener, config, kafka, ready, stop).await.unwrap() }
     });
     let flag = ready.clone();
     tokio::task::spawn_blocking(move || {

@@ -53,8 +53,8 @@ pub enum IngressError {
     Serve(std::io::Error),
 }
 
-/// Run the ingress until `shutdown` is cancelled; `ready` turns true once virtual keys and
-/// decisions have been read to the end.
+/// Run the ingress on `config.listen` until `shutdown` is cancelled; `ready` turns true once
+/// virtual keys and decisions have been read to the end.
 pub async fn run(
     config: IngressConfig,
     kafka: KafkaConfig,
@@ -64,6 +64,18 @@ pub async fn run(
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .map_err(|source| IngressError::Listen { addr: config.listen.clone(), source })?;
+    run_on(listener, config, kafka, ready, shutdown).await
+}
+
+/// [`run`] on a listener the caller bound (port 0 in tests, so no other process can take the
+/// port between choosing and binding it); `config.listen` is not used.
+pub async fn run_on(
+    listener: tokio::net::TcpListener,
+    config: IngressConfig,
+    kafka: KafkaConfig,
+    ready: Arc<AtomicBool>,
+    shutdown: CancellationToken,
+) -> Result<(), IngressError> {
     let addr = listener
         .local_addr()
         .map_err(|source| IngressError::Listen { addr: config.listen.clone(), source })?;
