@@ -22,7 +22,8 @@
 //! it is looked for beside this one, or at FAREGATE_BIN. Settings: FAREGATE_INGRESS_RATE
 //! (requests/s, default 2000), FAREGATE_INGRESS_SECONDS (seconds per series, default 10),
 //! FAREGATE_INGRESS_ROUNDS (rounds each series is split into, default 10),
-//! FAREGATE_INGRESS_EXTRA_TOML (appended to the ingress's configuration file).
+//! FAREGATE_INGRESS_EXTRA_TOML (appended to the ingress's configuration file),
+//! FAREGATE_INGRESS_SERVER_THREADS (runtime threads of each server process, default 1).
 
 // Latencies, rates, ratios and megabytes are measurements printed for people; no money is
 // computed here.
@@ -149,8 +150,9 @@ fn faregate(bin: &Path, config: &Path, args: &[&str]) -> String {
 }
 
 /// Start a process that prints its URL as its first line of output.
-fn start_serving(name: &'static str, mut command: Command, log: &Path) -> (Process, String) {
+fn start_serving(name: &'static str, mut command: Command, log: &Path, threads: usize) -> (Process, String) {
     let mut child = command
+        .env("TOKIO_WORKER_THREADS", threads.to_string())
         .env("FAREGATE__TELEMETRY__LOG_FILTER", "warn")
         .env("FAREGATE__TELEMETRY__METRICS_LISTEN", format!("127.0.0.1:{}", free_port()))
         .stdout(Stdio::piped())
@@ -446,12 +448,19 @@ async fn main() {
     let dir = tempfile::tempdir().unwrap();
     let suffix = uuid::Uuid::now_v7().simple().to_string();
 
+    // The servers' runtime threads (TOKIO_WORKER_THREADS, the same for all three so the
+    // comparison stays fair): one each measured best on the 2-core machine that also runs the
+    // load generator and the broker (fewer cross-thread wake-ups per request).
+    let server_threads: usize = env_or("FAREGATE_INGRESS_SERVER_THREADS", 1);
+    println!("server runtime threads: {server_threads} each (FAREGATE_INGRESS_SERVER_THREADS)");
     let mut fake_command = Command::new(&bin);
     fake_command.args(["fake-upstream", "--listen", "127.0.0.1:0"]);
-    let (mut fake, fake_url) = start_serving("fake upstream", fake_command, &dir.path().join("fake.log"));
+    let (mut fake, fake_url) =
+        start_serving("fake upstream", fake_command, &dir.path().join("fake.log"), server_threads);
     let mut plain_command = Command::new(std::env::current_exe().unwrap());
     plain_command.args(["--plain-proxy", &fake_url]);
-    let (mut plain, plain_url) = start_serving("plain proxy", plain_command, &dir.path().join("plain.log"));
+    let (mut plain, plain_url) =
+        start_serving("plain proxy", plain_command, &dir.path().join("plain.log"), server_threads);
     let (listen, ops) = (free_port(), free_port());
     let spool = dir.path().join("spool");
     let config_path = dir.path().join("faregate.toml");
@@ -479,6 +488,7 @@ async fn main() {
             .arg("--config")
             .arg(&config_path)
             .arg("ingress")
+            .env("TOKIO_WORKER_THREADS", server_threads.to_string())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&ingress_log).unwrap())
             .spawn()
