@@ -52,6 +52,8 @@ pub struct Spool {
     segment_bytes: u64,
     max_bytes: u64,
     acked: Position,
+    /// The position last written to the cursor file.
+    persisted: Option<Position>,
 }
 
 fn segment_path(dir: &Path, id: u64) -> PathBuf {
@@ -130,6 +132,7 @@ impl Spool {
             segment_bytes: segment_bytes.max(HEADER + 1),
             max_bytes,
             acked,
+            persisted: None,
         })
     }
 
@@ -216,11 +219,17 @@ impl Spool {
         Ok(())
     }
 
-    /// Persist the acknowledged position (atomically, by rename).
-    pub fn persist_cursor(&self) -> io::Result<()> {
+    /// Persist the acknowledged position (atomically, by rename); nothing to do when it has not
+    /// moved since the last time.
+    pub fn persist_cursor(&mut self) -> io::Result<()> {
+        if self.persisted == Some(self.acked) {
+            return Ok(());
+        }
         let tmp = self.dir.join("cursor.tmp");
         fs::write(&tmp, format!("{} {}\n", self.acked.segment, self.acked.offset))?;
-        fs::rename(tmp, self.dir.join("cursor"))
+        fs::rename(tmp, self.dir.join("cursor"))?;
+        self.persisted = Some(self.acked);
+        Ok(())
     }
 
     pub fn acked(&self) -> Position {
