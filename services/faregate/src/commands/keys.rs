@@ -48,26 +48,24 @@ pub async fn keys(config: &AppConfig, command: KeysCommand) -> anyhow::Result<()
         }
         KeysCommand::List => {
             let keys = read_all(config).await?;
-            println!(
-                "{:<20} {:<10} {:<8} {:<12} {:<12} {:<12} models",
-                "KEY ID", "PREFIX", "STATUS", "ORG", "TEAM", "USER"
-            );
+            let mut table = comfy_table::Table::new();
+            table.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
+            table.set_header(["key id", "prefix", "status", "org", "team", "user", "models", "rpm", "tpm"]);
+            let limit = |l: Option<i64>| l.map_or_else(|| "-".to_string(), |l| l.to_string());
             for key in keys.values() {
-                println!(
-                    "{:<20} {:<10} {:<8} {:<12} {:<12} {:<12} {}",
-                    key.key_id,
-                    key.secret_prefix,
+                table.add_row([
+                    key.key_id.clone(),
+                    key.secret_prefix.clone(),
                     format!("{:?}", key.status).to_lowercase(),
-                    key.org,
-                    key.team.as_deref().unwrap_or("-"),
-                    key.user.as_deref().unwrap_or("-"),
-                    if key.allowed_models.is_empty() {
-                        "all".to_string()
-                    } else {
-                        key.allowed_models.join(",")
-                    }
-                );
+                    key.org.clone(),
+                    key.team.clone().unwrap_or_else(|| "-".into()),
+                    key.user.clone().unwrap_or_else(|| "-".into()),
+                    if key.allowed_models.is_empty() { "all".into() } else { key.allowed_models.join(",") },
+                    limit(key.rpm_limit.map(i64::from)),
+                    limit(key.tpm_limit),
+                ]);
             }
+            println!("{table}");
             Ok(())
         }
         KeysCommand::Revoke { id } => {
