@@ -11,7 +11,7 @@ use std::time::Duration;
 use faregate_core::avro::{AvroCodec, SchemaFamily};
 use faregate_core::clickhouse::ledger::{CostBreakdown, Pricing};
 use faregate_core::clickhouse::migrations;
-use faregate_core::event::{SpendAggregate, UsageEvent, arbitrary};
+use faregate_core::event::{BucketWidth, SpendAggregate, UsageEvent, arbitrary};
 use faregate_core::kafka::{RecordProducer, ensure_topics};
 use faregate_core::money::Usd;
 use faregate_processor::{ClickHouseLedger, Pipeline, Pricer, ProcessorConfig};
@@ -127,7 +127,12 @@ async fn the_ledger_equals_the_oracle_across_duplicates_and_a_full_replay() {
     assert_eq!(count, 60);
     assert_eq!(sum.parse::<Decimal>().unwrap(), oracle);
 
-    // Spend totals published to Kafka add up to the oracle too.
+    // Spend totals published to Kafka add up to the oracle too: the hourly ones over every
+    // event, the per-session minute ones over the events of a session.
+    let in_session = |e: &&UsageEvent| e.session_id.as_deref().is_some_and(|s| !s.is_empty());
+    let session_oracle: Decimal = events.iter().filter(in_session).map(|e| cost(e).total().0).sum();
+    let session_events = events.iter().filter(in_session).count() as i64;
+    assert!(session_events > 0 && session_events < 60, "the sample mixes sessions and none");
     let codec: AvroCodec<SpendAggregate> =
         AvroCodec::new(SchemaFamily::SpendAggregate, &kafka.topics.spend, kafka.schema_registry.registry())
             .await
@@ -136,8 +141,17 @@ async fn the_ledger_equals_the_oracle_across_duplicates_and_a_full_replay() {
     consumer.subscribe(&[&kafka.topics.spend]).unwrap();
     let mut latest: BTreeMap<String, SpendAggregate> = BTreeMap::new();
     loop {
-        let total: Decimal = latest.values().map(|a| a.cost_usd.0).sum();
-        if total == oracle && latest.values().map(|a| a.requests).sum::<i64>() == 60 {
+        let (sessions, hourly): (Vec<&SpendAggregate>, Vec<&SpendAggregate>) =
+            latest.values().partition(|a| a.bucket_width == BucketWidth::Minute);
+        let total: Decimal = hourly.iter().map(|a| a.cost_usd.0).sum();
+        let session_total: Decimal = sessions.iter().map(|a| a.cost_usd.0).sum();
+        if total == oracle
+            && hourly.iter().map(|a| a.requests).sum::<i64>() == 60
+            && session_total == session_oracle
+            && sessions.iter().map(|a| a.requests).sum::<i64>() == session_events
+        {
+            assert!(sessions.iter().all(|a| a.session_id.is_some() && a.model.is_none()));
+            assert!(hourly.iter().all(|a| a.session_id.is_none() && a.bucket_width == BucketWidth::Hour));
             break;
         }
         let message = tokio::time::timeout(Duration::from_secs(60), consumer.recv())
@@ -150,7 +164,8 @@ async fn the_ledger_equals_the_oracle_across_duplicates_and_a_full_replay() {
             latest.insert(key, aggregate);
         }
     }
-    let users: HashSet<Option<String>> = latest.values().map(|a| a.user.clone()).collect();
+    let users: HashSet<Option<String>> =
+        latest.values().filter(|a| a.session_id.is_none()).map(|a| a.user.clone()).collect();
     assert_eq!(users.len(), 3, "one subject per user");
 
     // A processor that lost every commit replays the whole topic: nothing is written twice.

@@ -1,12 +1,20 @@
-//! The budget engine at scale: memory for N subjects (default 1,000,000) and the latency of one
+//! The budget engine at scale, and the budget service on a real broker.
+//!
+//! `budget-load [SUBJECTS]`: memory for N subjects (default 1,000,000) and the latency of one
 //! spend aggregate to its decisions (p50 / p99 / max over 100,000 updates), each printed with a
 //! baseline measured in the same run and their ratio:
 //! - memory: the same records held in a `HashMap<String, SpendAggregate>` keyed by topic key
 //!   (what keeping the spend topic in memory naively costs);
 //! - latency: inserting the same record into that map.
 //!
-//! `cargo run --release -p faregate-benches --bin budget-load [-- SUBJECTS]`. Memory is resident
-//! set size from /proc/self/statm (Linux), so it includes allocator overhead.
+//! `budget-load kafka [SAMPLES]`: the time from producing a spend aggregate to its decision
+//! arriving on the decisions topic, through the running budget service on the broker in
+//! `FAREGATE_TEST_KAFKA_BROKERS` (default 500 samples, one in flight), against a baseline taken
+//! in the same run, interleaved sample by sample: producing a value of the same size to a plain
+//! topic and consuming it (one hop; the service path is two hops plus the engine).
+//!
+//! `cargo run --release -p faregate-benches --bin budget-load [-- SUBJECTS | kafka SAMPLES]`.
+//! Memory is resident set size from /proc/self/statm (Linux), so it includes allocator overhead.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -92,6 +100,13 @@ fn aggregate(i: usize, revision: i64, cents: i64) -> SpendAggregate {
     }
 }
 
+fn ratio(a: u128, b: u128) -> String {
+    match (a * 100).checked_div(b) {
+        Some(hundredths) => format!("{}.{:02}x", hundredths / 100, hundredths % 100),
+        None => "n/a".to_string(),
+    }
+}
+
 fn percentiles(mut ns: Vec<u128>) -> (u128, u128, u128) {
     ns.sort_unstable();
     let at = |q: usize| ns[(ns.len() * q / 1000).min(ns.len() - 1)];
@@ -99,7 +114,15 @@ fn percentiles(mut ns: Vec<u128>) -> (u128, u128, u128) {
 }
 
 fn main() {
-    let subjects: usize = std::env::args().nth(1).and_then(|n| n.parse().ok()).unwrap_or(1_000_000);
+    let mut args = std::env::args().skip(1);
+    let first = args.next();
+    if first.as_deref() == Some("kafka") {
+        let samples: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(500);
+        let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+        runtime.block_on(kafka::latency(samples));
+        return;
+    }
+    let subjects: usize = first.and_then(|n| n.parse().ok()).unwrap_or(1_000_000);
     let now = Utc.with_ymd_and_hms(2026, 11, 10, 12, 30, 0).unwrap();
 
     let before = rss_bytes();
@@ -139,10 +162,6 @@ fn main() {
     let (e50, e99, emax) = percentiles(engine_ns);
     let (m50, m99, mmax) = percentiles(map_ns);
     let (held, estimate) = engine.footprint();
-    let ratio = |a: u128, b: u128| match (a * 100).checked_div(b) {
-        Some(hundredths) => format!("{}.{:02}x", hundredths / 100, hundredths % 100),
-        None => "n/a".to_string(),
-    };
     println!("subjects: {held} (engine's own estimate {} bytes)", estimate);
     println!(
         "memory: engine {} MiB ({} B/subject) vs HashMap<String, SpendAggregate> {} MiB ({} B/subject): ratio {}",
@@ -158,4 +177,203 @@ fn main() {
     );
     println!("baseline HashMap insert: p50 {m50} ns, p99 {m99} ns, max {mmax} ns");
     println!("ratio engine/baseline: p50 {}, p99 {}", ratio(e50, m50), ratio(e99, m99));
+}
+
+/// Aggregate -> decision through Kafka, against a same-size produce -> consume round trip.
+mod kafka {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
+
+    use chrono::{DurationRound, TimeDelta, Utc};
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::message::Message;
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    use rdkafka::{Offset, TopicPartitionList};
+    use rust_decimal::Decimal;
+    use tokio_util::sync::CancellationToken;
+
+    use faregate_budget::{BudgetConfig, ManualClock};
+    use faregate_core::avro::{AvroCodec, SchemaFamily};
+    use faregate_core::event::{
+        BucketWidth, Budget, BudgetAction, BudgetScope, BudgetWindow, ConfigEntity, ConfigRecord, Decision,
+        DecisionState, SpendAggregate, WindowPeriod,
+    };
+    use faregate_core::kafka::{KafkaConfig, RecordProducer, TopicSpec, ensure_topics};
+    use faregate_core::money::Usd;
+
+    use super::{percentiles, ratio};
+
+    const WARMUP: usize = 20;
+
+    fn consumer_at_start(kafka: &KafkaConfig, topic: &str) -> StreamConsumer {
+        let group = format!("bench-{}", uuid::Uuid::now_v7().simple());
+        let consumer: StreamConsumer = kafka.consumer_config("bench", &group).create().expect("a consumer");
+        let mut assignment = TopicPartitionList::new();
+        assignment.add_partition_offset(topic, 0, Offset::Beginning).expect("partition 0");
+        consumer.assign(&assignment).expect("assigned");
+        consumer
+    }
+
+    pub async fn latency(samples: usize) {
+        let brokers = std::env::var("FAREGATE_TEST_KAFKA_BROKERS")
+            .expect("FAREGATE_TEST_KAFKA_BROKERS names the broker (source /work/stack/test.env)");
+        let suffix = uuid::Uuid::now_v7().simple().to_string();
+        let mut kafka = KafkaConfig { brokers, ..KafkaConfig::default() };
+        // The longest a fetch waits for data, for every consumer here (the service's and the
+        // bench's alike): tansu answers a fetch only when it times out or data is already there.
+        let fetch_wait = std::env::var("FAREGATE_BENCH_FETCH_WAIT_MS").unwrap_or_else(|_| "10".into());
+        kafka.properties.insert("fetch.wait.max.ms".into(), fetch_wait.clone());
+        let t = &mut kafka.topics;
+        for (name, topic) in [
+            ("usage", &mut t.usage),
+            ("spend", &mut t.spend),
+            ("decisions", &mut t.decisions),
+            ("config", &mut t.config),
+            ("dlq", &mut t.dlq),
+            ("alerts", &mut t.alerts),
+        ] {
+            *topic = format!("bench-{name}-{suffix}");
+        }
+        t.partitions = 1;
+        let echo = format!("bench-echo-{suffix}");
+        let mut specs = kafka.topic_specs();
+        specs.push(TopicSpec { name: echo.clone(), compacted: false, ..specs[0].clone() });
+        ensure_topics(&kafka, &specs).await.expect("topics");
+        let t = kafka.topics.clone();
+
+        let budget = Budget {
+            id: "bench".into(),
+            name: "bench".into(),
+            scope: BudgetScope { org: "bench".into(), ..BudgetScope::default() },
+            window: BudgetWindow {
+                period: WindowPeriod::Day,
+                days: None,
+                rolling: false,
+                time_zone: "UTC".into(),
+            },
+            limit_usd: Usd(Decimal::from(10)),
+            action: BudgetAction::Block,
+            downgrade_to: None,
+            thresholds_pct: vec![100],
+            owner: None,
+            notify: vec![],
+        };
+        let record =
+            ConfigRecord { updated_at: Utc::now(), updated_by: None, entity: ConfigEntity::Budget(budget) };
+        let config: RecordProducer<ConfigRecord> =
+            RecordProducer::new(&kafka, "bench", SchemaFamily::ConfigRecord, &t.config)
+                .await
+                .expect("producer");
+        config.send(&record.topic_key(), &record).await.expect("budget written");
+
+        let now = Utc::now();
+        let hour = now.duration_trunc(TimeDelta::hours(1)).expect("an hour");
+        let ready = Arc::new(AtomicBool::new(false));
+        let stop = CancellationToken::new();
+        let service = tokio::spawn(faregate_budget::run_with_clock(
+            BudgetConfig { group_id: format!("bench-budget-{suffix}"), ..BudgetConfig::default() },
+            kafka.clone(),
+            Arc::new(ManualClock::new(now)),
+            ready.clone(),
+            stop.clone(),
+        ));
+        while !ready.load(Ordering::Acquire) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+
+        let spend: RecordProducer<SpendAggregate> =
+            RecordProducer::new(&kafka, "bench", SchemaFamily::SpendAggregate, &t.spend)
+                .await
+                .expect("producer");
+        let decisions = consumer_at_start(&kafka, &t.decisions);
+        let decision_codec: AvroCodec<Decision> =
+            AvroCodec::new(SchemaFamily::Decision, &t.decisions, kafka.schema_registry.registry())
+                .await
+                .expect("codec");
+        let plain: FutureProducer = kafka.producer_config("bench-echo").create().expect("producer");
+        let echoes = consumer_at_start(&kafka, &echo);
+        let spend_codec = spend.codec();
+
+        let mut service_ns = Vec::with_capacity(samples);
+        let mut baseline_ns = Vec::with_capacity(samples);
+        let mut payload_bytes = 0;
+        for i in 0..samples + WARMUP {
+            // Alternating over and under the $10 limit: every aggregate flips the decision.
+            let over = i % 2 == 0;
+            let aggregate = SpendAggregate {
+                subject: "org=bench/user=u".into(),
+                org: "bench".into(),
+                team: None,
+                user: Some("u".into()),
+                key_id: None,
+                project: None,
+                model: Some("claude-sonnet-4-5".into()),
+                tool: Some("claude-code".into()),
+                session_id: None,
+                bucket_start: hour,
+                bucket_width: BucketWidth::Hour,
+                cost_usd: Usd(Decimal::from(if over { 12 } else { 5 })),
+                requests: 1 + i as i64,
+                unpriced_requests: 0,
+                tokens_total: 1000,
+                revision: 1 + i as i64,
+                computed_at: hour,
+            };
+            let expected = if over { DecisionState::Block } else { DecisionState::Allow };
+            let bytes = spend_codec.encode(&aggregate).expect("encoded");
+            payload_bytes = bytes.len();
+
+            let start = Instant::now();
+            plain
+                .send(FutureRecord::to(&echo).key("echo").payload(&bytes), Duration::from_secs(10))
+                .await
+                .map_err(|(e, _)| e)
+                .expect("echo produced");
+            let echoed = echoes.recv().await.expect("echo consumed");
+            assert_eq!(echoed.payload().map(<[u8]>::len), Some(bytes.len()));
+            let baseline = start.elapsed();
+
+            let start = Instant::now();
+            spend.send("org=bench/user=u@bench", &aggregate).await.expect("aggregate produced");
+            let decision = loop {
+                let message = decisions.recv().await.expect("a decision");
+                let decision =
+                    decision_codec.decode(message.payload().expect("a value")).await.expect("decoded");
+                if decision.subject == "org=bench" {
+                    break decision;
+                }
+            };
+            let through = start.elapsed();
+            assert_eq!(decision.state, expected, "sample {i}");
+            if i >= WARMUP {
+                baseline_ns.push(baseline.as_nanos());
+                service_ns.push(through.as_nanos());
+            }
+        }
+        stop.cancel();
+        let _ = service.await;
+
+        let ms = |ns: u128| format!("{}.{} ms", ns / 1_000_000, (ns / 100_000) % 10);
+        let (s50, s99, smax) = percentiles(service_ns);
+        let (b50, b99, bmax) = percentiles(baseline_ns);
+        println!(
+            "{samples} samples, one in flight, {payload_bytes}-byte values, broker {}, fetch.wait.max.ms {fetch_wait}",
+            kafka.brokers
+        );
+        println!(
+            "aggregate -> decision on the decisions topic: p50 {}, p99 {}, max {}",
+            ms(s50),
+            ms(s99),
+            ms(smax)
+        );
+        println!(
+            "baseline produce -> consume of the same bytes: p50 {}, p99 {}, max {}",
+            ms(b50),
+            ms(b99),
+            ms(bmax)
+        );
+        println!("ratio service/baseline: p50 {}, p99 {}", ratio(s50, b50), ratio(s99, b99));
+        println!("target p99 <= 100 ms: {}", if s99 <= 100_000_000 { "met" } else { "NOT met" });
+    }
 }

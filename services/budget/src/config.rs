@@ -13,9 +13,15 @@ use crate::engine::anomaly::AnomalySettings;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BudgetConfig {
-    /// Consumer group id prefix of the service's readers (they never commit: state is rebuilt
-    /// from the compacted topics at every start).
+    /// Consumer group of the spend topic: the instances of one deployment share it and split
+    /// the orgs between them (by spend partition). Nothing is ever committed: state is rebuilt
+    /// from the compacted topics at every assignment. Also the label of the whole-topic readers.
     pub group_id: String,
+    /// Static group membership id (`group.instance.id`), unique per instance of the group, e.g.
+    /// the pod name of a StatefulSet. Empty uses `budget-<host name>`: a restart on the same
+    /// host rejoins as the same member and takes its partitions back at once. Set it when two
+    /// instances of one group share a host (two members with one id fence each other).
+    pub instance_id: String,
     /// Address of the admin HTTP API (`/v1/budgets`); port 0 picks a free port.
     pub admin_listen: String,
     /// Bearer token of the admin API. Empty turns the admin API off.
@@ -32,6 +38,7 @@ impl Default for BudgetConfig {
     fn default() -> Self {
         BudgetConfig {
             group_id: "faregate-budget".into(),
+            instance_id: String::new(),
             admin_listen: "127.0.0.1:9410".into(),
             admin_token: Secret::default(),
             tick_ms: 1000,

@@ -42,6 +42,8 @@ pub enum BudgetError {
     Avro(#[from] AvroError),
     #[error(transparent)]
     Produce(#[from] ProduceError),
+    #[error("dead-letter topic: {0}")]
+    DeadLetter(#[from] rdkafka::error::KafkaError),
     #[error("admin API on {addr}: {source}")]
     Admin { addr: String, source: std::io::Error },
     #[error("stopped")]
@@ -52,7 +54,7 @@ impl FaregateError for BudgetError {
     fn class(&self) -> ErrorClass {
         match self {
             BudgetError::Config(_) | BudgetError::Admin { .. } => ErrorClass::User,
-            BudgetError::Kafka(_) => ErrorClass::External,
+            BudgetError::Kafka(_) | BudgetError::DeadLetter(_) => ErrorClass::External,
             BudgetError::Avro(e) => e.class(),
             BudgetError::Produce(e) => e.class(),
             BudgetError::Stopped => ErrorClass::Internal,

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::aggregate::{BucketKey, BucketTotals, Subject, hour_of};
+use crate::session::{self, SessionKey, SessionRow, SessionTotals, minute_of};
 use faregate_core::clickhouse::LedgerRow;
 use faregate_core::clickhouse::ledger::PricingStatus;
 use faregate_core::error::{ErrorClass, FaregateError};
@@ -73,6 +74,10 @@ pub trait Ledger: Send + Sync {
     async fn totals(&self, keys: &[BucketKey]) -> Result<Vec<BucketTotals>, LedgerError>;
     /// The totals of every (subject, hour) from `since` on.
     async fn totals_since(&self, since: DateTime<Utc>) -> Result<Vec<BucketTotals>, LedgerError>;
+    /// The session totals of `keys` (a key with no rows is absent from the answer).
+    async fn session_totals(&self, keys: &[SessionKey]) -> Result<Vec<SessionTotals>, LedgerError>;
+    /// The totals of every (org, session, minute) from `since` on.
+    async fn session_totals_since(&self, since: DateTime<Utc>) -> Result<Vec<SessionTotals>, LedgerError>;
 }
 
 /// A ClickHouse string literal.
@@ -243,6 +248,38 @@ impl Ledger for ClickHouseLedger {
         let rows: Vec<TotalsRow> = self.client.query(&sql).fetch_all().await?;
         rows.into_iter().map(TotalsRow::into_totals).collect()
     }
+
+    async fn session_totals(&self, keys: &[SessionKey]) -> Result<Vec<SessionTotals>, LedgerError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let from = keys.iter().map(|k| k.minute).min().unwrap_or_default();
+        let to = keys.iter().map(|k| k.minute).max().unwrap_or_default() + TimeDelta::minutes(1);
+        let filter = format!(
+            "org IN ({}) AND session_id IN ({}) AND occurred_at >= {} AND occurred_at < {}",
+            quoted_list(keys.iter().map(|k| k.org.as_str())),
+            quoted_list(keys.iter().map(|k| k.session_id.as_str())),
+            datetime_literal(from),
+            datetime_literal(to),
+        );
+        let wanted: HashSet<&SessionKey> = keys.iter().collect();
+        let rows: Vec<SessionRow> =
+            self.client.query(&session::sql(&filter).replace('?', "??")).fetch_all().await?;
+        let mut totals = Vec::with_capacity(keys.len());
+        for row in rows {
+            let total = row.into_totals()?;
+            if wanted.contains(&total.key) {
+                totals.push(total);
+            }
+        }
+        Ok(totals)
+    }
+
+    async fn session_totals_since(&self, since: DateTime<Utc>) -> Result<Vec<SessionTotals>, LedgerError> {
+        let filter = format!("occurred_at >= {}", datetime_literal(minute_of(since)));
+        let rows: Vec<SessionRow> = self.client.query(&session::sql(&filter)).fetch_all().await?;
+        rows.into_iter().map(SessionRow::into_totals).collect()
+    }
 }
 
 /// An in-memory ledger for tests; `set_available(false)` makes every call fail like an outage,
@@ -333,6 +370,18 @@ impl Ledger for MemoryLedger {
         self.check()?;
         let since = hour_of(since);
         Ok(self.totals_where(|k| k.hour >= since))
+    }
+
+    async fn session_totals(&self, keys: &[SessionKey]) -> Result<Vec<SessionTotals>, LedgerError> {
+        self.check()?;
+        let wanted: HashSet<&SessionKey> = keys.iter().collect();
+        Ok(session::fold(&self.rows.lock().unwrap(), |k| wanted.contains(k)))
+    }
+
+    async fn session_totals_since(&self, since: DateTime<Utc>) -> Result<Vec<SessionTotals>, LedgerError> {
+        self.check()?;
+        let since = minute_of(since);
+        Ok(session::fold(&self.rows.lock().unwrap(), |k| k.minute >= since))
     }
 }
 

@@ -8,6 +8,7 @@ pub mod dlq;
 pub mod ledger;
 pub mod pipeline;
 pub mod reprice;
+pub mod session;
 pub mod validate;
 
 use std::sync::Arc;

@@ -10,7 +10,10 @@
 //!   the highest stored offset then hides lower offsets that were never written.);
 //! - an event that arrives twice at different offsets (re-sent after a lost acknowledgement) is
 //!   caught by the same event-id check, and within one batch by de-duplicating on the id;
-//! - spend totals are absolute and re-read from the ledger, so republishing them is harmless;
+//! - spend totals (per subject and hour, and per session and minute) are absolute and re-read
+//!   from the ledger, so republishing them is harmless; each goes to the spend-topic partition
+//!   of its org ([`faregate_core::kafka::partition_for`]), so one budget instance sees all of an
+//!   org's spend;
 //! - on a partition revocation the batch's rows of that partition are dropped unwritten: the
 //!   next owner reads them again from the last commit.
 //!
@@ -35,13 +38,14 @@ use crate::aggregate::BucketKey;
 use crate::config::ProcessorConfig;
 use crate::dlq::{DeadLetters, Stage};
 use crate::ledger::Ledger;
+use crate::session::{SESSION_REBUILD, SessionKey};
 use crate::validate::validate;
 use crate::{Pricer, ProcessorError};
 use faregate_core::avro::{AvroCodec, SchemaFamily};
 use faregate_core::clickhouse::LedgerRow;
 use faregate_core::clickhouse::ledger::{KafkaPosition, PricingStatus};
 use faregate_core::event::{SpendAggregate, UsageEvent};
-use faregate_core::kafka::{KafkaConfig, RecordProducer};
+use faregate_core::kafka::{KafkaConfig, RecordProducer, partition_for};
 
 /// Whether a failed step may succeed if tried again. A step that cannot stops the processor
 /// with the reason instead of retrying forever.
@@ -138,6 +142,8 @@ struct Running {
     consumer: StreamConsumer<RebalanceContext>,
     codec: AvroCodec<UsageEvent>,
     spend: RecordProducer<SpendAggregate>,
+    /// The spend topic's partition count, read at start (see `publish_totals`).
+    spend_partitions: i32,
     dlq: DeadLetters,
 }
 
@@ -177,9 +183,17 @@ impl Pipeline {
             &self.kafka.topics.spend,
         )
         .await?;
-        let dlq = DeadLetters::new(&self.kafka)
+        let dlq = DeadLetters::new(&self.kafka, "processor")
             .map_err(|source| ProcessorError::Kafka { what: "creating the dead-letter producer", source })?;
-        let running = Running { consumer, codec, spend, dlq };
+        let Some(spend_partitions) =
+            self.retry("reading the spend topic's partitions", &shutdown, || spend.partition_count()).await
+        else {
+            return match self.fatal.lock().unwrap().take() {
+                Some(reason) => Err(ProcessorError::Fatal(reason)),
+                None => Ok(()),
+            };
+        };
+        let running = Running { consumer, codec, spend, spend_partitions, dlq };
 
         self.rebuild_totals(&running, &shutdown).await;
         tracing::info!(topic = %topic, group = %self.config.group_id, "processor consuming");
@@ -319,7 +333,9 @@ impl Pipeline {
             metrics::counter!("faregate_processor_events_written_total").increment(fresh.len() as u64);
             let keys: Vec<BucketKey> =
                 fresh.iter().map(BucketKey::of).collect::<BTreeSet<_>>().into_iter().collect();
-            if !self.publish_totals(running, &keys, shutdown).await {
+            let sessions: Vec<SessionKey> =
+                fresh.iter().filter_map(SessionKey::of).collect::<BTreeSet<_>>().into_iter().collect();
+            if !self.publish_totals(running, &keys, &sessions, shutdown).await {
                 return;
             }
         }
@@ -333,40 +349,77 @@ impl Pipeline {
         }
     }
 
-    /// Publish the ledger's totals of `keys`; false if shutdown interrupted it.
+    /// Publish the ledger's totals of `keys` and `sessions`, each to the partition of its org;
+    /// false if shutdown interrupted it. A revision is the time taken just before the read that
+    /// produced it (see [`crate::session`]).
     async fn publish_totals(
         &self,
         running: &Running,
         keys: &[BucketKey],
+        sessions: &[SessionKey],
         shutdown: &CancellationToken,
     ) -> bool {
         let ledger = self.ledger.clone();
-        let Some(totals) = self.retry("reading spend totals", shutdown, || ledger.totals(keys)).await else {
+        let now = faregate_core::time::now_micros;
+        let read = || async { ledger.totals(keys).await.map(|t| (now(), t)) };
+        let Some((hourly_at, totals)) = self.retry("reading spend totals", shutdown, read).await else {
             return false;
         };
-        let computed_at = faregate_core::time::now_micros();
-        let records: Vec<(String, SpendAggregate)> =
-            totals.iter().map(|t| (t.key.topic_key(), t.to_aggregate(computed_at))).collect();
+        let read = || async {
+            let at = now();
+            match sessions.is_empty() {
+                true => Ok((at, Vec::new())),
+                false => ledger.session_totals(sessions).await.map(|t| (at, t)),
+            }
+        };
+        let Some((session_at, session_totals)) = self.retry("reading session totals", shutdown, read).await
+        else {
+            return false;
+        };
+        let n = running.spend_partitions;
+        let records: Vec<(i32, String, SpendAggregate)> = totals
+            .iter()
+            .map(|t| (partition_for(&t.key.subject.org, n), t.key.topic_key(), t.to_aggregate(hourly_at)))
+            .chain(
+                session_totals
+                    .iter()
+                    .map(|t| (partition_for(&t.key.org, n), t.key.topic_key(), t.to_aggregate(session_at))),
+            )
+            .collect();
         let spend = &running.spend;
         let publish = || async {
-            futures::future::try_join_all(records.iter().map(|(key, record)| spend.send(key, record))).await
+            futures::future::try_join_all(
+                records.iter().map(|(partition, key, record)| spend.send_to(*partition, key, record)),
+            )
+            .await
         };
         self.retry("publishing spend totals", shutdown, publish).await.is_some()
     }
 
-    /// Republish recent totals from the ledger, so the budget service starts from the truth.
+    /// Republish recent totals from the ledger (hourly ones of `rebuild_hours`, session ones of
+    /// [`SESSION_REBUILD`]), so the budget service starts from the truth.
     async fn rebuild_totals(&self, running: &Running, shutdown: &CancellationToken) {
-        let since = Utc::now() - chrono::TimeDelta::hours(i64::from(self.config.rebuild_hours));
+        let now = Utc::now();
+        let since = now - chrono::TimeDelta::hours(i64::from(self.config.rebuild_hours));
         let ledger = self.ledger.clone();
         let Some(totals) =
             self.retry("reading recent spend totals", shutdown, || ledger.totals_since(since)).await
         else {
             return;
         };
+        let session_since = now - SESSION_REBUILD;
+        let Some(session_totals) = self
+            .retry("reading recent session totals", shutdown, || ledger.session_totals_since(session_since))
+            .await
+        else {
+            return;
+        };
         let keys: Vec<BucketKey> = totals.into_iter().map(|t| t.key).collect();
-        if self.publish_totals(running, &keys, shutdown).await {
+        let sessions: Vec<SessionKey> = session_totals.into_iter().map(|t| t.key).collect();
+        if self.publish_totals(running, &keys, &sessions, shutdown).await {
             tracing::info!(
                 buckets = keys.len(),
+                session_minutes = sessions.len(),
                 hours = self.config.rebuild_hours,
                 "republished spend totals from the ledger"
             );

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use faregate_core::avro::SchemaFamily;
 use faregate_core::clickhouse::ledger::{CostBreakdown, Pricing};
-use faregate_core::event::{SpendAggregate, UsageEvent, arbitrary};
+use faregate_core::event::{BucketWidth, SpendAggregate, UsageEvent, arbitrary};
 use faregate_core::kafka::{KafkaConfig, RecordProducer};
 use faregate_core::money::Usd;
 use faregate_processor::dlq::header;
@@ -198,8 +198,9 @@ async fn every_event_is_written_once_and_bad_values_are_dead_lettered() {
     spend_consumer.subscribe(&[&setup.kafka.topics.spend]).unwrap();
     let mut latest: std::collections::BTreeMap<String, SpendAggregate> = Default::default();
     loop {
-        let total: rust_decimal::Decimal = latest.values().map(|a| a.cost_usd.0).sum();
-        let requests: i64 = latest.values().map(|a| a.requests).sum();
+        let hourly = || latest.values().filter(|a| a.bucket_width == BucketWidth::Hour);
+        let total: rust_decimal::Decimal = hourly().map(|a| a.cost_usd.0).sum();
+        let requests: i64 = hourly().map(|a| a.requests).sum();
         if total == expected && requests == 20 {
             break;
         }

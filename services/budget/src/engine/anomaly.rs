@@ -6,10 +6,14 @@
 //! replays do not inflate them. Each tripwire raises at most one alert per subject and period
 //! (day, hour or session); the caller deduplicates by alert key and period.
 //!
-//! Limits: the spend topic carries hourly totals, so the burn rate is per UTC clock hour, not a
-//! sliding 60 minutes. The runaway-session tripwire needs per-session minute aggregates
-//! (`session_id` set, `bucket_width = MINUTE`); the processor does not publish them yet, so
-//! today it stays silent and the per-key burn rate is the backstop.
+//! Runaway sessions read the processor's per-session aggregates: absolute totals per (org,
+//! session, UTC minute) with `session_id` set and `bucket_width = MINUTE`, carrying the session's
+//! team, user and key (see the processor's `session` module). A newer revision of a minute
+//! replaces the older one; the session's spend is the sum of its minutes within the last
+//! `session_minutes` (ending with the latest minute seen). Once per session.
+//!
+//! Limits: the spend topic carries hourly totals per subject, so the burn rate is per UTC clock
+//! hour, not a sliding 60 minutes.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -19,7 +23,7 @@ use rust_decimal::Decimal;
 use faregate_core::event::{AlertKind, SpendAggregate};
 use faregate_core::money::Usd;
 
-use super::store::{Change, KEY, MODEL, ORG, Sym, USER};
+use super::store::{Change, Dims, KEY, MODEL, ORG, Sym, USER};
 
 /// Tripwire settings (see `BudgetConfig::anomaly`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,7 +79,11 @@ pub struct Tripped {
 pub enum Who {
     Key(Sym),
     User(Sym),
-    Session(String),
+    /// A session, with the attribution its aggregates carry (org, team, user, key, ...).
+    Session {
+        id: String,
+        dims: Dims,
+    },
 }
 
 const HISTORY_DAYS: i32 = 7;
@@ -221,15 +229,17 @@ impl Anomalies {
         tripped
     }
 
-    /// Fold a per-session minute aggregate in; returns a runaway session, if it is one.
+    /// Fold a per-session minute aggregate (attributed to `dims`) in; returns a runaway session,
+    /// if it is one.
     pub fn observe_session(
         &mut self,
-        org: Sym,
+        dims: Dims,
         a: &SpendAggregate,
         settings: &AnomalySettings,
         check: bool,
     ) -> Option<Tripped> {
         let session = a.session_id.as_deref()?;
+        let org = dims[ORG];
         let minutes = self.sessions.entry((org, session.into())).or_default();
         let minute = a.bucket_start.timestamp().div_euclid(60);
         let held = minutes.entry(minute).or_insert((Decimal::ZERO, i64::MIN));
@@ -249,7 +259,7 @@ impl Anomalies {
         Some(Tripped {
             kind: AlertKind::RunawaySession,
             org,
-            who: Who::Session(session.to_string()),
+            who: Who::Session { id: session.to_string(), dims },
             model: None,
             // Once per session: the period is fixed.
             period_start: DateTime::<Utc>::UNIX_EPOCH,

@@ -265,6 +265,9 @@ impl Engine {
         let mut raised = Vec::new();
         for (id, state) in &self.budgets {
             let w = &state.window;
+            if !self.ownership.owns(&state.budget.scope.org) {
+                continue;
+            }
             if w.rolling || matches!(w.period, WindowPeriod::Hour | WindowPeriod::Day) {
                 continue;
             }
@@ -330,10 +333,13 @@ impl Engine {
     pub(crate) fn trip(&mut self, t: Tripped, now: DateTime<Utc>) {
         let i = &self.store.interner;
         let org = i.name(t.org).to_string();
+        if !self.ownership.owns(&org) {
+            return;
+        }
         let (dimension, value) = match &t.who {
             Who::Key(k) => ("key", i.name(*k).to_string()),
             Who::User(u) => ("user", i.name(*u).to_string()),
-            Who::Session(s) => ("session", s.clone()),
+            Who::Session { id, .. } => ("session", id.clone()),
         };
         let kind = match t.kind {
             AlertKind::SpendSpike => "spend_spike",
@@ -342,8 +348,23 @@ impl Engine {
             AlertKind::ModelMixDrift => "model_mix_drift",
             _ => "other",
         };
-        let subject = format!("org={org}/{dimension}={value}");
-        let alert_key = format!("anomaly/{kind}/{subject}");
+        let escape = |v: &str| v.replace('%', "%25").replace('/', "%2F").replace('=', "%3D");
+        // Keyed by org and session only, so an alert is once per session whatever it carries.
+        let alert_key = format!("anomaly/{kind}/org={}/{dimension}={}", escape(&org), escape(&value));
+        let subject = match &t.who {
+            Who::Session { dims, .. } => {
+                let name = |d: usize| Some(i.name(dims[d]).to_string()).filter(|v| !v.is_empty());
+                let scope = faregate_core::event::BudgetScope {
+                    org: org.clone(),
+                    team: name(1),
+                    user: name(super::store::USER),
+                    key_id: name(super::store::KEY),
+                    ..Default::default()
+                };
+                format!("{}/session={}", scope.key(), escape(&value))
+            }
+            _ => format!("org={org}/{dimension}={value}"),
+        };
         if self.alerted.get(&alert_key) == Some(&t.period_start) {
             return;
         }
@@ -357,7 +378,7 @@ impl Engine {
             .filter(|b| match &t.who {
                 Who::Key(k) => b.scope[3] == 0 || b.scope[3] == *k,
                 Who::User(u) => b.scope[2] == 0 || b.scope[2] == *u,
-                Who::Session(_) => true,
+                Who::Session { dims, .. } => b.matches(dims),
             })
             .filter(|b| b.budget.owner.is_some())
             .max_by_key(|b| b.scope.iter().filter(|d| **d != 0).count());
@@ -370,8 +391,8 @@ impl Engine {
             _ => "Model-mix drift",
         };
         let look = match (&t.who, &model) {
-            (Who::Session(s), _) => {
-                format!("Look at session {s}: it may be an agent in a loop; revoke its key if so.")
+            (Who::Session { id, .. }, _) => {
+                format!("Look at session {id}: it may be an agent in a loop; revoke its key if so.")
             }
             (_, Some(m)) => {
                 format!("Look at requests of {subject} to model {m}; a downgrade budget can cap it.")

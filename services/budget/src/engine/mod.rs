@@ -16,6 +16,10 @@
 //!   nothing already published.
 //! - Until [`Engine::set_warm`] (the service calls it once it has read every topic to its end)
 //!   nothing is emitted, so a partly replayed state never decides or alerts.
+//! - [`Ownership`]: an instance decides and alerts only for the orgs it owns (all of them, or
+//!   those whose spend partition its consumer group assigned it); budgets of other orgs are
+//!   held but never decided. [`Engine::without_spend`] drops every spend-derived state (for a
+//!   new assignment) and keeps the budgets.
 
 pub mod anomaly;
 mod evaluate;
@@ -29,7 +33,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use chrono::{DateTime, TimeDelta, Utc};
 use rust_decimal::Decimal;
 
-use faregate_core::event::{Alert, BucketWidth, Budget, Decision, SpendAggregate};
+use faregate_core::event::{Alert, BucketWidth, Budget, BudgetScope, Decision, SpendAggregate};
+use faregate_core::kafka::partition_for;
 
 use crate::window::{Span, Window};
 use anomaly::{Anomalies, AnomalySettings};
@@ -37,6 +42,25 @@ use store::{Dims, SpendStore, Sym, hour_index};
 
 /// Hour buckets older than this are forgotten (longer than any window: a quarter is at most 92 days).
 pub const RETENTION: TimeDelta = TimeDelta::days(93);
+
+/// Which orgs an instance decides for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Ownership {
+    /// Every org (a single instance, tests, benchmarks).
+    #[default]
+    All,
+    /// The orgs whose spend partition ([`partition_for`] over `count` partitions) is assigned.
+    Partitions { count: i32, assigned: BTreeSet<i32> },
+}
+
+impl Ownership {
+    pub fn owns(&self, org: &str) -> bool {
+        match self {
+            Ownership::All => true,
+            Ownership::Partitions { count, assigned } => assigned.contains(&partition_for(org, *count)),
+        }
+    }
+}
 
 /// What the engine wants published.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -83,6 +107,7 @@ pub struct Engine {
     dirty: HashSet<String>,
     pub(crate) pending_alerts: Vec<Alert>,
     anomalies: Anomalies,
+    pub(crate) ownership: Ownership,
     warm: bool,
     last_revision: i64,
     last_prune: i32,
@@ -103,6 +128,29 @@ impl Engine {
 
     pub fn is_warm(&self) -> bool {
         self.warm
+    }
+
+    /// Decide and alert only for the orgs `ownership` names from now on.
+    pub fn set_ownership(&mut self, ownership: Ownership) {
+        self.ownership = ownership;
+    }
+
+    pub fn ownership(&self) -> &Ownership {
+        &self.ownership
+    }
+
+    /// A cold engine with the same settings, budgets, ownership and revision clock, and no
+    /// spend, published decisions or alerts: what a new partition assignment rebuilds from.
+    pub fn without_spend(&self) -> Engine {
+        let mut fresh = Engine::new(self.settings.clone());
+        for state in self.budgets.values() {
+            // Every held budget passed validation once; it passes again.
+            let _ = fresh.set_budget(state.budget.clone());
+        }
+        fresh.ownership = self.ownership.clone();
+        fresh.last_revision = self.last_revision;
+        fresh.dirty.clear();
+        fresh
     }
 
     /// Add or replace a budget (already validated).
@@ -181,9 +229,15 @@ impl Engine {
         self.published.values()
     }
 
-    /// A decision read back from the decisions topic at start.
+    /// A decision read back from the decisions topic at start; one of an org this instance
+    /// does not own is not held.
     pub fn restore_decision(&mut self, decision: Decision) {
         self.last_revision = self.last_revision.max(decision.revision);
+        if self.ownership != Ownership::All
+            && !BudgetScope::parse_key(&decision.subject).is_ok_and(|s| self.ownership.owns(&s.org))
+        {
+            return;
+        }
         self.published.insert(decision.subject.clone(), decision);
     }
 
@@ -206,9 +260,9 @@ impl Engine {
     /// Take one spend aggregate.
     pub fn apply(&mut self, aggregate: &SpendAggregate) {
         if aggregate.session_id.is_some() || aggregate.bucket_width == BucketWidth::Minute {
-            let org = self.store.interner.intern(Some(&aggregate.org));
+            let dims = self.store.dims_of(aggregate);
             if aggregate.bucket_width == BucketWidth::Minute
-                && let Some(t) = self.anomalies.observe_session(org, aggregate, &self.settings, self.warm)
+                && let Some(t) = self.anomalies.observe_session(dims, aggregate, &self.settings, self.warm)
             {
                 self.trip(t, aggregate.computed_at);
             }
@@ -249,6 +303,11 @@ impl Engine {
         let mut out = Output::default();
         let dirty: Vec<String> = self.dirty.drain().collect();
         for scope in dirty {
+            if self.ownership != Ownership::All
+                && !BudgetScope::parse_key(&scope).is_ok_and(|s| self.ownership.owns(&s.org))
+            {
+                continue;
+            }
             if let Some(decision) = self.decide_scope(&scope, now) {
                 out.decisions.push(decision);
             }

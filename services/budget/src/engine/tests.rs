@@ -340,22 +340,74 @@ fn a_runaway_session_trips_from_minute_aggregates() {
         session_minutes: 10,
         ..AnomalySettings::default()
     };
-    let mut e = Engine::new(settings);
-    e.set_warm();
+    let mut org_budget = budget("org", scope("acme", None, None), WindowPeriod::Month, "1000");
+    org_budget.owner = Some("finance@acme.example".into());
+    let mut e = warm_engine(vec![
+        org_budget,
+        budget("ana", scope("acme", Some("infra"), Some("ana")), WindowPeriod::Day, "1000"),
+        budget("bo", scope("acme", Some("infra"), Some("bo")), WindowPeriod::Day, "1000"),
+    ]);
+    e.settings = settings;
     let mut alerts = Vec::new();
     for minute in 0..8 {
         let mut r = spend("infra", "ana", "m", at(10, 2, 0), "1", 1);
+        r.model = None;
         r.session_id = Some("s-1".into());
         r.bucket_width = BucketWidth::Minute;
         r.bucket_start = at(10, 2, minute);
         e.apply(&r);
+        // A republished minute (same revision) changes nothing.
+        e.apply(&r);
         alerts.extend(e.evaluate(at(10, 2, minute)).alerts);
     }
-    assert_eq!(alerts.len(), 1);
-    assert_eq!(alerts[0].kind, AlertKind::RunawaySession);
-    assert_eq!(alerts[0].subject, "org=acme/session=s-1");
+    // $1 a minute: over $5 at the sixth minute, and only once for the session.
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    let alert = &alerts[0];
+    assert_eq!(alert.kind, AlertKind::RunawaySession);
+    assert_eq!(alert.subject, "org=acme/team=infra/user=ana/key=k-ana/session=s-1");
+    assert_eq!(alert.alert_key, "anomaly/runaway_session/org=acme/session=s-1");
+    assert_eq!(alert.spent_usd, usd("6"));
+    // The owner of the most specific budget covering the session's user, not the org's or bo's.
+    assert_eq!(alert.owner.as_deref(), Some("ana@acme.example"));
     // Session minutes never count in budgets.
     assert_eq!(e.store.subjects(), 0);
+}
+
+#[test]
+fn an_instance_decides_only_for_the_orgs_it_owns() {
+    use faregate_core::kafka::partition_for;
+    let orgs: Vec<String> = (0..16).map(|i| format!("org{i}")).collect();
+    let budgets = orgs.iter().map(|o| budget(o, scope(o, None, None), WindowPeriod::Day, "1")).collect();
+    let mut e = warm_engine(budgets);
+    let assigned: BTreeSet<i32> = [0, 2].into();
+    e.set_ownership(Ownership::Partitions { count: 4, assigned: assigned.clone() });
+    for o in &orgs {
+        let mut r = spend("infra", "ana", "m", at(10, 9, 0), "2", 1);
+        r.org = o.clone();
+        e.apply(&r);
+    }
+    let decided: Vec<String> = e.evaluate(at(10, 9, 30)).decisions.into_iter().map(|d| d.subject).collect();
+    let owned: Vec<String> =
+        orgs.iter().filter(|o| assigned.contains(&partition_for(o, 4))).map(|o| format!("org={o}")).collect();
+    assert!(!owned.is_empty() && owned.len() < orgs.len(), "the sample spans owned and foreign orgs");
+    let mut decided_sorted = decided.clone();
+    decided_sorted.sort();
+    let mut owned_sorted = owned.clone();
+    owned_sorted.sort();
+    assert_eq!(decided_sorted, owned_sorted);
+
+    // A new assignment starts cold from the budgets alone, then owns everything.
+    let mut fresh = e.without_spend();
+    assert!(!fresh.is_warm() && fresh.store.subjects() == 0 && fresh.decisions().count() == 0);
+    assert_eq!(fresh.budgets().count(), 16);
+    fresh.set_ownership(Ownership::All);
+    for o in &orgs {
+        let mut r = spend("infra", "ana", "m", at(10, 9, 0), "2", 1);
+        r.org = o.clone();
+        fresh.apply(&r);
+    }
+    fresh.set_warm();
+    assert_eq!(fresh.evaluate(at(10, 9, 30)).decisions.len(), 16);
 }
 
 proptest! {

@@ -8,9 +8,13 @@
 
 pub mod admin;
 pub mod config;
+pub mod dlq;
+pub mod partition;
 pub mod producer;
 pub mod trace;
 
 pub use admin::{TopicSpec, ensure_topics};
 pub use config::{KafkaConfig, SchemaRegistryConfig, TopicsConfig};
+pub use dlq::DeadLetters;
+pub use partition::partition_for;
 pub use producer::{Delivered, ProduceError, RecordProducer};

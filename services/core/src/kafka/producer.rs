@@ -87,14 +87,49 @@ impl<T: Serialize + DeserializeOwned> RecordProducer<T> {
         self.send_payload(key, Some(&payload)).await
     }
 
+    /// [`send`](Self::send) to an explicit `partition` instead of the key's hash.
+    pub async fn send_to(&self, partition: i32, key: &str, value: &T) -> Result<Delivered, ProduceError> {
+        let payload = self.codec.encode(value)?;
+        self.send_payload_to(Some(partition), key, Some(&payload)).await
+    }
+
     /// Write a tombstone (null value) for `key`, deleting it from a compacted topic.
     pub async fn send_tombstone(&self, key: &str) -> Result<Delivered, ProduceError> {
         self.send_payload(key, None).await
     }
 
+    /// The topic's partition count, from the broker's metadata.
+    pub async fn partition_count(&self) -> Result<i32, ProduceError> {
+        let (producer, topic) = (self.producer.clone(), self.topic.clone());
+        let send_error = |source| ProduceError::Send { topic: self.topic.clone(), source };
+        let metadata = tokio::task::spawn_blocking(move || {
+            producer.client().fetch_metadata(Some(&topic), Duration::from_secs(15))
+        })
+        .await
+        .map_err(|_| send_error(KafkaError::Canceled))?
+        .map_err(send_error)?;
+        let partitions = metadata.topics().iter().map(|t| t.partitions().len()).sum::<usize>();
+        match partitions {
+            0 => Err(send_error(KafkaError::MetadataFetch(rdkafka::types::RDKafkaErrorCode::UnknownTopic))),
+            n => Ok(n as i32),
+        }
+    }
+
     async fn send_payload(&self, key: &str, payload: Option<&Vec<u8>>) -> Result<Delivered, ProduceError> {
+        self.send_payload_to(None, key, payload).await
+    }
+
+    async fn send_payload_to(
+        &self,
+        partition: Option<i32>,
+        key: &str,
+        payload: Option<&Vec<u8>>,
+    ) -> Result<Delivered, ProduceError> {
         let headers = super::trace::inject_current(OwnedHeaders::new());
         let mut record = FutureRecord::to(&self.topic).key(key).headers(headers);
+        if let Some(partition) = partition {
+            record = record.partition(partition);
+        }
         if let Some(payload) = payload {
             record = record.payload(payload);
         }

@@ -106,8 +106,11 @@ pub async fn reprice(
     )
     .await?;
     let now = faregate_core::time::now_micros();
+    // On the org's partition, like the processor: one budget instance owns each org.
+    let partitions = producer.partition_count().await?;
     for total in &totals {
-        producer.send(&total.key.topic_key(), &total.to_aggregate(now)).await?;
+        let partition = faregate_core::kafka::partition_for(&total.key.subject.org, partitions);
+        producer.send_to(partition, &total.key.topic_key(), &total.to_aggregate(now)).await?;
     }
     println!("republished {} spend total(s) to {}", totals.len(), config.kafka.topics.spend);
     Ok(())

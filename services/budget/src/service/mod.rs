@@ -1,0 +1,356 @@
+//! The running service: topics in, decisions and alerts out.
+//!
+//! Start: the config topic (budgets) is read from its beginning to its end, then the service
+//! joins the spend topic's consumer group ([`group`]). Instances of one deployment share the
+//! group and so the work: the processor puts all of an org's spend on the org's partition, and
+//! an instance decides and alerts only for the orgs of the partitions it is assigned
+//! ([`Ownership`]). Budgets are always within one org, so no decision needs two instances.
+//!
+//! Each assignment rebuilds: the spend state is dropped, the decisions and alerts topics are read
+//! to their ends (what was published, by whichever instance, and which windows were alerted),
+//! and the assigned spend partitions are read from their beginnings to the end offsets they had
+//! at assignment; only then does the engine decide, so a rebalance or a restart publishes only
+//! what changed and alerts nothing twice. A revocation drops the state. The processor
+//! republishes recent totals from the ledger when it starts, so the spend topic (compacted) holds
+//! the truth the state is rebuilt from.
+//!
+//! Live: budgets and spend keep streaming in; after each record the engine decides the scopes
+//! it touched and the result is published at once (decisions keyed by scope, acknowledged by
+//! the broker; a failed publication is retried until it succeeds or the service stops). A
+//! ticker moves windows on, so a reset is published on time with no traffic. Records that
+//! cannot be used go to the dead-letter topic ([`intake`]). Nothing is ever committed.
+
+mod group;
+mod intake;
+mod publish;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::message::{Message, OwnedMessage};
+use tokio_util::sync::CancellationToken;
+
+use faregate_core::avro::{AvroCodec, SchemaFamily};
+use faregate_core::event::{ConfigRecord, SpendAggregate};
+use faregate_core::kafka::{DeadLetters, KafkaConfig, RecordProducer, ensure_topics};
+
+use crate::clock::Clock;
+use crate::engine::{Engine, Ownership};
+use crate::notify::Notifier;
+use crate::topic::TopicReader;
+use crate::{BudgetConfig, BudgetError};
+use group::{GroupEvent, SpendGroup};
+use intake::Intake;
+pub use intake::check_aggregate;
+use publish::Publisher;
+
+/// The next message of a reader still catching up, or `None` once it has.
+async fn next_until_caught_up(
+    reader: &mut TopicReader,
+    shutdown: &CancellationToken,
+) -> Result<Option<OwnedMessage>, BudgetError> {
+    loop {
+        if reader.caught_up() {
+            return Ok(None);
+        }
+        let topic = reader.topic().to_string();
+        tokio::select! {
+            _ = shutdown.cancelled() => return Err(BudgetError::Stopped),
+            message = reader.next() => match message {
+                Ok(m) => return Ok(Some(m.detach())),
+                Err(error) => tracing::warn!(%topic, %error, "consumer error while catching up"),
+            }
+        }
+    }
+}
+
+/// `budget-<host name>`, so a restart on the same host (or pod) rejoins as the same static
+/// member and gets its partitions back at once; a random id where the host has no name.
+fn default_instance_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty());
+    match host {
+        Some(host) => format!("budget-{host}"),
+        None => format!("budget-{}", uuid::Uuid::now_v7().simple()),
+    }
+}
+
+/// Where the spend state stands.
+enum Phase {
+    /// Waiting for the group to assign partitions.
+    Joining,
+    /// Reading the assigned partitions up to these end offsets (partition -> end).
+    CatchingUp(HashMap<i32, i64>),
+    Deciding,
+}
+
+struct Service {
+    config: BudgetConfig,
+    kafka: KafkaConfig,
+    clock: Arc<dyn Clock>,
+    engine: Arc<Mutex<Engine>>,
+    ready: Arc<AtomicBool>,
+    publisher: Publisher,
+    intake: Intake,
+    assigned: BTreeSet<i32>,
+    phase: Phase,
+}
+
+impl Service {
+    async fn open(&self, topic: &str) -> Result<TopicReader, BudgetError> {
+        TopicReader::open(&self.kafka, topic, &self.config.group_id)
+            .await
+            .map_err(|e| BudgetError::Kafka(format!("{topic}: {e}")))
+    }
+
+    /// A new assignment (or a revocation, `None`): drop the spend state and start rebuilding.
+    async fn reassign(
+        &mut self,
+        group: &SpendGroup,
+        assigned: Option<BTreeSet<i32>>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), BudgetError> {
+        let Some(assigned) = assigned else {
+            let mut engine = self.engine.lock().unwrap();
+            let count = match engine.ownership() {
+                Ownership::Partitions { count, .. } => *count,
+                Ownership::All => 1,
+            };
+            *engine = engine.without_spend();
+            engine.set_ownership(Ownership::Partitions { count, assigned: BTreeSet::new() });
+            self.assigned.clear();
+            self.phase = Phase::Joining;
+            return Ok(());
+        };
+        let (count, ends) = group.layout(&assigned).await.map_err(|e| BudgetError::Kafka(e.to_string()))?;
+        {
+            let mut engine = self.engine.lock().unwrap();
+            *engine = engine.without_spend();
+            engine.set_ownership(Ownership::Partitions { count, assigned: assigned.clone() });
+        }
+        self.restore_published(shutdown).await?;
+        tracing::info!(partitions = ?assigned, of = count, "rebuilding spend state of the assigned partitions");
+        self.assigned = assigned;
+        self.phase = Phase::CatchingUp(ends);
+        self.warm_if_caught_up(shutdown).await
+    }
+
+    /// Read the decisions and alerts topics to their ends into the engine.
+    async fn restore_published(&mut self, shutdown: &CancellationToken) -> Result<(), BudgetError> {
+        let t = &self.kafka.topics;
+        let decision_codec = self.publisher.decisions.codec();
+        let mut decisions = self.open(&t.decisions).await?;
+        while let Some(m) = next_until_caught_up(&mut decisions, shutdown).await? {
+            match m.payload() {
+                Some(p) => match decision_codec.decode(p).await {
+                    Ok(d) => self.engine.lock().unwrap().restore_decision(d),
+                    Err(error) => tracing::warn!(%error, "undecodable decision; ignored"),
+                },
+                None => self
+                    .engine
+                    .lock()
+                    .unwrap()
+                    .forget_decision(&String::from_utf8_lossy(m.key().unwrap_or_default())),
+            }
+        }
+        let alert_codec = self.publisher.alerts.codec();
+        let mut alerts = self.open(&t.alerts).await?;
+        while let Some(m) = next_until_caught_up(&mut alerts, shutdown).await? {
+            if let Some(p) = m.payload() {
+                match alert_codec.decode(p).await {
+                    Ok(a) => self.engine.lock().unwrap().restore_alert(&a),
+                    Err(error) => tracing::warn!(%error, "undecodable alert; ignored"),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Once every assigned partition was read to its end offset: decide, publish, be ready.
+    async fn warm_if_caught_up(&mut self, shutdown: &CancellationToken) -> Result<(), BudgetError> {
+        if !matches!(&self.phase, Phase::CatchingUp(pending) if pending.is_empty()) {
+            return Ok(());
+        }
+        let out = {
+            let mut engine = self.engine.lock().unwrap();
+            engine.set_warm();
+            let (subjects, bytes) = engine.footprint();
+            tracing::info!(partitions = ?self.assigned, subjects, bytes, "budget state rebuilt");
+            engine.tick(self.clock.now())
+        };
+        self.phase = Phase::Deciding;
+        self.publisher.publish(out, shutdown).await?;
+        self.ready.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Take one spend message of the group.
+    async fn spend<M: Message>(
+        &mut self,
+        message: &M,
+        shutdown: &CancellationToken,
+    ) -> Result<(), BudgetError> {
+        let partition = message.partition();
+        if !self.assigned.contains(&partition) {
+            return Ok(());
+        }
+        if let Some(aggregate) = self.intake.spend(message, shutdown).await? {
+            self.apply(&aggregate);
+        }
+        if let Phase::CatchingUp(pending) = &mut self.phase {
+            if pending.get(&partition).is_some_and(|end| message.offset() + 1 >= *end) {
+                pending.remove(&partition);
+            }
+            return self.warm_if_caught_up(shutdown).await;
+        }
+        let out = self.engine.lock().unwrap().evaluate(self.clock.now());
+        self.publisher.publish(out, shutdown).await
+    }
+
+    fn apply(&self, aggregate: &SpendAggregate) {
+        let mut engine = self.engine.lock().unwrap();
+        if !engine.ownership().owns(&aggregate.org) {
+            // Not on its org's partition (a producer that does not partition by org): the
+            // org's owner never sees it. The processor's start-up rebuild republishes it where
+            // it belongs.
+            metrics::counter!("faregate_budget_misrouted_total").increment(1);
+            tracing::debug!(org = %aggregate.org, subject = %aggregate.subject, "spend aggregate of an org this instance does not own; ignored");
+            return;
+        }
+        engine.apply(aggregate);
+    }
+}
+
+/// The service's loop; see the module docs.
+pub async fn serve(
+    config: BudgetConfig,
+    kafka: KafkaConfig,
+    clock: Arc<dyn Clock>,
+    engine: Arc<Mutex<Engine>>,
+    ready: Arc<AtomicBool>,
+    shutdown: CancellationToken,
+) -> Result<(), BudgetError> {
+    let t = kafka.topics.clone();
+    let specs: Vec<_> = kafka
+        .topic_specs()
+        .into_iter()
+        .filter(|s| [&t.spend, &t.decisions, &t.config, &t.alerts, &t.dlq].contains(&&s.name))
+        .collect();
+    ensure_topics(&kafka, &specs).await.map_err(|e| BudgetError::Kafka(e.to_string()))?;
+    let registry = kafka.schema_registry.registry();
+    let intake = Intake::new(
+        AvroCodec::<ConfigRecord>::new(SchemaFamily::ConfigRecord, &t.config, registry.clone()).await?,
+        AvroCodec::<SpendAggregate>::new(SchemaFamily::SpendAggregate, &t.spend, registry.clone()).await?,
+        DeadLetters::new(&kafka, "budget")?,
+    );
+    let publisher = Publisher {
+        decisions: RecordProducer::new(&kafka, "budget", SchemaFamily::Decision, &t.decisions).await?,
+        alerts: RecordProducer::new(&kafka, "budget", SchemaFamily::Alert, &t.alerts).await?,
+        notifier: Notifier::new(config.webhooks.clone()),
+    };
+    let instance_id = match config.instance_id.trim() {
+        "" => default_instance_id(),
+        id => id.to_string(),
+    };
+    let tick = Duration::from_millis(config.tick_ms);
+    let mut service = Service {
+        config,
+        kafka,
+        clock,
+        engine,
+        ready,
+        publisher,
+        intake,
+        assigned: BTreeSet::new(),
+        phase: Phase::Joining,
+    };
+
+    // Budgets first, to their end: a decision never sees a partial set of budgets.
+    let mut budgets = service.open(&t.config).await?;
+    while let Some(m) = next_until_caught_up(&mut budgets, &shutdown).await? {
+        service.intake.config(&service.engine, &m, &shutdown).await?;
+    }
+    let group = SpendGroup::join(&service.kafka, &service.config.group_id, &instance_id, &t.spend)
+        .map_err(|e| BudgetError::Kafka(format!("{}: {e}", t.spend)))?;
+    tracing::info!(group = %service.config.group_id, instance = %instance_id, spend = %t.spend, "joined the spend group");
+
+    let mut ticker = tokio::time::interval(tick);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let result = loop {
+        let step = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break Ok(()),
+            _ = group.rebalanced() => service.rebalance(&group, &shutdown).await,
+            _ = ticker.tick() => {
+                let out = {
+                    let mut engine = service.engine.lock().unwrap();
+                    let out = engine.tick(service.clock.now());
+                    let (subjects, bytes) = engine.footprint();
+                    metrics::gauge!("faregate_budget_subjects").set(subjects as f64);
+                    metrics::gauge!("faregate_budget_state_bytes").set(bytes as f64);
+                    out
+                };
+                service.publisher.publish(out, &shutdown).await
+            }
+            message = budgets.next() => match message {
+                Ok(m) => {
+                    let m = m.detach();
+                    match service.intake.config(&service.engine, &m, &shutdown).await {
+                        Ok(()) => {
+                            let out = service.engine.lock().unwrap().evaluate(service.clock.now());
+                            service.publisher.publish(out, &shutdown).await
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "config consumer error");
+                    Ok(())
+                }
+            },
+            message = group.consumer.recv() => match message {
+                Ok(m) => {
+                    let m = m.detach();
+                    match service.rebalance(&group, &shutdown).await {
+                        Ok(()) => service.spend(&m, &shutdown).await,
+                        Err(e) => Err(e),
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "spend consumer error");
+                    Ok(())
+                }
+            },
+        };
+        match step {
+            Ok(()) => {}
+            Err(BudgetError::Stopped) => break Ok(()),
+            Err(error) => break Err(error),
+        }
+    };
+    service.publisher.flush();
+    tracing::info!("budget service stopped");
+    result
+}
+
+impl Service {
+    /// Handle the group's rebalance events, in order.
+    async fn rebalance(
+        &mut self,
+        group: &SpendGroup,
+        shutdown: &CancellationToken,
+    ) -> Result<(), BudgetError> {
+        for event in group.take_events() {
+            match event {
+                GroupEvent::Assigned(partitions) => self.reassign(group, Some(partitions), shutdown).await?,
+                GroupEvent::Revoked => self.reassign(group, None, shutdown).await?,
+            }
+        }
+        Ok(())
+    }
+}

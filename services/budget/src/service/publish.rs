@@ -1,0 +1,88 @@
+//! Where the engine's output goes: decisions to the compacted decisions topic (keyed by scope),
+//! alerts to the alerts topic and to webhooks. Each publication waits for the broker's
+//! acknowledgement and is retried until it succeeds or the service stops.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use faregate_core::event::{Alert, Decision};
+use faregate_core::kafka::{ProduceError, RecordProducer};
+
+use crate::BudgetError;
+use crate::engine::Output;
+use crate::notify::Notifier;
+
+pub(crate) struct Publisher {
+    pub(crate) decisions: RecordProducer<Decision>,
+    pub(crate) alerts: RecordProducer<Alert>,
+    pub(crate) notifier: Notifier,
+}
+
+impl Publisher {
+    pub(crate) async fn publish(&self, out: Output, shutdown: &CancellationToken) -> Result<(), BudgetError> {
+        for decision in &out.decisions {
+            tracing::info!(subject = %decision.subject, state = ?decision.state, budget = ?decision.budget_id, spent = %decision.spent_usd, "decision");
+            metrics::counter!("faregate_budget_decisions_total", "state" => format!("{:?}", decision.state).to_lowercase()).increment(1);
+        }
+        let sends = out.decisions.iter().map(|d| retry(shutdown, || self.decisions.send(&d.subject, d)));
+        futures::future::try_join_all(sends).await?;
+        for alert in &out.alerts {
+            tracing::info!(key = %alert.alert_key, kind = ?alert.kind, owner = ?alert.owner, "alert");
+            metrics::counter!("faregate_budget_alerts_total", "kind" => format!("{:?}", alert.kind).to_lowercase()).increment(1);
+            retry(shutdown, || self.alerts.send(&alert.alert_key, alert)).await?;
+            self.notifier.deliver(alert);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn flush(&self) {
+        let _ = self.decisions.flush(Duration::from_secs(5));
+        let _ = self.alerts.flush(Duration::from_secs(5));
+    }
+}
+
+/// Whether a failed write can succeed if tried again.
+pub(crate) trait Transient {
+    fn is_transient(&self) -> bool;
+}
+
+impl Transient for ProduceError {
+    fn is_transient(&self) -> bool {
+        !matches!(self, ProduceError::Avro(_))
+    }
+}
+
+impl Transient for rdkafka::error::KafkaError {
+    fn is_transient(&self) -> bool {
+        true
+    }
+}
+
+/// Run `attempt` until it succeeds, backing off up to 5 s; a permanent failure is returned, and
+/// shutdown ends the wait with [`BudgetError::Stopped`].
+pub(crate) async fn retry<T, E, F, Fut>(
+    shutdown: &CancellationToken,
+    mut attempt: F,
+) -> Result<T, BudgetError>
+where
+    E: Transient + std::fmt::Display + Into<BudgetError>,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match attempt().await {
+            Ok(v) => return Ok(v),
+            Err(error) if !error.is_transient() => return Err(error.into()),
+            Err(error) => {
+                tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "publishing failed; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Err(BudgetError::Stopped),
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}

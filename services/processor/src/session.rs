@@ -1,0 +1,222 @@
+//! Session aggregates: absolute totals per (org, session, UTC minute), read back from the ledger
+//! after each write (like the hourly totals in [`crate::aggregate`]) and published to the spend
+//! topic with `session_id` set and `bucket_width = MINUTE`. They feed the budget service's
+//! runaway-session tripwire; budgets never count them (the hourly totals carry the same spend).
+//!
+//! A session is one client conversation (Claude Code's, Codex's session id) and may use several
+//! models, so its total spans subjects: it is grouped by org and session only. The attribution
+//! published with it (team, user, key, project, tool) is the greatest value among the session's
+//! rows of that minute, which for the usual session (one key) is simply its key's; it names who
+//! to look at, it is never counted. Each record is the ledger's total, so replaying or
+//! republishing one can never double-count.
+//!
+//! Revisions: rows of one session can come from several processors (the usage topic is keyed by
+//! subject, which includes the model), so a total's revision is the time taken *before* its
+//! ledger read: a later read sees at least every row an earlier one saw, and so carries the
+//! higher revision (processor clocks are assumed synchronised to well under the batch time).
+
+use std::collections::{BTreeMap, HashSet};
+
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use serde::Deserialize;
+
+use faregate_core::clickhouse::LedgerRow;
+use faregate_core::clickhouse::ledger::PricingStatus;
+use faregate_core::event::{BucketWidth, SpendAggregate};
+use faregate_core::money::Usd;
+
+use crate::ledger::LedgerError;
+
+/// How far back the processor republishes session totals at start: the runaway-session
+/// tripwire forgets sessions idle for two hours.
+pub const SESSION_REBUILD: TimeDelta = TimeDelta::hours(2);
+
+/// The start of the minute containing `at`.
+pub fn minute_of(at: DateTime<Utc>) -> DateTime<Utc> {
+    at.duration_trunc(TimeDelta::minutes(1)).unwrap_or(at)
+}
+
+fn escape(value: &str) -> String {
+    value.replace('%', "%25").replace('/', "%2F").replace('=', "%3D")
+}
+
+/// One (org, session, minute) whose total must be republished.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionKey {
+    pub org: String,
+    pub session_id: String,
+    pub minute: DateTime<Utc>,
+}
+
+impl SessionKey {
+    /// The session bucket of `row`, if it belongs to a session.
+    pub fn of(row: &LedgerRow) -> Option<SessionKey> {
+        let session_id = row.session_id.as_deref().filter(|s| !s.is_empty())?;
+        Some(SessionKey {
+            org: row.org.clone(),
+            session_id: session_id.to_string(),
+            minute: minute_of(row.occurred_at),
+        })
+    }
+
+    /// `org=acme/session=s-1`, values escaped like scope keys.
+    pub fn subject(&self) -> String {
+        format!("org={}/session={}", escape(&self.org), escape(&self.session_id))
+    }
+
+    /// The Kafka key on the compacted spend topic: one live record per session and minute.
+    pub fn topic_key(&self) -> String {
+        format!("{}@{}", self.subject(), self.minute.format("%Y-%m-%dT%H:%MZ"))
+    }
+}
+
+/// Ledger totals of one (org, session, minute), with the session's attribution.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionTotals {
+    pub key: SessionKey,
+    pub team: String,
+    pub user: String,
+    pub key_id: String,
+    pub project: String,
+    pub tool: String,
+    pub cost: Usd,
+    pub requests: i64,
+    pub unpriced_requests: i64,
+    pub tokens_total: i64,
+}
+
+impl SessionTotals {
+    /// The spend-topic record of these totals; `read_at` is when the ledger read began.
+    pub fn to_aggregate(&self, read_at: DateTime<Utc>) -> SpendAggregate {
+        let opt = |s: &str| (!s.is_empty()).then(|| s.to_string());
+        SpendAggregate {
+            subject: self.key.subject(),
+            org: self.key.org.clone(),
+            team: opt(&self.team),
+            user: opt(&self.user),
+            key_id: opt(&self.key_id),
+            project: opt(&self.project),
+            model: None,
+            tool: opt(&self.tool),
+            session_id: Some(self.key.session_id.clone()),
+            bucket_start: self.key.minute,
+            bucket_width: BucketWidth::Minute,
+            cost_usd: self.cost,
+            requests: self.requests,
+            unpriced_requests: self.unpriced_requests,
+            tokens_total: self.tokens_total,
+            revision: read_at.timestamp_micros(),
+            computed_at: read_at,
+        }
+    }
+}
+
+/// The ClickHouse query of session totals; `filter` is the WHERE clause's condition.
+pub(crate) fn sql(filter: &str) -> String {
+    format!(
+        "SELECT org, assumeNotNull(session_id) AS session, \
+         intDiv(toUnixTimestamp64Micro(occurred_at), 60000000) * 60 AS minute, \
+         max(team) AS team, max(user) AS user, max(key_id) AS key_id, max(project) AS project, max(tool) AS tool, \
+         sum(ifNull(cost_total, toDecimal128(0, 18))) AS cost, count() AS requests, \
+         countIf(pricing_status = 'unpriced') AS unpriced, \
+         sum(input_tokens + output_tokens + cache_read_tokens + cache_write_5m_tokens + cache_write_1h_tokens + reasoning_tokens) AS tokens \
+         FROM usage_ledger FINAL WHERE session_id IS NOT NULL AND session_id != '' AND {filter} \
+         GROUP BY org, session, minute"
+    )
+}
+
+#[derive(Debug, Deserialize, clickhouse::Row)]
+pub(crate) struct SessionRow {
+    org: String,
+    session: String,
+    minute: i64,
+    team: String,
+    user: String,
+    key_id: String,
+    project: String,
+    tool: String,
+    #[serde(with = "faregate_core::money::ch_decimal")]
+    cost: Usd,
+    requests: u64,
+    unpriced: u64,
+    tokens: u64,
+}
+
+impl SessionRow {
+    pub(crate) fn into_totals(self) -> Result<SessionTotals, LedgerError> {
+        let minute = DateTime::from_timestamp(self.minute, 0)
+            .ok_or_else(|| LedgerError::Corrupt(format!("minute {} out of range", self.minute)))?;
+        Ok(SessionTotals {
+            key: SessionKey { org: self.org, session_id: self.session, minute },
+            team: self.team,
+            user: self.user,
+            key_id: self.key_id,
+            project: self.project,
+            tool: self.tool,
+            cost: self.cost,
+            requests: self.requests as i64,
+            unpriced_requests: self.unpriced as i64,
+            tokens_total: self.tokens as i64,
+        })
+    }
+}
+
+/// Session totals of `rows` (each event id once) whose key `keep` accepts: the in-memory
+/// ledger's answer, computed the way the query above computes it.
+pub(crate) fn fold(rows: &[LedgerRow], keep: impl Fn(&SessionKey) -> bool) -> Vec<SessionTotals> {
+    let mut totals: BTreeMap<SessionKey, SessionTotals> = BTreeMap::new();
+    let mut seen = HashSet::new();
+    for row in rows.iter().filter(|r| seen.insert(r.event_id)) {
+        let Some(key) = SessionKey::of(row).filter(|k| keep(k)) else { continue };
+        let t = totals.entry(key.clone()).or_insert_with(|| SessionTotals {
+            key,
+            team: String::new(),
+            user: String::new(),
+            key_id: String::new(),
+            project: String::new(),
+            tool: String::new(),
+            cost: Usd::ZERO,
+            requests: 0,
+            unpriced_requests: 0,
+            tokens_total: 0,
+        });
+        for (held, value) in [
+            (&mut t.team, &row.team),
+            (&mut t.user, &row.user),
+            (&mut t.key_id, &row.key_id),
+            (&mut t.project, &row.project),
+            (&mut t.tool, &row.tool),
+        ] {
+            if value > held {
+                held.clone_from(value);
+            }
+        }
+        t.cost = Usd(t.cost.0 + row.cost_total.unwrap_or_default().0);
+        t.requests += 1;
+        t.unpriced_requests += i64::from(row.pricing_status == PricingStatus::Unpriced);
+        t.tokens_total += (row.input_tokens
+            + row.output_tokens
+            + row.cache_read_tokens
+            + row.cache_write_5m_tokens
+            + row.cache_write_1h_tokens
+            + row.reasoning_tokens) as i64;
+    }
+    totals.into_values().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn keys_name_org_session_and_minute() {
+        let key = SessionKey {
+            org: "acme".into(),
+            session_id: "s/1=a".into(),
+            minute: minute_of(Utc.with_ymd_and_hms(2026, 3, 1, 13, 7, 59).unwrap()),
+        };
+        assert_eq!(key.topic_key(), "org=acme/session=s%2F1%3Da@2026-03-01T13:07Z");
+        assert_eq!(key.minute, Utc.with_ymd_and_hms(2026, 3, 1, 13, 7, 0).unwrap());
+    }
+}
