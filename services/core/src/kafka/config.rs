@@ -24,6 +24,12 @@ pub struct KafkaConfig {
     pub sasl_password: Secret,
     /// Use the idempotent producer (on by default; every supported broker has it).
     pub idempotent_producer: bool,
+    /// How long a consumer's fetch may wait at the broker for new data (librdkafka's
+    /// `fetch.wait.max.ms`). Kafka answers a waiting fetch as soon as data arrives, so there this
+    /// only bounds idle polling; tansu answers only when the wait expires, so there every
+    /// consumer hop (usage -> processor, spend -> budget, decisions -> ingress) costs up to this
+    /// much. The local stack sets 10.
+    pub fetch_wait_max_ms: u32,
     /// Extra librdkafka properties, e.g. `security.protocol = "SASL_SSL"`; they win over Faregate's.
     pub properties: BTreeMap<String, String>,
     /// Topic names and layout.
@@ -40,6 +46,7 @@ impl Default for KafkaConfig {
             sasl_username: String::new(),
             sasl_password: Secret::default(),
             idempotent_producer: true,
+            fetch_wait_max_ms: 100,
             properties: BTreeMap::new(),
             topics: TopicsConfig::default(),
             schema_registry: SchemaRegistryConfig::default(),
@@ -115,6 +122,9 @@ impl Validate for KafkaConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         if self.brokers.trim().is_empty() {
             return Err(ConfigError::field("kafka.brokers", "must name at least one host:port"));
+        }
+        if self.fetch_wait_max_ms > 300_000 {
+            return Err(ConfigError::field("kafka.fetch_wait_max_ms", "must be at most 300000 (5 minutes)"));
         }
         for broker in self.brokers.split(',') {
             let broker = broker.trim();
@@ -197,7 +207,8 @@ impl KafkaConfig {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
-            .set("session.timeout.ms", "10000");
+            .set("session.timeout.ms", "10000")
+            .set("fetch.wait.max.ms", self.fetch_wait_max_ms.to_string());
         self.with_overrides(config)
     }
 
@@ -221,6 +232,7 @@ mod tests {
         config.properties.insert("linger.ms".into(), "50".into());
         let producer = config.producer_config("ingress");
         assert_eq!(producer.get("linger.ms"), Some("50"));
+        assert_eq!(config.consumer_config("budget", "g").get("fetch.wait.max.ms"), Some("100"));
         assert_eq!(producer.get("enable.idempotence"), Some("true"));
         assert_eq!(producer.get("client.id"), Some("faregate-ingress"));
         assert!(!format!("{config:?}").contains("pw-123"));
