@@ -8,6 +8,8 @@
 //! `FAREGATE_TEST_CHFRONT_PYTHON` and `FAREGATE_TEST_CHFRONT_DIR`).
 //! Waiting is always for a condition with a deadline, never a fixed sleep.
 
+pub mod chain;
+
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -36,7 +38,9 @@ pub fn kafka_config() -> KafkaConfig {
 
 /// Kafka settings for `brokers`, with topic names of this test's own and one partition each.
 pub fn kafka_config_for(brokers: &str) -> KafkaConfig {
-    let mut config = KafkaConfig { brokers: brokers.to_string(), ..KafkaConfig::default() };
+    // tansu answers a fetch only when its wait expires: keep every consumer hop short.
+    let mut config =
+        KafkaConfig { brokers: brokers.to_string(), fetch_wait_max_ms: 10, ..KafkaConfig::default() };
     let t = &mut config.topics;
     t.usage = unique("usage");
     t.spend = unique("spend");

@@ -87,6 +87,11 @@ pub struct UpArgs {
     /// provider, no cost: for trying Faregate out).
     #[arg(long, conflicts_with = "upstreams")]
     pub fake_upstream: bool,
+    /// A live demo: the fake provider, simulated developers (Claude Code, Codex, SDKs) in
+    /// several orgs and teams with keys of their own, a small daily budget on one runaway agent
+    /// loop that gets blocked, and a live view of spend and decisions. Implies --fake-upstream.
+    #[arg(long, conflicts_with = "upstreams")]
+    pub demo: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -2,6 +2,7 @@
 
 mod admin;
 mod budgets;
+mod demo;
 mod fake;
 mod keys;
 mod prices;

@@ -21,7 +21,11 @@ pub enum Service {
 
 const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
 
-pub async fn up(mut config: AppConfig, args: UpArgs) -> anyhow::Result<()> {
+pub async fn up(mut config: AppConfig, mut args: UpArgs) -> anyhow::Result<()> {
+    if args.demo {
+        super::demo::prepare(&mut config)?;
+        args.fake_upstream = true;
+    }
     let _telemetry = telemetry::init(&config.telemetry, "faregate")?;
     let _fake = choose_upstreams(&mut config, &args).await?;
     let report = migrations::apply(&config.clickhouse)
@@ -32,8 +36,13 @@ pub async fn up(mut config: AppConfig, args: UpArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("creating topics on {}", config.kafka.brokers))?;
     tracing::info!(created = ?created, "kafka topics exist");
-    print_banner(&config);
-    run_services(config, &[Service::Ingress, Service::Processor, Service::Budget]).await
+    let demo = if args.demo {
+        Some(super::demo::Demo::setup(&config).await.context("setting up the demo")?)
+    } else {
+        print_banner(&config);
+        None
+    };
+    run_services(config, &[Service::Ingress, Service::Processor, Service::Budget], demo).await
 }
 
 /// Apply `--upstream` / `--fake-upstream`; returns the fake provider to keep it running.
@@ -114,10 +123,14 @@ pub async fn single(config: AppConfig, service: Service) -> anyhow::Result<()> {
         Service::Budget => "faregate-budget",
     };
     let _telemetry = telemetry::init(&config.telemetry, name)?;
-    run_services(config, &[service]).await
+    run_services(config, &[service], None).await
 }
 
-async fn run_services(config: AppConfig, services: &[Service]) -> anyhow::Result<()> {
+async fn run_services(
+    config: AppConfig,
+    services: &[Service],
+    demo: Option<super::demo::Demo>,
+) -> anyhow::Result<()> {
     let tasks = Tasks::default();
     tasks.cancel_on_signals();
     let readiness = Readiness::default();
@@ -158,6 +171,10 @@ async fn run_services(config: AppConfig, services: &[Service]) -> anyhow::Result
                 );
             }
         }
+    }
+    if let Some(demo) = demo {
+        let token = tasks.token().clone();
+        tasks.spawn("demo", async move { Ok(demo.run(token).await?) });
     }
     tasks.drain(DRAIN_DEADLINE).await.map_err(anyhow::Error::msg)
 }

@@ -1,0 +1,332 @@
+//! Overspend benchmark: how fast a budget crossing blocks, and how much a runaway loop spends
+//! past its limit, through the real chain (fake provider <- ingress replicas -> tansu ->
+//! processor -> chDB front -> budget service -> decisions topic -> ingress), with 1 and with 3
+//! ingress replicas. The chain runs in this process (tests/src/chain.rs), as `faregate up` does.
+//!
+//! For each replica count, with librdkafka's default `fetch.wait.max.ms` (500) and with 10 ms
+//! (tansu answers a fetch only when that wait is over, so it sets the latency of every hop),
+//! in the same run:
+//! - baseline: the plain Kafka produce -> consume latency of one small message on the same broker
+//!   (the project's producer settings, a consumer assigned to the partition), one at a time;
+//! - event-to-decision: a request whose spend alone crosses its user's budget; from the moment
+//!   its response is complete until the ingress holds the block (its decisions stream), for the
+//!   first replica and for the last one to hold it;
+//! - runaway: 3 loops of one user (spread over the replicas) sending requests as fast as they can
+//!   until blocked; overspend = the ledger's exact spend - the limit, in USD and in % of the
+//!   limit, next to what the loops spent in one baseline Kafka hop and in one event-to-decision
+//!   p50 (the overspend the measured latency predicts).
+//!
+//!   FAREGATE_TEST_KAFKA_BROKERS=... FAREGATE_TEST_CLICKHOUSE_URL=... target/release/overspend
+//!   # FAREGATE_OVERSPEND_TRIALS (20 crossings per series), FAREGATE_OVERSPEND_LIMIT (USD, 2)
+
+// Latencies and ratios are measurements printed for people; money is Decimal throughout.
+#![allow(clippy::float_arithmetic)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use faregate_core::clickhouse::ClickHouseConfig;
+use faregate_core::event::{
+    Budget, BudgetAction, BudgetScope, BudgetWindow, Decision, DecisionState, WindowPeriod,
+};
+use faregate_core::kafka::{KafkaConfig, TopicSpec, ensure_topics};
+use faregate_core::money::Usd;
+use faregate_processor::ProcessorConfig;
+use faregate_tests::chain::{COLLECTOR_TOKEN, Chain, ChainSetup, KeySpec};
+use faregate_tests::{kafka_config_for, unique};
+use futures::StreamExt;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rust_decimal::Decimal;
+use tokio::sync::mpsc;
+
+const LOOPS: usize = 3;
+/// 1,000 input tokens at $3 per million (the chain's test catalog).
+const LOOP_USAGE: &str = "input=1000,output=0";
+const LOOP_COST: &str = "0.003";
+/// 10,000 input tokens: $0.03, three times a crossing budget's limit.
+const CROSSING_USAGE: &str = "input=10000,output=0";
+const CROSSING_LIMIT: &str = "0.01";
+const MAX_LOOP_CALLS: u64 = 200_000;
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set (see the header of this file)"))
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn budget(user: &str, limit: &str) -> Budget {
+    Budget {
+        id: format!("{user}-day"),
+        name: format!("{user} day"),
+        scope: BudgetScope { org: "bench".into(), user: Some(user.into()), ..BudgetScope::default() },
+        window: BudgetWindow {
+            period: WindowPeriod::Day,
+            days: None,
+            rolling: true,
+            time_zone: "UTC".into(),
+        },
+        limit_usd: Usd(limit.parse().unwrap()),
+        action: BudgetAction::Block,
+        downgrade_to: None,
+        thresholds_pct: vec![100],
+        owner: None,
+        notify: vec![],
+    }
+}
+
+/// Nearest-rank percentile of sorted durations, in milliseconds.
+fn pct(sorted: &[Duration], p: usize) -> f64 {
+    let rank = (sorted.len() * p).div_ceil(100).max(1);
+    sorted[rank - 1].as_secs_f64() * 1000.0
+}
+
+fn sorted(mut samples: Vec<Duration>) -> Vec<Duration> {
+    samples.sort_unstable();
+    samples
+}
+
+/// Plain produce -> consume latency of one message at a time on `kafka`'s broker.
+async fn kafka_baseline(kafka: &KafkaConfig, samples: usize) -> Vec<Duration> {
+    let topic = unique("baseline");
+    let spec = TopicSpec {
+        name: topic.clone(),
+        partitions: 1,
+        replication: 1,
+        compacted: false,
+        retention_hours: 1,
+    };
+    ensure_topics(kafka, &[spec]).await.expect("the baseline topic is created");
+    let producer: FutureProducer = kafka.producer_config("bench").create().unwrap();
+    let consumer: StreamConsumer = kafka.consumer_config("bench", &unique("baseline")).create().unwrap();
+    let mut partitions = rdkafka::TopicPartitionList::new();
+    partitions.add_partition_offset(&topic, 0, rdkafka::Offset::Beginning).unwrap();
+    consumer.assign(&partitions).unwrap();
+    let mut latencies = Vec::with_capacity(samples);
+    for i in 0..samples + 10 {
+        let payload = format!("{i}");
+        let start = Instant::now();
+        producer
+            .send(FutureRecord::to(&topic).key("k").payload(&payload), Duration::from_secs(10))
+            .await
+            .expect("the broker takes the message");
+        let message = tokio::time::timeout(Duration::from_secs(30), consumer.recv()).await.unwrap().unwrap();
+        let elapsed = start.elapsed();
+        assert_eq!(rdkafka::Message::payload(&message), Some(payload.as_bytes()));
+        if i >= 10 {
+            latencies.push(elapsed);
+        }
+    }
+    sorted(latencies)
+}
+
+/// Follow every replica's decisions stream: (replica, decision, when it arrived).
+fn follow_decisions(chain: &Chain) -> mpsc::UnboundedReceiver<(usize, Decision, Instant)> {
+    let (sender, receiver) = mpsc::unbounded_channel();
+    for (replica, ingress) in chain.ingresses.iter().enumerate() {
+        let (sender, request) = (
+            sender.clone(),
+            chain.http.get(format!("{}/v1/decisions/stream", ingress.url)).bearer_auth(COLLECTOR_TOKEN),
+        );
+        tokio::spawn(async move {
+            let mut body = request.send().await.expect("the decisions stream opens").bytes_stream();
+            let mut buffer = String::new();
+            while let Some(Ok(chunk)) = body.next().await {
+                buffer.push_str(&String::from_utf8_lossy(&chunk));
+                while let Some(end) = buffer.find('\n') {
+                    let line: String = buffer.drain(..=end).collect();
+                    if let Some(data) = line.trim_end().strip_prefix("data:")
+                        && let Ok(decision) = serde_json::from_str::<Decision>(data.trim())
+                        && sender.send((replica, decision, Instant::now())).is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+        });
+    }
+    receiver
+}
+
+/// Wait until every replica holds a block for `subject`; (first, last) arrival times.
+async fn blocked_everywhere(
+    decisions: &mut mpsc::UnboundedReceiver<(usize, Decision, Instant)>,
+    subject: &str,
+    replicas: usize,
+) -> (Instant, Instant) {
+    let mut seen: Vec<Option<Instant>> = vec![None; replicas];
+    while seen.iter().any(Option::is_none) {
+        let (replica, decision, at) = tokio::time::timeout(Duration::from_secs(120), decisions.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no block for {subject} within 120 s"))
+            .expect("the decision streams are open");
+        if decision.subject == subject && decision.state == DecisionState::Block {
+            seen[replica].get_or_insert(at);
+        }
+    }
+    let times: Vec<Instant> = seen.into_iter().flatten().collect();
+    (*times.iter().min().unwrap(), *times.iter().max().unwrap())
+}
+
+async fn post(chain: &Chain, url: &str, key: &KeySpec, usage: &str) -> reqwest::StatusCode {
+    let response = chain
+        .http
+        .post(format!("{url}/v1/messages"))
+        .header("x-api-key", &key.secret)
+        .header("anthropic-version", "2023-06-01")
+        .header("x-fake-usage", usage)
+        .json(&serde_json::json!({"model": "claude-sonnet-4-5", "max_tokens": 16,
+                                  "messages": [{"role": "user", "content": "loop"}]}))
+        .send()
+        .await
+        .expect("the ingress answers");
+    let status = response.status();
+    response.bytes().await.expect("the whole body");
+    status
+}
+
+struct Runaway {
+    calls: u64,
+    seconds: f64,
+    spent: Decimal,
+}
+
+async fn runaway(chain: &Arc<Chain>, key: &KeySpec) -> Runaway {
+    let served = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let loops: Vec<_> = (0..LOOPS)
+        .map(|i| {
+            let (chain, key, served) = (chain.clone(), key.clone(), served.clone());
+            tokio::spawn(async move {
+                let url = chain.ingresses[i % chain.ingresses.len()].url.clone();
+                while served.load(Ordering::Relaxed) < MAX_LOOP_CALLS {
+                    match post(&chain, &url, &key, LOOP_USAGE).await {
+                        reqwest::StatusCode::OK => served.fetch_add(1, Ordering::Relaxed),
+                        reqwest::StatusCode::PAYMENT_REQUIRED => return,
+                        other => panic!("unexpected status {other}"),
+                    };
+                }
+            })
+        })
+        .collect();
+    for handle in loops {
+        handle.await.unwrap();
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let calls = served.load(Ordering::SeqCst);
+    let filter = format!("user = '{}' AND outcome = 'ok'", key.user.as_deref().unwrap());
+    let spent = chain.ledger_settles(&filter, calls).await;
+    assert_eq!(
+        spent,
+        Decimal::from(calls) * LOOP_COST.parse::<Decimal>().unwrap(),
+        "ledger = served x price"
+    );
+    Runaway { calls, seconds, spent }
+}
+
+struct Series<'a> {
+    brokers: &'a str,
+    clickhouse_url: &'a str,
+    replicas: usize,
+    trials: usize,
+    limit: &'a str,
+    /// `kafka.fetch_wait_max_ms` for every Kafka client of the chain and the baseline.
+    fetch_wait_ms: u32,
+}
+
+async fn series(Series { brokers, clickhouse_url, replicas, trials, limit, fetch_wait_ms }: Series<'_>) {
+    let crossing: Vec<KeySpec> =
+        (0..trials).map(|i| KeySpec::new("bench", "agents", &format!("t{i}"))).collect();
+    let looper = KeySpec::new("bench", "agents", "runaway");
+    let mut kafka = kafka_config_for(brokers);
+    kafka.fetch_wait_max_ms = fetch_wait_ms;
+    let mut setup = ChainSetup::new(
+        kafka,
+        ClickHouseConfig {
+            url: clickhouse_url.into(),
+            database: unique("overspend"),
+            ..ClickHouseConfig::default()
+        },
+    );
+    setup.replicas = replicas;
+    setup.processor_batch_wait_ms = ProcessorConfig::default().batch_max_wait_ms;
+    setup.budgets = crossing.iter().map(|k| budget(k.user.as_deref().unwrap(), CROSSING_LIMIT)).collect();
+    setup.budgets.push(budget("runaway", limit));
+    setup.keys = crossing.clone();
+    setup.keys.push(looper.clone());
+    let chain = Arc::new(Chain::start(setup).await);
+    let mut decisions = follow_decisions(&chain);
+
+    let baseline = kafka_baseline(&chain.kafka, 200).await;
+    let (mut first, mut last) = (Vec::new(), Vec::new());
+    for (i, key) in crossing.iter().enumerate() {
+        let status = post(&chain, &chain.ingresses[i % replicas].url, key, CROSSING_USAGE).await;
+        let done = Instant::now();
+        assert_eq!(status, 200);
+        let subject = format!("org=bench/user=t{i}");
+        let (at_first, at_last) = blocked_everywhere(&mut decisions, &subject, replicas).await;
+        first.push(at_first - done);
+        last.push(at_last - done);
+    }
+    let (first, last) = (sorted(first), sorted(last));
+    let run = runaway(&chain, &looper).await;
+
+    let limit: Decimal = limit.parse().unwrap();
+    let overspend = run.spent - limit;
+    let rate = run.calls as f64 / run.seconds;
+    let per_call: f64 = LOOP_COST.parse().unwrap();
+    let fetch_wait = if fetch_wait_ms == 500 {
+        "500 (librdkafka's default)".to_string()
+    } else {
+        fetch_wait_ms.to_string()
+    };
+    println!(
+        "\n== {replicas} ingress replica(s), fetch.wait.max.ms {fetch_wait}, {trials} crossings, {LOOPS} runaway loops =="
+    );
+    println!(
+        "baseline Kafka produce->consume, 1 message: p50 {:.2} ms, p99 {:.2} ms",
+        pct(&baseline, 50),
+        pct(&baseline, 99)
+    );
+    for (what, samples) in [("first replica", &first), ("every replica", &last)] {
+        println!(
+            "event-to-decision ({what}): p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms ({:.0} x / {:.0} x the Kafka p50 / p99)",
+            pct(samples, 50),
+            pct(samples, 99),
+            pct(samples, 100),
+            pct(samples, 50) / pct(&baseline, 50),
+            pct(samples, 99) / pct(&baseline, 99),
+        );
+    }
+    println!(
+        "runaway: {} calls in {:.2} s ({rate:.0}/s, ${:.2}/s); ledger ${} against a ${limit} limit: \
+         overspend ${overspend} = {}% of the limit",
+        run.calls,
+        run.seconds,
+        rate * per_call,
+        run.spent,
+        (overspend * Decimal::from(100) / limit).round_dp(1),
+    );
+    println!(
+        "  what the loops spend in one Kafka hop (baseline p50): ${:.4}; in one event-to-decision p50: ${:.2}",
+        rate * per_call * pct(&baseline, 50) / 1000.0,
+        rate * per_call * pct(&last, 50) / 1000.0,
+    );
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let brokers = env("FAREGATE_TEST_KAFKA_BROKERS");
+    let clickhouse = env("FAREGATE_TEST_CLICKHOUSE_URL");
+    let trials = env_or("FAREGATE_OVERSPEND_TRIALS", 20usize);
+    let limit = env_or("FAREGATE_OVERSPEND_LIMIT", "2".to_string());
+    for fetch_wait_ms in [500, 10] {
+        for replicas in [1, 3] {
+            let (brokers, clickhouse_url, limit) = (&brokers, &clickhouse, &limit);
+            series(Series { brokers, clickhouse_url, replicas, trials, limit, fetch_wait_ms }).await;
+        }
+    }
+}
