@@ -36,13 +36,43 @@ pub async fn up(mut config: AppConfig, mut args: UpArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("creating topics on {}", config.kafka.brokers))?;
     tracing::info!(created = ?created, "kafka topics exist");
+    let listeners = Listeners::bind(&mut config, &ALL).await?;
     let demo = if args.demo {
         Some(super::demo::Demo::setup(&config).await.context("setting up the demo")?)
     } else {
         print_banner(&config);
         None
     };
-    run_services(config, &[Service::Ingress, Service::Processor, Service::Budget], demo).await
+    run_services(config, &ALL, listeners, demo).await
+}
+
+const ALL: [Service; 3] = [Service::Ingress, Service::Processor, Service::Budget];
+
+/// The sockets of a run, bound before anything starts, so that port 0 is resolved once, the
+/// configuration names the real addresses (for the banner, the demo's clients and the logs) and
+/// no other process can take a port between choosing and binding it.
+struct Listeners {
+    ops: tokio::net::TcpListener,
+    ingress: Option<tokio::net::TcpListener>,
+}
+
+impl Listeners {
+    async fn bind(config: &mut AppConfig, services: &[Service]) -> anyhow::Result<Listeners> {
+        let ops = tokio::net::TcpListener::bind(&config.telemetry.metrics_listen)
+            .await
+            .with_context(|| format!("binding the ops endpoint on {}", config.telemetry.metrics_listen))?;
+        config.telemetry.metrics_listen = ops.local_addr()?.to_string();
+        let ingress = if services.contains(&Service::Ingress) {
+            let listener = tokio::net::TcpListener::bind(&config.ingress.listen)
+                .await
+                .with_context(|| format!("binding the gateway on {}", config.ingress.listen))?;
+            config.ingress.listen = listener.local_addr()?.to_string();
+            Some(listener)
+        } else {
+            None
+        };
+        Ok(Listeners { ops, ingress })
+    }
 }
 
 /// Apply `--upstream` / `--fake-upstream`; returns the fake provider to keep it running.
@@ -116,31 +146,31 @@ fn print_banner(config: &AppConfig) {
     );
 }
 
-pub async fn single(config: AppConfig, service: Service) -> anyhow::Result<()> {
+pub async fn single(mut config: AppConfig, service: Service) -> anyhow::Result<()> {
     let name = match service {
         Service::Ingress => "faregate-ingress",
         Service::Processor => "faregate-processor",
         Service::Budget => "faregate-budget",
     };
     let _telemetry = telemetry::init(&config.telemetry, name)?;
-    run_services(config, &[service], None).await
+    let listeners = Listeners::bind(&mut config, &[service]).await?;
+    run_services(config, &[service], listeners, None).await
 }
 
 async fn run_services(
     config: AppConfig,
     services: &[Service],
+    listeners: Listeners,
     demo: Option<super::demo::Demo>,
 ) -> anyhow::Result<()> {
     let tasks = Tasks::default();
     tasks.cancel_on_signals();
     let readiness = Readiness::default();
-    let listener = tokio::net::TcpListener::bind(&config.telemetry.metrics_listen)
-        .await
-        .with_context(|| format!("binding the ops endpoint on {}", config.telemetry.metrics_listen))?;
-    tracing::info!(addr = %listener.local_addr()?, "ops endpoint: /metrics /health /ready");
+    let Listeners { ops, ingress: mut ingress_listener } = listeners;
+    tracing::info!(addr = %config.telemetry.metrics_listen, "ops endpoint: /metrics /health /ready");
     let router = telemetry::ops_router(readiness.clone());
     let token = tasks.token().clone();
-    tasks.spawn("ops", async move { Ok(telemetry::serve(listener, router, token).await?) });
+    tasks.spawn("ops", async move { Ok(telemetry::serve(ops, router, token).await?) });
     for service in services {
         let token = tasks.token().clone();
         let ready = readiness.component(match service {
@@ -151,8 +181,9 @@ async fn run_services(
         match service {
             Service::Ingress => {
                 let (ingress, kafka) = (config.ingress.clone(), config.kafka.clone());
+                let listener = ingress_listener.take().context("the gateway's socket was not bound")?;
                 tasks.spawn("ingress", async move {
-                    Ok(faregate_ingress::run(ingress, kafka, ready, token).await?)
+                    Ok(faregate_ingress::run_on(listener, ingress, kafka, ready, token).await?)
                 });
             }
             Service::Processor => {

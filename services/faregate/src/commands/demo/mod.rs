@@ -15,8 +15,6 @@
 mod cast;
 mod view;
 
-use std::net::TcpListener;
-
 use anyhow::Context as _;
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
@@ -36,19 +34,11 @@ pub struct Demo {
 }
 
 /// Adjust the configuration for the demo before anything starts: logs down to warnings (the
-/// live view owns stdout), a concrete ingress port (port 0 is resolved here so the simulated
-/// clients know where to send), and a collector token for the decisions API.
+/// live view owns stdout) and a collector token for the decisions API. (The ingress's port is
+/// bound before the demo is set up, so `ingress.listen` names the real port even for port 0.)
 pub fn prepare(config: &mut AppConfig) -> anyhow::Result<()> {
     if std::env::var_os("RUST_LOG").is_none() {
         config.telemetry.log_filter = "warn".into();
-    }
-    if config.ingress.listen.ends_with(":0") {
-        let port = TcpListener::bind(&config.ingress.listen)
-            .and_then(|listener| listener.local_addr())
-            .with_context(|| format!("finding a free port for {}", config.ingress.listen))?
-            .port();
-        let host = config.ingress.listen.rsplit_once(':').map_or("127.0.0.1", |(host, _)| host);
-        config.ingress.listen = format!("{host}:{port}");
     }
     if config.ingress.collector_token.expose().is_empty() {
         config.ingress.collector_token = Secret::new(format!("demo-{}", uuid::Uuid::now_v7().simple()));
