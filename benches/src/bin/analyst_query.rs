@@ -5,8 +5,9 @@
 //! behind the project's front), the real migrations, then `FAREGATE_ANALYST_ROWS` (default 10M)
 //! synthetic ledger rows generated inside ClickHouse (`INSERT ... SELECT FROM numbers()`, in
 //! chunks), so the materialized rollups fill exactly as they do from the processor. The rows
-//! look like a 30-day month of a large organisation: 4 orgs, 40 teams, 5,000 users, 8,000 keys,
-//! 60 projects, 6 models, 5 tools, token counts and exact Decimal costs.
+//! look like a 30-day month of a large organisation: 4 orgs, 40 teams, 5,000 users with two keys
+//! each, 3 projects a team, 6 models and 5 tools (each user mostly on one of each), token
+//! counts and exact Decimal costs.
 //!
 //! Measured (median of `FAREGATE_ANALYST_RUNS`, default 5, after one warm-up each):
 //! - baseline: `count()` of the window's rows in the ledger (the least any query over them
@@ -52,16 +53,17 @@ fn generate_sql(start: u64, count: u64, end: &str) -> String {
            c_in, c_out, c_read, c_write, c_in + c_out + c_read + c_write, 'bench', 0, toInt64(number) \
          FROM ( \
            SELECT number, \
-             toDateTime64('{end}', 6, 'UTC') - toIntervalSecond(cityHash64(number, 1) % (30 * 86400)) AS at, \
-             ['acme', 'globex', 'initech', 'umbrella'][1 + cityHash64(number, 2) % 4] AS org, \
-             concat('team-', toString(cityHash64(number, 3) % 40)) AS team, \
-             concat('user-', toString(cityHash64(number, 4) % 5000)) AS user, \
-             concat('k-', toString(cityHash64(number, 5) % 8000)) AS key_id, \
-             cityHash64(number, 6) % 6 AS m, \
+             toDateTime64('{end}', 6, 'UTC') - toIntervalSecond(1 + cityHash64(number, 1) % (30 * 86400 - 1)) AS at, \
+             cityHash64(number, 4) % 5000 AS u, \
+             ['acme', 'globex', 'initech', 'umbrella'][1 + u % 4] AS org, \
+             concat('team-', toString(u % 40)) AS team, \
+             concat('user-', toString(u)) AS user, \
+             concat('k-', toString(u), '-', toString(cityHash64(number, 5) % 2)) AS key_id, \
+             if(cityHash64(number, 6) % 10 < 7, u % 6, cityHash64(number, 6) % 6) AS m, \
              ['claude-opus-4-5', 'claude-sonnet-4-5', 'claude-haiku-4-5', 'gpt-5', 'gpt-5-mini', 'gemini-2.5-pro'][1 + m] AS model, \
              if(m < 3, 'anthropic', if(m < 5, 'openai', 'google')) AS provider, \
-             ['claude-code', 'codex', 'cursor', 'sdk', 'other'][1 + cityHash64(number, 7) % 5] AS tool, \
-             concat('project-', toString(cityHash64(number, 8) % 60)) AS project, \
+             ['claude-code', 'codex', 'cursor', 'sdk', 'other'][1 + if(cityHash64(number, 7) % 10 < 8, u % 5, cityHash64(number, 7) % 5)] AS tool, \
+             concat('project-', toString((u % 40) * 3 + cityHash64(number, 8) % 3)) AS project, \
              cityHash64(number, 9) % 4000 AS input, cityHash64(number, 10) % 2000 AS output, \
              cityHash64(number, 11) % 60000 AS cache_read, cityHash64(number, 12) % 3000 AS cache_write, \
              [15, 3, 1, 1, 1, 2][1 + m] AS p_in, \
@@ -149,7 +151,7 @@ async fn main() {
             ),
         ),
         (
-            "ledger: 30-day spend by user (20,000 groups), top 20",
+            "ledger: 30-day spend by user (5,000 groups), top 20",
             format!(
                 "SELECT org, user, sum(cost_total) AS cost FROM usage_ledger WHERE {window} \
                  GROUP BY org, user ORDER BY cost DESC LIMIT 20"
