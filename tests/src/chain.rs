@@ -20,13 +20,10 @@ use faregate_budget::{BudgetConfig, Clock};
 use faregate_core::avro::SchemaFamily;
 use faregate_core::clickhouse::{ClickHouseConfig, migrations};
 use faregate_core::config::Secret;
-use faregate_core::event::{
-    Budget, ConfigEntity, ConfigRecord, Decision, DecisionState, KeyStatus, TokenCounts, VirtualKey,
-};
+use faregate_core::event::{Budget, ConfigEntity, ConfigRecord, Decision, DecisionState, TokenCounts};
 use faregate_core::kafka::{KafkaConfig, RecordProducer, ensure_topics};
 use faregate_fake_upstream::{FakeConfig, FakeUpstream, FakeUsage, RecordedRequest, USAGE_HEADER};
 use faregate_ingress::config::{IngressConfig, Provider, UpstreamConfig};
-use faregate_ingress::keys::{display_prefix, hash_secret};
 use faregate_processor::ProcessorConfig;
 use rust_decimal::Decimal;
 use tokio::task::JoinHandle;
@@ -332,20 +329,13 @@ async fn write_config(kafka: &KafkaConfig, keys: &[KeySpec], budgets: &[Budget])
         RecordProducer::new(kafka, "test", SchemaFamily::ConfigRecord, &kafka.topics.config).await.unwrap();
     let record = |entity| ConfigRecord { updated_at: Utc::now(), updated_by: None, entity };
     for key in keys {
-        let entity = ConfigEntity::VirtualKey(VirtualKey {
-            key_id: key.key_id.clone(),
-            secret_hash: hash_secret(&key.secret),
-            secret_prefix: display_prefix(&key.secret),
-            org: key.org.clone(),
-            team: key.team.clone(),
-            user: key.user.clone(),
-            allowed_models: vec![],
-            rpm_limit: None,
-            tpm_limit: None,
-            status: KeyStatus::Active,
-            created_at: Utc::now(),
-            expires_at: None,
-        });
+        let entity = ConfigEntity::VirtualKey(crate::virtual_key(
+            &key.key_id,
+            &key.secret,
+            &key.org,
+            key.team.as_deref(),
+            key.user.as_deref(),
+        ));
         let record = record(entity);
         producer.send(&record.topic_key(), &record).await.unwrap();
     }

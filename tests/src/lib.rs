@@ -246,3 +246,33 @@ impl Drop for PrivateClickHouse {
         }
     }
 }
+
+/// A virtual key as `faregate keys create` stores it (only the hash and display prefix of
+/// `secret`), active, with no model allowlist and no rate limits.
+pub fn virtual_key(
+    key_id: &str,
+    secret: &str,
+    org: &str,
+    team: Option<&str>,
+    user: Option<&str>,
+) -> faregate_core::event::VirtualKey {
+    faregate_core::event::VirtualKey {
+        key_id: key_id.into(),
+        secret_hash: faregate_ingress::keys::hash_secret(secret),
+        secret_prefix: faregate_ingress::keys::display_prefix(secret),
+        org: org.into(),
+        team: team.map(Into::into),
+        user: user.map(Into::into),
+        allowed_models: vec![],
+        rpm_limit: None,
+        tpm_limit: None,
+        status: faregate_core::event::KeyStatus::Active,
+        created_at: chrono::Utc::now(),
+        expires_at: None,
+    }
+}
+
+/// A config-topic record of `entity`, written now.
+pub fn config_record(entity: faregate_core::event::ConfigEntity) -> faregate_core::event::ConfigRecord {
+    faregate_core::event::ConfigRecord { updated_at: chrono::Utc::now(), updated_by: None, entity }
+}

@@ -19,15 +19,13 @@ use chrono::Utc;
 use faregate_core::avro::{AvroCodec, SchemaFamily};
 use faregate_core::config::Secret;
 use faregate_core::event::{
-    ConfigEntity, ConfigRecord, Decision, DecisionState, Endpoint, KeyStatus, Outcome, Tool, UsageEvent,
-    UsageSource, VirtualKey,
+    ConfigEntity, ConfigRecord, Decision, DecisionState, Endpoint, Outcome, Tool, UsageEvent, UsageSource,
 };
 use faregate_core::kafka::{KafkaConfig, RecordProducer, ensure_topics};
 use faregate_core::money::Usd;
 use faregate_fake_upstream::{FakeConfig, FakeUpstream, RecordedRequest};
 use faregate_ingress::config::{IngressConfig, Provider, UpstreamConfig};
-use faregate_ingress::keys::{display_prefix, hash_secret};
-use faregate_tests::{kafka_config, unique, wait_for};
+use faregate_tests::{config_record, kafka_config, unique, virtual_key, wait_for};
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use serde_json::{Value, json};
@@ -273,24 +271,7 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 fn key_record() -> ConfigRecord {
-    ConfigRecord {
-        updated_at: Utc::now(),
-        updated_by: None,
-        entity: ConfigEntity::VirtualKey(VirtualKey {
-            key_id: "k-ana".into(),
-            secret_hash: hash_secret(SECRET),
-            secret_prefix: display_prefix(SECRET),
-            org: "acme".into(),
-            team: Some("infra".into()),
-            user: Some("ana".into()),
-            allowed_models: vec![],
-            rpm_limit: None,
-            tpm_limit: None,
-            status: KeyStatus::Active,
-            created_at: Utc::now(),
-            expires_at: None,
-        }),
-    }
+    config_record(ConfigEntity::VirtualKey(virtual_key("k-ana", SECRET, "acme", Some("infra"), Some("ana"))))
 }
 
 fn block(subject: &str) -> Decision {

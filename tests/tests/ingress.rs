@@ -9,17 +9,18 @@ use std::time::Duration;
 use chrono::Utc;
 use faregate_core::config::Secret;
 use faregate_core::event::{
-    ConfigEntity, ConfigRecord, Decision, DecisionState, Endpoint, KeyStatus, Outcome, TokenCounts, Tool,
-    UsageEvent, UsageSource, VirtualKey,
+    ConfigEntity, ConfigRecord, Decision, DecisionState, Endpoint, Outcome, TokenCounts, Tool, UsageEvent,
+    UsageSource,
 };
 use faregate_core::money::Usd;
 use faregate_fake_upstream::{FakeConfig, FakeUpstream, Script};
 use faregate_ingress::config::{AuthMode, IngressConfig, Provider, UpstreamConfig};
 use faregate_ingress::decisions::DecisionCache;
 use faregate_ingress::emitter::MemorySink;
-use faregate_ingress::keys::{KeyStore, display_prefix, hash_secret};
+use faregate_ingress::keys::{KeyStore, hash_secret};
 use faregate_ingress::table::Freshness;
 use faregate_ingress::{FailMode, Gateway};
+use faregate_tests::{config_record, virtual_key};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -44,24 +45,9 @@ impl Drop for Rig {
 }
 
 fn key_record(id: &str, secret: &str, allowed: &[&str]) -> ConfigRecord {
-    ConfigRecord {
-        updated_at: Utc::now(),
-        updated_by: None,
-        entity: ConfigEntity::VirtualKey(VirtualKey {
-            key_id: id.into(),
-            secret_hash: hash_secret(secret),
-            secret_prefix: display_prefix(secret),
-            org: "acme".into(),
-            team: Some("infra".into()),
-            user: Some("ana".into()),
-            allowed_models: allowed.iter().map(|m| m.to_string()).collect(),
-            rpm_limit: None,
-            tpm_limit: None,
-            status: KeyStatus::Active,
-            created_at: Utc::now(),
-            expires_at: None,
-        }),
-    }
+    let mut key = virtual_key(id, secret, "acme", Some("infra"), Some("ana"));
+    key.allowed_models = allowed.iter().map(|m| m.to_string()).collect();
+    config_record(ConfigEntity::VirtualKey(key))
 }
 
 async fn rig_with(config: impl FnOnce(&mut IngressConfig)) -> Rig {

@@ -10,15 +10,14 @@ use std::time::Duration;
 use chrono::Utc;
 use faregate_core::avro::{AvroCodec, SchemaFamily};
 use faregate_core::config::Secret;
-use faregate_core::event::{
-    ConfigEntity, ConfigRecord, Decision, DecisionState, KeyStatus, Outcome, UsageEvent, VirtualKey,
-};
+use faregate_core::event::{ConfigEntity, ConfigRecord, Decision, DecisionState, Outcome, UsageEvent};
 use faregate_core::kafka::{KafkaConfig, RecordProducer, ensure_topics};
 use faregate_core::money::Usd;
 use faregate_fake_upstream::{FakeConfig, FakeUpstream};
 use faregate_ingress::config::{IngressConfig, Provider, UpstreamConfig};
-use faregate_ingress::keys::{display_prefix, hash_secret};
-use faregate_tests::{PrivateBroker, kafka_config, kafka_config_for, unique, wait_for};
+use faregate_tests::{
+    PrivateBroker, config_record, kafka_config, kafka_config_for, unique, virtual_key, wait_for,
+};
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use serde_json::json;
@@ -28,24 +27,7 @@ const ANA: &str = "fgk_kafka_test_ana";
 const BOB: &str = "fgk_kafka_test_bob";
 
 fn key(id: &str, secret: &str, user: &str) -> ConfigRecord {
-    ConfigRecord {
-        updated_at: Utc::now(),
-        updated_by: None,
-        entity: ConfigEntity::VirtualKey(VirtualKey {
-            key_id: id.into(),
-            secret_hash: hash_secret(secret),
-            secret_prefix: display_prefix(secret),
-            org: "acme".into(),
-            team: Some("infra".into()),
-            user: Some(user.into()),
-            allowed_models: vec![],
-            rpm_limit: None,
-            tpm_limit: None,
-            status: KeyStatus::Active,
-            created_at: Utc::now(),
-            expires_at: None,
-        }),
-    }
+    config_record(ConfigEntity::VirtualKey(virtual_key(id, secret, "acme", Some("infra"), Some(user))))
 }
 
 fn ingress_config(fake: &FakeUpstream, spool: &std::path::Path) -> IngressConfig {
