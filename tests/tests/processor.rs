@@ -216,4 +216,23 @@ async fn the_duplicate_check_handles_large_batches() {
     let found = ledger.existing(&rows).await.unwrap();
     assert_eq!(found.len(), 6_000);
     assert!(rows[..6_000].iter().all(|r| found.contains(&r.event_id)));
+
+    // A small batch whose time range is dense with other ledger rows: the check sends its ids.
+    let at = rows[0].occurred_at;
+    let dense: Vec<LedgerRow> = rows[6_000..]
+        .iter()
+        .map(|r| LedgerRow {
+            event_id: uuid::Uuid::now_v7(),
+            occurred_at: at,
+            org: "dense".into(),
+            ..r.clone()
+        })
+        .collect();
+    ledger.insert(&dense[..2_500]).await.unwrap();
+    let asked: Vec<LedgerRow> = dense[2_490..2_510].to_vec();
+    let found = ledger.existing(&asked).await.unwrap();
+    assert_eq!(found, asked[..10].iter().map(|r| r.event_id).collect());
+    // The next checks send the ids straight away; the answer is the same.
+    assert_eq!(ledger.existing(&asked).await.unwrap(), found);
+    assert_eq!(ledger.existing(&rows).await.unwrap().len(), 6_000);
 }

@@ -92,7 +92,11 @@ fn rate(n: usize, elapsed: Duration) -> f64 {
 #[tokio::main]
 async fn main() {
     let _telemetry = faregate_core::telemetry::init(
-        &faregate_core::telemetry::TelemetryConfig { log_filter: "warn".into(), ..Default::default() },
+        // FAREGATE_LOAD_LOG=warn,faregate_processor=debug prints each batch's stage timings.
+        &faregate_core::telemetry::TelemetryConfig {
+            log_filter: std::env::var("FAREGATE_LOAD_LOG").unwrap_or_else(|_| "warn".into()),
+            ..Default::default()
+        },
         "pipeline-load",
     )
     .unwrap();
@@ -164,6 +168,7 @@ async fn main() {
         // Timed from the subscription, like the processor below (both include joining the group).
         let started = subscribed;
         let _ = consumer.recv().await.unwrap();
+        println!("baseline first message after {:.2} s (joining the group)", started.elapsed().as_secs_f64());
         for i in 1..n {
             match tokio::time::timeout(Duration::from_secs(20), consumer.recv()).await {
                 Ok(message) => drop(message.unwrap()),
@@ -181,7 +186,12 @@ async fn main() {
         batch_max_wait_ms: 200,
         ..ProcessorConfig::default()
     };
-    let ledger = Arc::new(ClickHouseLedger::new(clickhouse.client()));
+    // FAREGATE_LOAD_CH_COMPRESSION=none: the processor's ClickHouse client without LZ4.
+    let ledger_client = match std::env::var("FAREGATE_LOAD_CH_COMPRESSION").as_deref() {
+        Ok("none") => clickhouse.client().with_compression(clickhouse::Compression::None),
+        _ => clickhouse.client(),
+    };
+    let ledger = Arc::new(ClickHouseLedger::new(ledger_client));
     let pricer = Arc::new(faregate_pricing::PriceCatalog::embedded().unwrap());
     let shutdown = CancellationToken::new();
     let pipeline = Pipeline::new(config, kafka.clone(), ledger, pricer, Arc::new(AtomicBool::new(false)));

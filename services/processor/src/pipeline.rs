@@ -21,24 +21,24 @@
 //! is committed). While ClickHouse or Kafka fail, the batch is retried with backoff and nothing
 //! new is consumed, so memory stays bounded.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::aggregate::BucketKey;
+use crate::aggregate::{BucketKey, Subject, hour_of};
 use crate::config::ProcessorConfig;
 use crate::dlq::{DeadLetters, Stage};
 use crate::ledger::Ledger;
-use crate::session::{SESSION_REBUILD, SessionKey};
+use crate::session::{SESSION_REBUILD, SessionKey, minute_of};
 use crate::validate::validate;
 use crate::{Pricer, ProcessorError};
 use faregate_core::avro::{AvroCodec, SchemaFamily};
@@ -46,6 +46,40 @@ use faregate_core::clickhouse::LedgerRow;
 use faregate_core::clickhouse::ledger::{KafkaPosition, PricingStatus};
 use faregate_core::event::{SpendAggregate, UsageEvent};
 use faregate_core::kafka::{KafkaConfig, RecordProducer, partition_for};
+
+/// The distinct (subject, hour) buckets of `rows`, sorted. Distinct keys are found on borrowed
+/// fields, so each is built (seven strings cloned) once, not once per row.
+fn bucket_keys(rows: &[&LedgerRow]) -> Vec<BucketKey> {
+    type Borrowed<'a> = (&'a str, &'a str, &'a str, &'a str, &'a str, &'a str, &'a str, DateTime<Utc>);
+    let mut seen: HashSet<Borrowed<'_>> = HashSet::new();
+    let mut keys = Vec::new();
+    for r in rows {
+        let hour = hour_of(r.occurred_at);
+        let key = (&*r.org, &*r.team, &*r.user, &*r.key_id, &*r.project, &*r.model, &*r.tool, hour);
+        if seen.insert(key) {
+            keys.push(BucketKey { subject: Subject::of(r), hour });
+        }
+    }
+    keys.sort_unstable();
+    keys
+}
+
+/// The distinct (org, session, minute) buckets of `rows`, sorted (see [`bucket_keys`]).
+fn session_keys(rows: &[&LedgerRow]) -> Vec<SessionKey> {
+    let mut seen: HashSet<(&str, &str, DateTime<Utc>)> = HashSet::new();
+    let mut keys = Vec::new();
+    for r in rows {
+        let Some(session_id) = r.session_id.as_deref().filter(|s| !s.is_empty()) else {
+            continue;
+        };
+        let minute = minute_of(r.occurred_at);
+        if seen.insert((&*r.org, session_id, minute)) {
+            keys.push(SessionKey { org: r.org.clone(), session_id: session_id.to_string(), minute });
+        }
+    }
+    keys.sort_unstable();
+    keys
+}
 
 /// Whether a failed step may succeed if tried again. A step that cannot stops the processor
 /// with the reason instead of retrying forever.
@@ -312,18 +346,30 @@ impl Pipeline {
         // (ClickHouse went away mid-request) may have been applied, and must not be repeated.
         let ledger = self.ledger.clone();
         let unique = rows.len();
+        let stages = Mutex::new((Duration::ZERO, Duration::ZERO));
         let write = || async {
+            let started = std::time::Instant::now();
             let existing = ledger.existing(&rows).await?;
-            let fresh: Vec<LedgerRow> =
-                rows.iter().filter(|r| !existing.contains(&r.event_id)).cloned().collect();
-            if !fresh.is_empty() {
-                ledger.insert(&fresh).await?;
+            let checked = std::time::Instant::now();
+            let fresh: Vec<usize> = if existing.is_empty() {
+                (0..rows.len()).collect()
+            } else {
+                (0..rows.len()).filter(|&i| !existing.contains(&rows[i].event_id)).collect()
+            };
+            if fresh.len() == rows.len() {
+                ledger.insert(&rows).await?;
+            } else if !fresh.is_empty() {
+                let subset: Vec<LedgerRow> = fresh.iter().map(|&i| rows[i].clone()).collect();
+                ledger.insert(&subset).await?;
             }
+            *stages.lock().unwrap() = (checked - started, checked.elapsed());
             Ok::<_, crate::ledger::LedgerError>(fresh)
         };
         let Some(fresh) = self.retry("writing to the ledger", shutdown, write).await else {
             return;
         };
+        let (dedup_time, insert_time) = *stages.lock().unwrap();
+        let fresh: Vec<&LedgerRow> = fresh.into_iter().map(|i| &rows[i]).collect();
         let duplicates = unique - fresh.len();
         if duplicates > 0 {
             metrics::counter!("faregate_processor_duplicates_total").increment(duplicates as u64);
@@ -331,13 +377,21 @@ impl Pipeline {
         }
         if !fresh.is_empty() {
             metrics::counter!("faregate_processor_events_written_total").increment(fresh.len() as u64);
-            let keys: Vec<BucketKey> =
-                fresh.iter().map(BucketKey::of).collect::<BTreeSet<_>>().into_iter().collect();
-            let sessions: Vec<SessionKey> =
-                fresh.iter().filter_map(SessionKey::of).collect::<BTreeSet<_>>().into_iter().collect();
+            let started = std::time::Instant::now();
+            let keys = bucket_keys(&fresh);
+            let sessions = session_keys(&fresh);
             if !self.publish_totals(running, &keys, &sessions, shutdown).await {
                 return;
             }
+            tracing::debug!(
+                rows = fresh.len(),
+                dedup_ms = dedup_time.as_millis() as u64,
+                insert_ms = insert_time.as_millis() as u64,
+                totals_ms = started.elapsed().as_millis() as u64,
+                buckets = keys.len(),
+                session_minutes = sessions.len(),
+                "batch written"
+            );
         }
         let mut offsets = TopicPartitionList::new();
         for (partition, next) in &next_offsets {
@@ -359,6 +413,7 @@ impl Pipeline {
         sessions: &[SessionKey],
         shutdown: &CancellationToken,
     ) -> bool {
+        let started = std::time::Instant::now();
         let ledger = self.ledger.clone();
         let now = faregate_core::time::now_micros;
         let read = || async { ledger.totals(keys).await.map(|t| (now(), t)) };
@@ -376,6 +431,7 @@ impl Pipeline {
         else {
             return false;
         };
+        let read_time = started.elapsed();
         let n = running.spend_partitions;
         let records: Vec<(i32, String, SpendAggregate)> = totals
             .iter()
@@ -393,7 +449,14 @@ impl Pipeline {
             )
             .await
         };
-        self.retry("publishing spend totals", shutdown, publish).await.is_some()
+        let published = self.retry("publishing spend totals", shutdown, publish).await.is_some();
+        tracing::debug!(
+            read_ms = read_time.as_millis() as u64,
+            publish_ms = (started.elapsed() - read_time).as_millis() as u64,
+            records = records.len(),
+            "spend totals published"
+        );
+        published
     }
 
     /// Republish recent totals from the ledger (hourly ones of `rebuild_hours`, session ones of
@@ -468,5 +531,42 @@ impl Pipeline {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use faregate_core::clickhouse::ledger::Pricing;
+    use faregate_core::event::arbitrary;
+    use proptest::strategy::{Strategy, ValueTree};
+    use proptest::test_runner::TestRunner;
+
+    #[test]
+    fn bucket_and_session_keys_are_the_distinct_keys_of_the_rows_sorted() {
+        let mut runner = TestRunner::deterministic();
+        let strategy = arbitrary::usage_event();
+        let rows: Vec<LedgerRow> = (0..400)
+            .map(|i| {
+                let mut e = strategy.new_tree(&mut runner).unwrap().current();
+                // few distinct values, so keys repeat
+                e.org = format!("o{}", i % 3);
+                e.user = Some(format!("u{}", i % 4));
+                e.session_id = [None, Some(String::new()), Some(format!("s{}", i % 5))][i % 3].clone();
+                let pricing = Pricing::Unpriced { reason: "test".into() };
+                let position = KafkaPosition { topic: "t".into(), partition: 0, offset: i as i64 };
+                LedgerRow::new(&e, &pricing, &position, e.received_at)
+            })
+            .collect();
+        let refs: Vec<&LedgerRow> = rows.iter().collect();
+        let expected: Vec<BucketKey> =
+            rows.iter().map(BucketKey::of).collect::<BTreeSet<_>>().into_iter().collect();
+        assert_eq!(bucket_keys(&refs), expected);
+        let expected: Vec<SessionKey> =
+            rows.iter().filter_map(SessionKey::of).collect::<BTreeSet<_>>().into_iter().collect();
+        assert!(!expected.is_empty());
+        assert_eq!(session_keys(&refs), expected);
     }
 }

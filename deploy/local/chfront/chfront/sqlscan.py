@@ -24,6 +24,8 @@ from typing import Iterator
 _WORD = re.compile(rb"[A-Za-z_][A-Za-z0-9_$]*")
 _NUMBER = re.compile(rb"[0-9][0-9A-Za-z_.]*")
 _SPACE = re.compile(rb"[ \t\r\n\f\v]+")
+# the next quote of each kind or backslash inside a quoted string
+_STRING_STOP = {q: re.compile(rb"[\\" + bytes([q]) + rb"]") for q in b"'\"`"}
 
 # token kinds
 WORD, QUOTED_ID, STRING, PUNCT, NUMBER = "word", "qid", "str", "punct", "num"
@@ -57,25 +59,30 @@ def tokens(sql: bytes, start: int = 0) -> Iterator[Token]:
             i = j + 2
             continue
         if c in b"'\"`":
+            # Runs of plain characters are skipped by a regex (C speed): a query may carry a
+            # string literal of megabytes (a list of ids) or tens of thousands of literals.
+            stop = _STRING_STOP[c]
             j = i + 1
-            buf = bytearray()
-            while j < n:
-                ch = sql[j]
-                if ch == 0x5C and j + 1 < n:  # backslash escape
-                    buf.append(sql[j + 1])
-                    j += 2
+            parts = []
+            while True:
+                m = stop.search(sql, j)
+                if m is None:
+                    return  # unterminated
+                k = m.start()
+                parts.append(sql[j:k])
+                if sql[k] == 0x5C:  # backslash escape
+                    if k + 1 >= n:
+                        return
+                    parts.append(sql[k + 1:k + 2])
+                    j = k + 2
                     continue
-                if ch == c:
-                    if j + 1 < n and sql[j + 1] == c:  # doubled quote
-                        buf.append(c)
-                        j += 2
-                        continue
-                    break
-                buf.append(ch)
-                j += 1
-            if j >= n:
-                return
-            yield Token(STRING if c == 0x27 else QUOTED_ID, i, j + 1, bytes(buf))
+                if k + 1 < n and sql[k + 1] == c:  # doubled quote
+                    parts.append(sql[k:k + 1])
+                    j = k + 2
+                    continue
+                j = k
+                break
+            yield Token(STRING if c == 0x27 else QUOTED_ID, i, j + 1, b"".join(parts))
             i = j + 1
             continue
         m = _WORD.match(sql, i)
