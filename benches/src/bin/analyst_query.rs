@@ -165,7 +165,7 @@ async fn main() {
             ),
         ),
         (
-            "view: spend_by(team) over the hour rollup",
+            "view: spend_by(team) over the day rollup",
             format!(
                 "SELECT org, value, cost_usd FROM spend_by(dimension = 'team', from = '{from}', to = '{to}') ORDER BY cost_usd DESC"
             ),
