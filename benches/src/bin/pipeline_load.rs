@@ -20,11 +20,9 @@ use std::time::{Duration, Instant};
 
 use faregate_core::avro::{AvroCodec, SchemaFamily};
 use faregate_core::clickhouse::{ClickHouseConfig, migrations};
-use faregate_core::event::{UsageEvent, arbitrary};
+use faregate_core::event::UsageEvent;
 use faregate_core::kafka::{KafkaConfig, ensure_topics};
 use faregate_processor::{ClickHouseLedger, Pipeline, ProcessorConfig};
-use proptest::strategy::{Strategy, ValueTree};
-use proptest::test_runner::TestRunner;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use tokio_util::sync::CancellationToken;
@@ -40,49 +38,6 @@ fn cpu_seconds() -> f64 {
     let ticks: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
         + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
     ticks as f64 / 100.0
-}
-
-fn events(n: usize) -> Vec<UsageEvent> {
-    let models = ["claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-4-5", "gpt-5", "gpt-5-mini"];
-    let mut runner = TestRunner::deterministic();
-    let strategy = arbitrary::usage_event();
-    let now = chrono::Utc::now();
-    (0..n)
-        .map(|i| {
-            let mut e = strategy.new_tree(&mut runner).unwrap().current();
-            e.event_id = uuid::Uuid::now_v7();
-            // 500 developers in 20 teams of 5 orgs, one key and one project each: about 2,500
-            // subjects (user x model) per hour, as a real organisation would have.
-            let user = i % 500;
-            e.org = format!("org{}", user % 5);
-            e.team = Some(format!("team{}", user % 20));
-            e.user = Some(format!("user{user}"));
-            e.key_id = Some(format!("key{user}"));
-            let model = models[i % models.len()];
-            e.provider = if model.starts_with("gpt") { "openai" } else { "anthropic" }.into();
-            e.requested_model = model.into();
-            e.served_model = None;
-            e.service_tier = None;
-            e.inference_region = None;
-            e.project = Some(format!("p{}", user % 10));
-            e.tags.clear();
-            e.session_id = Some(format!("s{}", i % 2000));
-            e.http_status = 200;
-            e.latency_us = 1_000;
-            e.ttfb_us = Some(100);
-            e.received_at = now;
-            e.occurred_at = now - chrono::TimeDelta::milliseconds(i as i64);
-            let t = &mut e.tokens;
-            t.input = t.input.rem_euclid(50_000);
-            t.output = t.output.rem_euclid(5_000);
-            t.cache_read = t.cache_read.rem_euclid(100_000);
-            // OpenAI has no cache-write price: such events would (rightly) stay unpriced.
-            t.cache_write_5m = if model.starts_with("gpt") { 0 } else { t.cache_write_5m.rem_euclid(5_000) };
-            t.cache_write_1h = 0;
-            t.reasoning = if model.starts_with("gpt") { t.reasoning.rem_euclid(2_000) } else { 0 };
-            e
-        })
-        .collect()
 }
 
 fn rate(n: usize, elapsed: Duration) -> f64 {
@@ -125,7 +80,7 @@ async fn main() {
     migrations::apply(&clickhouse).await.unwrap();
 
     println!("preparing {n} events");
-    let events = events(n);
+    let events = faregate_benches::usage_events(n);
     let codec: AvroCodec<UsageEvent> =
         AvroCodec::new(SchemaFamily::UsageEvent, &kafka.topics.usage, kafka.schema_registry.registry())
             .await

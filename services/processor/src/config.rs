@@ -37,7 +37,7 @@ impl Default for ProcessorConfig {
             instance_id: String::new(),
             batch_max_rows: 10_000,
             batch_max_bytes: 16 << 20,
-            batch_max_wait_ms: 200,
+            batch_max_wait_ms: 50,
             retry_initial_ms: 100,
             retry_max_ms: 10_000,
             rebuild_hours: 48,
