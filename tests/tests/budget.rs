@@ -4,20 +4,16 @@
 //! allow on time with no traffic. Time is a manual clock; waiting is for conditions, with
 //! deadlines.
 
-use std::future::Future;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use rdkafka::message::Message;
 use rust_decimal::Decimal;
 use tokio_util::sync::CancellationToken;
 
-use faregate_budget::topic::TopicReader;
 use faregate_budget::{BudgetConfig, ManualClock};
-use faregate_core::avro::{AvroCodec, SchemaFamily};
+use faregate_core::avro::SchemaFamily;
 use faregate_core::event::{
     Alert, AlertKind, BucketWidth, Budget, BudgetAction, BudgetScope, BudgetWindow, ConfigEntity,
     ConfigRecord, Decision, DecisionState, SpendAggregate, WindowPeriod,
@@ -26,40 +22,9 @@ use faregate_core::kafka::{KafkaConfig, RecordProducer, ensure_topics};
 use faregate_core::money::Usd;
 use faregate_tests::{kafka_config, unique};
 
-const DEADLINE: Duration = Duration::from_secs(60);
+mod budget_support;
 
-async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let start = tokio::time::Instant::now();
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(start.elapsed() < DEADLINE, "{what} did not happen within {DEADLINE:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Every value on `topic`, read to its end.
-async fn read_all<T: serde::Serialize + serde::de::DeserializeOwned>(
-    kafka: &KafkaConfig,
-    topic: &str,
-    family: SchemaFamily,
-) -> Vec<T> {
-    let codec = AvroCodec::<T>::new(family, topic, kafka.schema_registry.registry()).await.unwrap();
-    let mut reader = TopicReader::open(kafka, topic, &unique("reader")).await.unwrap();
-    let mut values = Vec::new();
-    while !reader.caught_up() {
-        let message = reader.next().await.unwrap();
-        if let Some(payload) = message.payload() {
-            values.push(codec.decode(payload).await.unwrap());
-        }
-    }
-    values
-}
+use budget_support::{eventually, read_all};
 
 fn budget() -> Budget {
     Budget {
