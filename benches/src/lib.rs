@@ -3,8 +3,47 @@
 //! same run (see docs/benchmarks.md).
 
 use faregate_core::event::{UsageEvent, arbitrary};
+use faregate_core::kafka::{KafkaConfig, TopicSpec, ensure_topics};
 use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::TestRunner;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::{Offset, TopicPartitionList};
+
+/// Kafka settings for `brokers` with every Faregate topic renamed `{prefix}-{name}-{suffix}`
+/// (one partition each) plus a plain `{prefix}-echo-{suffix}` topic for a baseline hop, all
+/// created; returns the settings and the echo topic's name.
+pub async fn fresh_topics(brokers: &str, prefix: &str, fetch_wait_ms: u32) -> (KafkaConfig, String) {
+    let suffix = uuid::Uuid::now_v7().simple().to_string();
+    let mut kafka =
+        KafkaConfig { brokers: brokers.into(), fetch_wait_max_ms: fetch_wait_ms, ..KafkaConfig::default() };
+    let t = &mut kafka.topics;
+    for (name, topic) in [
+        ("usage", &mut t.usage),
+        ("spend", &mut t.spend),
+        ("decisions", &mut t.decisions),
+        ("config", &mut t.config),
+        ("dlq", &mut t.dlq),
+        ("alerts", &mut t.alerts),
+    ] {
+        *topic = format!("{prefix}-{name}-{suffix}");
+    }
+    t.partitions = 1;
+    let echo = format!("{prefix}-echo-{suffix}");
+    let mut specs = kafka.topic_specs();
+    specs.push(TopicSpec { name: echo.clone(), compacted: false, ..specs[0].clone() });
+    ensure_topics(&kafka, &specs).await.expect("creating the benchmark's topics");
+    (kafka, echo)
+}
+
+/// A consumer of partition 0 of `topic` from its beginning, in a group of its own.
+pub fn consumer_at_start(kafka: &KafkaConfig, topic: &str) -> StreamConsumer {
+    let group = format!("bench-{}", uuid::Uuid::now_v7().simple());
+    let consumer: StreamConsumer = kafka.consumer_config("bench", &group).create().expect("a consumer");
+    let mut assignment = TopicPartitionList::new();
+    assignment.add_partition_offset(topic, 0, Offset::Beginning).expect("partition 0");
+    consumer.assign(&assignment).expect("assigned");
+    consumer
+}
 
 /// `n` realistic usage events, as the ingress would emit them: 500 developers in 20 teams of 5
 /// orgs, one key and one project each, five models, priced token counts, all just now.

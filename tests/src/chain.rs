@@ -305,19 +305,12 @@ pub async fn run_sdk_clients(mut command: tokio::process::Command) -> Vec<serde_
 }
 
 /// Poll `probe` until it returns a value, failing after two minutes.
-pub async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+pub async fn eventually<T, F, Fut>(what: &str, probe: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let start = tokio::time::Instant::now();
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(start.elapsed() < DEADLINE, "{what} did not happen within {DEADLINE:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    crate::eventually_within(what, DEADLINE, probe).await
 }
 
 fn encode_path(subject: &str) -> String {
@@ -388,4 +381,27 @@ async fn start_ingress(kafka: &KafkaConfig, fake: &FakeUpstream, replica: usize)
     });
     eventually("the ingress to be ready", || async { ready.load(Ordering::Acquire).then_some(()) }).await;
     Ingress { url, stop, handle, _spool: spool }
+}
+
+/// A block budget on one user of `org` over a rolling day (so a run across midnight UTC sees one
+/// window), alerting at 100 %.
+pub fn rolling_day_budget(org: &str, user: &str, id: &str, name: &str, limit: &str) -> Budget {
+    use faregate_core::event::{BudgetAction, BudgetScope, BudgetWindow, WindowPeriod};
+    Budget {
+        id: id.into(),
+        name: name.into(),
+        scope: BudgetScope { org: org.into(), user: Some(user.into()), ..BudgetScope::default() },
+        window: BudgetWindow {
+            period: WindowPeriod::Day,
+            days: None,
+            rolling: true,
+            time_zone: "UTC".into(),
+        },
+        limit_usd: faregate_core::money::Usd(limit.parse().expect("a decimal limit")),
+        action: BudgetAction::Block,
+        downgrade_to: None,
+        thresholds_pct: vec![100],
+        owner: None,
+        notify: vec![],
+    }
 }

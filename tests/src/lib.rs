@@ -276,3 +276,39 @@ pub fn virtual_key(
 pub fn config_record(entity: faregate_core::event::ConfigEntity) -> faregate_core::event::ConfigRecord {
     faregate_core::event::ConfigRecord { updated_at: chrono::Utc::now(), updated_by: None, entity }
 }
+
+/// Poll `probe` until it returns a value, failing the test after `deadline`.
+pub async fn eventually_within<T, F, Fut>(what: &str, deadline: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = tokio::time::Instant::now();
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(start.elapsed() < deadline, "{what} did not happen within {deadline:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A block decision for `subject` from an "Infra daily" budget ($12.50 spent of $10, resetting
+/// in three hours), as the budget service publishes it.
+pub fn budget_block(subject: &str) -> faregate_core::event::Decision {
+    use faregate_core::money::Usd;
+    faregate_core::event::Decision {
+        subject: subject.into(),
+        state: faregate_core::event::DecisionState::Block,
+        reason: "daily limit reached".into(),
+        budget_id: Some("infra-daily".into()),
+        budget_name: Some("Infra daily".into()),
+        spent_usd: Usd("12.5".parse().expect("a decimal")),
+        limit_usd: Some(Usd("10".parse().expect("a decimal"))),
+        window_start: None,
+        resets_at: Some(chrono::Utc::now() + chrono::TimeDelta::hours(3)),
+        downgrade_to: None,
+        decided_at: chrono::Utc::now(),
+        revision: 1,
+    }
+}

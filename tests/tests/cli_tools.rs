@@ -15,17 +15,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::Utc;
 use faregate_core::avro::{AvroCodec, SchemaFamily};
 use faregate_core::config::Secret;
 use faregate_core::event::{
-    ConfigEntity, ConfigRecord, Decision, DecisionState, Endpoint, Outcome, Tool, UsageEvent, UsageSource,
+    ConfigEntity, ConfigRecord, Decision, Endpoint, Outcome, Tool, UsageEvent, UsageSource,
 };
 use faregate_core::kafka::{KafkaConfig, RecordProducer, ensure_topics};
-use faregate_core::money::Usd;
 use faregate_fake_upstream::{FakeConfig, FakeUpstream, RecordedRequest};
 use faregate_ingress::config::{IngressConfig, Provider, UpstreamConfig};
-use faregate_tests::{config_record, kafka_config, unique, virtual_key, wait_for};
+use faregate_tests::{budget_block, config_record, kafka_config, unique, virtual_key, wait_for};
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use serde_json::{Value, json};
@@ -73,7 +71,7 @@ impl Stack {
                 RecordProducer::new(&kafka, "test", SchemaFamily::Decision, &kafka.topics.decisions)
                     .await
                     .unwrap();
-            let decision = block("org=acme/user=ana");
+            let decision = budget_block("org=acme/user=ana");
             decisions.send(&decision.subject, &decision).await.unwrap();
         }
         let fake = FakeUpstream::start(FakeConfig::default()).await.unwrap();
@@ -272,23 +270,6 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 
 fn key_record() -> ConfigRecord {
     config_record(ConfigEntity::VirtualKey(virtual_key("k-ana", SECRET, "acme", Some("infra"), Some("ana"))))
-}
-
-fn block(subject: &str) -> Decision {
-    Decision {
-        subject: subject.into(),
-        state: DecisionState::Block,
-        reason: "daily limit reached".into(),
-        budget_id: Some("infra-daily".into()),
-        budget_name: Some("Infra daily".into()),
-        spent_usd: Usd("12.5".parse().unwrap()),
-        limit_usd: Some(Usd("10".parse().unwrap())),
-        window_start: None,
-        resets_at: Some(Utc::now() + chrono::TimeDelta::hours(3)),
-        downgrade_to: None,
-        decided_at: Utc::now(),
-        revision: 1,
-    }
 }
 
 /// Run a CLI with only `env` (plus PATH) in its environment, in `dir`, with a deadline.

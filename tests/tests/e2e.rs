@@ -14,34 +14,10 @@ use std::sync::Arc;
 
 use chrono::{TimeDelta, Utc};
 use faregate_budget::{ManualClock, SystemClock};
-use faregate_core::event::{
-    Budget, BudgetAction, BudgetScope, BudgetWindow, DecisionState, TokenCounts, WindowPeriod,
-};
-use faregate_core::money::Usd;
-use faregate_tests::chain::{Chain, ChainSetup, KeySpec, run_sdk_clients, sdk_clients, served_tokens};
+use faregate_core::event::{Budget, DecisionState, TokenCounts};
+use faregate_tests::chain::{self, Chain, ChainSetup, KeySpec, run_sdk_clients, sdk_clients, served_tokens};
 use faregate_tests::{clickhouse_config, hand_priced, kafka_config};
 use rust_decimal::Decimal;
-
-fn rolling_day_budget(id: &str, name: &str, user: &str, limit: &str) -> Budget {
-    Budget {
-        id: id.into(),
-        name: name.into(),
-        scope: BudgetScope { org: "acme".into(), user: Some(user.into()), ..BudgetScope::default() },
-        // Rolling, so a test running across midnight UTC sees one window.
-        window: BudgetWindow {
-            period: WindowPeriod::Day,
-            days: None,
-            rolling: true,
-            time_zone: "UTC".into(),
-        },
-        limit_usd: Usd(limit.parse().unwrap()),
-        action: BudgetAction::Block,
-        downgrade_to: None,
-        thresholds_pct: vec![100],
-        owner: None,
-        notify: vec![],
-    }
-}
 
 async fn chain(keys: Vec<KeySpec>, budgets: Vec<Budget>, clock: Arc<dyn faregate_budget::Clock>) -> Chain {
     let mut setup = ChainSetup::new(kafka_config(), clickhouse_config());
@@ -110,7 +86,7 @@ async fn sdk_traffic_is_in_the_ledger_priced_by_hand_to_the_last_decimal() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_budget_crossing_blocks_the_sdk_after_one_attempt_with_the_budget_message() {
     let bo = KeySpec::new("acme", "infra", "bo");
-    let budget = rolling_day_budget("bo-daily", "Bo daily", "bo", "0.05");
+    let budget = chain::rolling_day_budget("acme", "bo", "bo-daily", "Bo daily", "0.05");
     let chain = chain(vec![bo.clone()], vec![budget.clone()], Arc::new(SystemClock)).await;
     // $0.03 a call (10,000 input tokens at $3 per million): the second call crosses $0.05.
     for _ in 0..2 {
@@ -146,7 +122,7 @@ async fn a_budget_crossing_blocks_the_sdk_after_one_attempt_with_the_budget_mess
 async fn a_runaway_sdk_loop_is_blocked_then_served_again_when_the_window_resets() {
     let loop_key = KeySpec::new("acme", "agents", "runaway");
     let limit: Decimal = "0.50".parse().unwrap();
-    let budget = rolling_day_budget("runaway-daily", "Runaway daily", "runaway", "0.50");
+    let budget = chain::rolling_day_budget("acme", "runaway", "runaway-daily", "Runaway daily", "0.50");
     let clock = Arc::new(ManualClock::new(Utc::now()));
     let chain = chain(vec![loop_key.clone()], vec![budget.clone()], clock.clone()).await;
     // $0.003 a call (1,000 input tokens): the limit is reached after 167 calls.

@@ -9,10 +9,8 @@ use std::time::Duration;
 use chrono::Utc;
 use faregate_core::config::Secret;
 use faregate_core::event::{
-    ConfigEntity, ConfigRecord, Decision, DecisionState, Endpoint, Outcome, TokenCounts, Tool, UsageEvent,
-    UsageSource,
+    ConfigEntity, ConfigRecord, DecisionState, Endpoint, Outcome, TokenCounts, Tool, UsageEvent, UsageSource,
 };
-use faregate_core::money::Usd;
 use faregate_fake_upstream::{FakeConfig, FakeUpstream, Script};
 use faregate_ingress::config::{AuthMode, IngressConfig, Provider, UpstreamConfig};
 use faregate_ingress::decisions::DecisionCache;
@@ -20,7 +18,7 @@ use faregate_ingress::emitter::MemorySink;
 use faregate_ingress::keys::{KeyStore, hash_secret};
 use faregate_ingress::table::Freshness;
 use faregate_ingress::{FailMode, Gateway};
-use faregate_tests::{config_record, virtual_key};
+use faregate_tests::{budget_block, config_record, virtual_key};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -300,27 +298,10 @@ async fn bad_keys_bad_json_oversize_and_zstd() {
     assert_eq!(rig.fake.requests().len(), 1);
 }
 
-fn block(subject: &str) -> Decision {
-    Decision {
-        subject: subject.into(),
-        state: DecisionState::Block,
-        reason: "daily limit reached".into(),
-        budget_id: Some("infra-daily".into()),
-        budget_name: Some("Infra daily".into()),
-        spent_usd: Usd("12.5".parse().unwrap()),
-        limit_usd: Some(Usd("10".parse().unwrap())),
-        window_start: None,
-        resets_at: Some(Utc::now() + chrono::TimeDelta::hours(3)),
-        downgrade_to: None,
-        decided_at: Utc::now(),
-        revision: 1,
-    }
-}
-
 #[tokio::test]
 async fn a_block_answers_in_each_providers_shape_and_is_recorded() {
     let rig = rig().await;
-    rig.decisions.apply("org=acme/team=infra", Some(block("org=acme/team=infra")));
+    rig.decisions.apply("org=acme/team=infra", Some(budget_block("org=acme/team=infra")));
     let response = rig.anthropic(messages(true)).send().await.unwrap();
     assert_eq!(response.status(), 402);
     assert_eq!(response.headers()["x-should-retry"], "false");
@@ -346,7 +327,7 @@ async fn a_block_answers_in_each_providers_shape_and_is_recorded() {
 
     // Another team's scope does not cover ana; a downgrade swaps the model.
     rig.decisions.apply("org=acme/team=infra", None);
-    let mut downgrade = block("org=acme/model=claude-opus-4-1");
+    let mut downgrade = budget_block("org=acme/model=claude-opus-4-1");
     downgrade.state = DecisionState::Downgrade;
     downgrade.downgrade_to = Some("claude-haiku-4-5".into());
     rig.decisions.apply(&downgrade.subject.clone(), Some(downgrade));
@@ -452,7 +433,7 @@ async fn collector_validates_every_record_with_its_path() {
 #[tokio::test]
 async fn decisions_api_serves_and_streams() {
     let rig = rig().await;
-    rig.decisions.apply("org=acme/team=infra", Some(block("org=acme/team=infra")));
+    rig.decisions.apply("org=acme/team=infra", Some(budget_block("org=acme/team=infra")));
     let get = |path: &str| rig.client.get(format!("{}{path}", rig.url)).bearer_auth("collector-token").send();
     let one: Value = get("/v1/decisions/org=acme/team=infra").await.unwrap().json().await.unwrap();
     assert_eq!(one["state"], "BLOCK");
@@ -464,7 +445,7 @@ async fn decisions_api_serves_and_streams() {
         seen.push_str(&String::from_utf8_lossy(&stream.next().await.unwrap().unwrap()));
     }
     assert!(seen.contains("event: decision") && seen.contains("org=acme/team=infra"), "{seen}");
-    let mut newer = block("org=acme/user=bob");
+    let mut newer = budget_block("org=acme/user=bob");
     newer.state = DecisionState::Warn;
     rig.decisions.apply("org=acme/user=bob", Some(newer));
     while !seen.contains("org=acme/user=bob") {
@@ -547,7 +528,7 @@ async fn official_sdks_see_what_is_metered() {
 #[tokio::test]
 async fn a_blocked_sdk_raises_after_one_attempt_with_the_budget_message() {
     let rig = rig().await;
-    rig.decisions.apply("org=acme/user=ana", Some(block("org=acme/user=ana")));
+    rig.decisions.apply("org=acme/user=ana", Some(budget_block("org=acme/user=ana")));
     let calls = run_sdks(&rig, "blocked").await;
     assert_eq!(calls[0]["raised"], "PaymentRequiredError", "{calls:?}");
     assert_eq!(calls[0]["status"], 402);

@@ -186,10 +186,8 @@ mod kafka {
     use std::time::{Duration, Instant};
 
     use chrono::{DurationRound, TimeDelta, Utc};
-    use rdkafka::consumer::{Consumer, StreamConsumer};
     use rdkafka::message::Message;
     use rdkafka::producer::{FutureProducer, FutureRecord};
-    use rdkafka::{Offset, TopicPartitionList};
     use rust_decimal::Decimal;
     use tokio_util::sync::CancellationToken;
 
@@ -199,47 +197,22 @@ mod kafka {
         BucketWidth, Budget, BudgetAction, BudgetScope, BudgetWindow, ConfigEntity, ConfigRecord, Decision,
         DecisionState, SpendAggregate, WindowPeriod,
     };
-    use faregate_core::kafka::{KafkaConfig, RecordProducer, TopicSpec, ensure_topics};
+    use faregate_core::kafka::RecordProducer;
     use faregate_core::money::Usd;
 
     use super::{percentiles, ratio};
 
     const WARMUP: usize = 20;
 
-    fn consumer_at_start(kafka: &KafkaConfig, topic: &str) -> StreamConsumer {
-        let group = format!("bench-{}", uuid::Uuid::now_v7().simple());
-        let consumer: StreamConsumer = kafka.consumer_config("bench", &group).create().expect("a consumer");
-        let mut assignment = TopicPartitionList::new();
-        assignment.add_partition_offset(topic, 0, Offset::Beginning).expect("partition 0");
-        consumer.assign(&assignment).expect("assigned");
-        consumer
-    }
-
     pub async fn latency(samples: usize) {
         let brokers = std::env::var("FAREGATE_TEST_KAFKA_BROKERS")
-            .expect("FAREGATE_TEST_KAFKA_BROKERS names the broker (source /work/stack/test.env)");
-        let suffix = uuid::Uuid::now_v7().simple().to_string();
-        let mut kafka = KafkaConfig { brokers, ..KafkaConfig::default() };
+            .expect("FAREGATE_TEST_KAFKA_BROKERS names the broker (as deploy/local/test sets it)");
         // The longest a fetch waits for data, for every consumer here (the service's and the
         // bench's alike): tansu answers a fetch only when it times out or data is already there.
-        let fetch_wait = std::env::var("FAREGATE_BENCH_FETCH_WAIT_MS").unwrap_or_else(|_| "10".into());
-        kafka.properties.insert("fetch.wait.max.ms".into(), fetch_wait.clone());
-        let t = &mut kafka.topics;
-        for (name, topic) in [
-            ("usage", &mut t.usage),
-            ("spend", &mut t.spend),
-            ("decisions", &mut t.decisions),
-            ("config", &mut t.config),
-            ("dlq", &mut t.dlq),
-            ("alerts", &mut t.alerts),
-        ] {
-            *topic = format!("bench-{name}-{suffix}");
-        }
-        t.partitions = 1;
-        let echo = format!("bench-echo-{suffix}");
-        let mut specs = kafka.topic_specs();
-        specs.push(TopicSpec { name: echo.clone(), compacted: false, ..specs[0].clone() });
-        ensure_topics(&kafka, &specs).await.expect("topics");
+        let fetch_wait: u32 =
+            std::env::var("FAREGATE_BENCH_FETCH_WAIT_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
+        let (kafka, echo) = faregate_benches::fresh_topics(&brokers, "bench", fetch_wait).await;
+        let suffix = uuid::Uuid::now_v7().simple().to_string();
         let t = kafka.topics.clone();
 
         let budget = Budget {
@@ -286,13 +259,13 @@ mod kafka {
             RecordProducer::new(&kafka, "bench", SchemaFamily::SpendAggregate, &t.spend)
                 .await
                 .expect("producer");
-        let decisions = consumer_at_start(&kafka, &t.decisions);
+        let decisions = faregate_benches::consumer_at_start(&kafka, &t.decisions);
         let decision_codec: AvroCodec<Decision> =
             AvroCodec::new(SchemaFamily::Decision, &t.decisions, kafka.schema_registry.registry())
                 .await
                 .expect("codec");
         let plain: FutureProducer = kafka.producer_config("bench-echo").create().expect("producer");
-        let echoes = consumer_at_start(&kafka, &echo);
+        let echoes = faregate_benches::consumer_at_start(&kafka, &echo);
         let spend_codec = spend.codec();
 
         let mut service_ns = Vec::with_capacity(samples);

@@ -27,11 +27,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use faregate_core::clickhouse::ClickHouseConfig;
-use faregate_core::event::{
-    Budget, BudgetAction, BudgetScope, BudgetWindow, Decision, DecisionState, WindowPeriod,
-};
+use faregate_core::event::{Budget, Decision, DecisionState};
 use faregate_core::kafka::{KafkaConfig, TopicSpec, ensure_topics};
-use faregate_core::money::Usd;
 use faregate_processor::ProcessorConfig;
 use faregate_tests::chain::{COLLECTOR_TOKEN, Chain, ChainSetup, KeySpec};
 use faregate_tests::{kafka_config_for, unique};
@@ -59,23 +56,13 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 }
 
 fn budget(user: &str, limit: &str) -> Budget {
-    Budget {
-        id: format!("{user}-day"),
-        name: format!("{user} day"),
-        scope: BudgetScope { org: "bench".into(), user: Some(user.into()), ..BudgetScope::default() },
-        window: BudgetWindow {
-            period: WindowPeriod::Day,
-            days: None,
-            rolling: true,
-            time_zone: "UTC".into(),
-        },
-        limit_usd: Usd(limit.parse().unwrap()),
-        action: BudgetAction::Block,
-        downgrade_to: None,
-        thresholds_pct: vec![100],
-        owner: None,
-        notify: vec![],
-    }
+    faregate_tests::chain::rolling_day_budget(
+        "bench",
+        user,
+        &format!("{user}-day"),
+        &format!("{user} day"),
+        limit,
+    )
 }
 
 /// Nearest-rank percentile of sorted durations, in milliseconds.

@@ -25,12 +25,9 @@ use std::time::{Duration, Instant};
 use faregate_core::avro::{AvroCodec, SchemaFamily};
 use faregate_core::clickhouse::{ClickHouseConfig, migrations};
 use faregate_core::event::{BucketWidth, SpendAggregate, UsageEvent};
-use faregate_core::kafka::{KafkaConfig, TopicSpec, ensure_topics};
 use faregate_processor::{ClickHouseLedger, Pipeline, ProcessorConfig};
-use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 const WARMUP: usize = 10;
@@ -42,15 +39,6 @@ fn env(name: &str) -> String {
         eprintln!("{name} is not set: run against the local stack (deploy/local/up) and export it");
         std::process::exit(2)
     })
-}
-
-fn consumer_at_start(kafka: &KafkaConfig, topic: &str) -> StreamConsumer {
-    let group = format!("bench-{}", uuid::Uuid::now_v7().simple());
-    let consumer: StreamConsumer = kafka.consumer_config("bench", &group).create().expect("a consumer");
-    let mut assignment = TopicPartitionList::new();
-    assignment.add_partition_offset(topic, 0, Offset::Beginning).expect("partition 0");
-    consumer.assign(&assignment).expect("assigned");
-    consumer
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -74,25 +62,8 @@ async fn series(
     wait_ms: u64,
     samples: usize,
 ) -> Series {
+    let (kafka, echo) = faregate_benches::fresh_topics(brokers, "lat", fetch_wait_ms).await;
     let suffix = uuid::Uuid::now_v7().simple().to_string();
-    let mut kafka =
-        KafkaConfig { brokers: brokers.into(), fetch_wait_max_ms: fetch_wait_ms, ..KafkaConfig::default() };
-    let t = &mut kafka.topics;
-    for (name, topic) in [
-        ("usage", &mut t.usage),
-        ("spend", &mut t.spend),
-        ("decisions", &mut t.decisions),
-        ("config", &mut t.config),
-        ("dlq", &mut t.dlq),
-        ("alerts", &mut t.alerts),
-    ] {
-        *topic = format!("lat-{name}-{suffix}");
-    }
-    t.partitions = 1;
-    let echo = format!("lat-echo-{suffix}");
-    let mut specs = kafka.topic_specs();
-    specs.push(TopicSpec { name: echo.clone(), compacted: false, ..specs[0].clone() });
-    ensure_topics(&kafka, &specs).await.expect("topics");
     let clickhouse = ClickHouseConfig {
         url: clickhouse_url.into(),
         database: format!("lat_{suffix}"),
@@ -120,8 +91,8 @@ async fn series(
             .await
             .expect("spend codec");
     let producer: FutureProducer = kafka.producer_config("bench").create().expect("a producer");
-    let spend = consumer_at_start(&kafka, &kafka.topics.spend);
-    let echoes = consumer_at_start(&kafka, &echo);
+    let spend = faregate_benches::consumer_at_start(&kafka, &kafka.topics.spend);
+    let echoes = faregate_benches::consumer_at_start(&kafka, &echo);
     let template = faregate_benches::usage_events(1).remove(0);
 
     let mut result = Series { wait_ms, event: Vec::new(), hop: Vec::new() };

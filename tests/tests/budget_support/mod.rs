@@ -28,19 +28,12 @@ use faregate_tests::unique;
 pub const DEADLINE: Duration = Duration::from_secs(90);
 
 /// Poll `probe` until it answers, failing the test after [`DEADLINE`].
-pub async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+pub async fn eventually<T, F, Fut>(what: &str, probe: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let start = tokio::time::Instant::now();
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(start.elapsed() < DEADLINE, "{what} did not happen within {DEADLINE:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    faregate_tests::eventually_within(what, DEADLINE, probe).await
 }
 
 /// Every value on `topic` (all partitions), read to its end.
