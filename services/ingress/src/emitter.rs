@@ -88,6 +88,15 @@ struct Inbox {
     closed: bool,
 }
 
+/// Closes the inbox when the emitter thread ends, however it ends.
+struct CloseOnExit(Arc<Mutex<Inbox>>);
+
+impl Drop for CloseOnExit {
+    fn drop(&mut self) {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).closed = true;
+    }
+}
+
 /// The Kafka-backed sink; its emitter is started by [`spawn`].
 #[derive(Debug, Clone)]
 pub struct KafkaSink {
@@ -221,6 +230,9 @@ pub async fn spawn(
     std::thread::Builder::new()
         .name("faregate-emitter".into())
         .spawn(move || {
+            // Should the emitter ever panic, the inbox is closed on the way out, so later events
+            // are counted and logged as unsent rather than piling up unseen.
+            let _close = CloseOnExit(task.inbox.clone());
             task.run(&shutdown);
             let _ = done_tx.send(());
         })
