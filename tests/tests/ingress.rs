@@ -393,6 +393,54 @@ async fn upstream_errors_and_cut_streams_are_metered_once() {
 }
 
 #[tokio::test]
+async fn an_upstream_that_overruns_its_deadline_is_cut_and_metered_once() {
+    // A head that does not come in time: 504 in the provider's shape, one upstream_error event.
+    let rig = rig_with(|c| c.upstream_timeout_secs = 1).await;
+    rig.fake.push_script(Script::Delay(Duration::from_secs(30)));
+    let response = rig.anthropic(messages(false)).send().await.unwrap();
+    assert_eq!(response.status(), 504);
+    let body = response.json::<Value>().await.unwrap();
+    assert_eq!(body["error"]["type"], "timeout_error", "{body}");
+    let event = rig.one_event().await;
+    assert_eq!((event.outcome, event.http_status), (Outcome::UpstreamError, 504));
+
+    // A stream still running at the deadline (7 events, 400 ms apart): the client's stream
+    // ends in an error after what was sent, and what was reported before the cut counts.
+    let fake_slow =
+        FakeUpstream::start(FakeConfig { stream_delay: Duration::from_millis(400), ..FakeConfig::default() })
+            .await
+            .unwrap();
+    let slow = rig_with(|c| {
+        c.upstream_timeout_secs = 1;
+        for upstream in &mut c.upstreams {
+            upstream.base_url = fake_slow.url();
+        }
+    })
+    .await;
+    let response = slow.anthropic(messages(true)).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let mut stream = response.bytes_stream();
+    let mut received = Vec::new();
+    let mut failed = false;
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(bytes) => received.extend_from_slice(&bytes),
+            Err(_) => {
+                failed = true;
+                break;
+            }
+        }
+    }
+    assert!(failed, "the cut stream must not look complete to the client");
+    let received = String::from_utf8_lossy(&received);
+    assert!(received.contains("message_start") && !received.contains("message_stop"), "{received}");
+    let event = slow.one_event().await;
+    assert_eq!(event.outcome, Outcome::UpstreamError);
+    assert_eq!((event.tokens.input, event.tokens.cache_read), (120, 1000));
+    assert_eq!(slow.sink.events().len(), 1);
+}
+
+#[tokio::test]
 async fn collector_validates_every_record_with_its_path() {
     let rig = rig().await;
     let good = json!({"event_id": uuid::Uuid::now_v7(), "occurred_at": Utc::now(), "org": "acme", "provider": "anthropic",

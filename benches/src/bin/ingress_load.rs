@@ -30,6 +30,12 @@
 #![allow(clippy::float_arithmetic)]
 
 use axum::serve::ListenerExt as _;
+
+/// The same allocator as the `faregate` binary, so the plain proxy (this binary) is compared
+/// like for like.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -119,6 +119,11 @@ impl ApiError {
         Self::new(StatusCode::BAD_GATEWAY, "api_error", "server_error", message)
     }
 
+    /// The upstream did not answer (or finish answering) in time.
+    pub fn gateway_timeout(message: String) -> Self {
+        Self::new(StatusCode::GATEWAY_TIMEOUT, "timeout_error", "server_error", message)
+    }
+
     pub fn not_found(message: String) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found_error", "invalid_request_error", message)
     }

@@ -16,12 +16,13 @@ use crate::keys::KeyStore;
 use crate::limits::RateLimiter;
 use crate::proxy;
 use crate::table::Freshness;
+use crate::upstream::{ClientError, UpstreamClient};
 use crate::usage::Api;
 
 /// Everything a request needs.
 pub struct Gateway {
     pub config: Arc<IngressConfig>,
-    pub client: reqwest::Client,
+    pub client: UpstreamClient,
     pub keys: Arc<KeyStore>,
     pub decisions: Arc<DecisionCache>,
     pub decisions_freshness: Arc<Freshness>,
@@ -35,16 +36,9 @@ impl std::fmt::Debug for Gateway {
     }
 }
 
-/// The HTTP client for upstreams: pooled keep-alive connections, no automatic decompression
-/// (usage must be read from the bytes the client gets).
-pub fn upstream_client(config: &IngressConfig) -> Result<reqwest::Client, reqwest::Error> {
-    reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(10))
-        .timeout(Duration::from_secs(config.upstream_timeout_secs))
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(256)
-        .tcp_nodelay(true)
-        .build()
+/// The HTTP client for upstreams (see [`crate::upstream`]).
+pub fn upstream_client(config: &IngressConfig) -> Result<UpstreamClient, ClientError> {
+    UpstreamClient::new(Duration::from_secs(config.upstream_timeout_secs))
 }
 
 impl Gateway {

@@ -23,6 +23,7 @@ pub mod proxy;
 pub mod spool;
 pub mod sse;
 pub mod table;
+pub mod upstream;
 pub mod usage;
 
 use axum::serve::ListenerExt as _;
@@ -46,7 +47,7 @@ pub enum IngressError {
     #[error(transparent)]
     Emitter(#[from] emitter::EmitterError),
     #[error("cannot build the upstream HTTP client: {0}")]
-    Client(reqwest::Error),
+    Client(upstream::ClientError),
     #[error(transparent)]
     Table(#[from] table::TableError),
     #[error("the HTTP server failed: {0}")]

@@ -20,6 +20,8 @@ use axum::response::Response;
 use bytes::Bytes;
 use chrono::Utc;
 use futures::Stream;
+use http_body_util::Full;
+use hyper::body::{Body as _, Incoming};
 use serde::Deserialize;
 
 use faregate_core::event::{
@@ -32,6 +34,7 @@ use crate::errors::ApiError;
 use crate::gateway::Gateway;
 use crate::keys::hash_secret;
 use crate::meter::Meter;
+use crate::upstream::{Deadline, ReadError, UpstreamError, read_limited};
 use crate::usage::{Api, Observed, StreamUsage};
 
 /// Headers that belong to one connection, never forwarded (RFC 9110 §7.6.1), plus the ones the
@@ -356,13 +359,19 @@ fn upstream_request(
     parts: &axum::http::request::Parts,
     body: Bytes,
     model: &str,
-) -> Result<reqwest::RequestBuilder, ApiError> {
+) -> Result<axum::http::Request<Full<Bytes>>, ApiError> {
     let upstream = gw.config.upstream_for(provider, model).ok_or_else(|| {
         ApiError::bad_gateway(format!("no {} upstream is configured for model {model:?}", provider.name()))
     })?;
     let path_and_query = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let url = format!("{}{}", upstream.base_url.trim_end_matches('/'), path_and_query);
-    let mut headers = reqwest::header::HeaderMap::with_capacity(parts.headers.len() + 1);
+    let uri = axum::http::Uri::try_from(url).map_err(|e| {
+        ApiError::bad_gateway(format!(
+            "the {} upstream's base URL does not make a valid URL: {e}",
+            provider.name()
+        ))
+    })?;
+    let mut headers = HeaderMap::with_capacity(parts.headers.len() + 1);
     let passthrough = gw.config.auth == AuthMode::Passthrough;
     for (name, value) in &parts.headers {
         let n = name.as_str();
@@ -388,10 +397,27 @@ fn upstream_request(
         value.set_sensitive(true);
         headers.insert(name, value);
     }
-    Ok(gw.client.request(parts.method.clone(), url).headers(headers).body(body))
+    let mut request = axum::http::Request::new(Full::new(body));
+    *request.method_mut() = parts.method.clone();
+    *request.uri_mut() = uri;
+    *request.headers_mut() = headers;
+    Ok(request)
 }
 
-fn response_headers(from: &reqwest::header::HeaderMap, keep_length: bool) -> HeaderMap {
+/// Send to the upstream; a failure is a 502 (unreachable) or 504 (timed out).
+async fn send(
+    gw: &Gateway,
+    request: axum::http::Request<Full<Bytes>>,
+) -> Result<(axum::http::Response<Incoming>, Deadline), ApiError> {
+    gw.client.send(request).await.map_err(|error| match error {
+        UpstreamError::TimedOut(after) => {
+            ApiError::gateway_timeout(format!("the upstream did not answer within {after:?}"))
+        }
+        UpstreamError::Failed(message) => ApiError::bad_gateway(format!("upstream unreachable: {message}")),
+    })
+}
+
+fn response_headers(from: &HeaderMap, keep_length: bool) -> HeaderMap {
     let mut headers = HeaderMap::with_capacity(from.len());
     for (name, value) in from {
         let n = name.as_str();
@@ -403,7 +429,7 @@ fn response_headers(from: &reqwest::header::HeaderMap, keep_length: bool) -> Hea
     headers
 }
 
-fn upstream_request_id(headers: &reqwest::header::HeaderMap) -> Option<String> {
+fn upstream_request_id(headers: &HeaderMap) -> Option<String> {
     ["request-id", "x-request-id"]
         .iter()
         .find_map(|h| headers.get(*h).and_then(|v| v.to_str().ok()).map(|s| s.chars().take(128).collect()))
@@ -417,13 +443,10 @@ async fn pass(
     body: Bytes,
     request_id: &str,
 ) -> Result<Response, ApiError> {
-    let response = upstream_request(gw, provider, parts, body, "")?
-        .send()
-        .await
-        .map_err(|e| ApiError::bad_gateway(format!("upstream unreachable: {}", describe(e))))?;
+    let (response, _) = send(gw, upstream_request(gw, provider, parts, body, "")?).await?;
     let status = response.status();
     let headers = response_headers(response.headers(), false);
-    let mut out = Response::new(Body::from_stream(response.bytes_stream()));
+    let mut out = Response::new(Body::new(response.into_body()));
     *out.status_mut() = status;
     *out.headers_mut() = headers;
     if let Ok(value) = HeaderValue::from_str(request_id) {
@@ -444,10 +467,9 @@ async fn proxy_metered(
     mut meter: Meter,
 ) -> Result<Response, ApiError> {
     let request = upstream_request(gw, provider, parts, body, model)?;
-    let response = match request.send().await {
-        Ok(response) => response,
-        Err(e) => {
-            let error = ApiError::bad_gateway(format!("upstream unreachable: {}", describe(e)));
+    let (response, deadline) = match send(gw, request).await {
+        Ok(sent) => sent,
+        Err(error) => {
             meter.finish(Observed::default(), Outcome::UpstreamError, error.status.as_u16());
             return Err(error);
         }
@@ -462,7 +484,9 @@ async fn proxy_metered(
     if streaming && is_sse && status.is_success() {
         let headers = response_headers(response.headers(), false);
         let stream = MeteredStream {
-            inner: Box::pin(response.bytes_stream()),
+            inner: response.into_body(),
+            deadline: Box::pin(tokio::time::sleep_until(deadline)),
+            timeout: gw.client.timeout(),
             usage: StreamUsage::new(api),
             meter: Some(meter),
             status: status.as_u16(),
@@ -473,10 +497,14 @@ async fn proxy_metered(
         return Ok(out);
     }
     let headers = response_headers(response.headers(), true);
-    let bytes = match read_limited(response, gw.config.max_response_bytes).await {
+    let limit = gw.config.max_response_bytes;
+    let bytes = match read_limited(response.into_body(), limit, deadline, gw.client.timeout()).await {
         Ok(bytes) => bytes,
-        Err(message) => {
-            let error = ApiError::bad_gateway(message);
+        Err(failure) => {
+            let error = match failure {
+                ReadError::TimedOut(_) => ApiError::gateway_timeout(failure.to_string()),
+                _ => ApiError::bad_gateway(failure.to_string()),
+            };
             meter.finish(Observed::default(), Outcome::UpstreamError, error.status.as_u16());
             return Err(error);
         }
@@ -490,33 +518,14 @@ async fn proxy_metered(
     Ok(out)
 }
 
-fn describe(error: reqwest::Error) -> String {
-    let timeout = error.is_timeout();
-    let message = error.without_url().to_string();
-    if timeout { format!("timed out ({message})") } else { message }
-}
-
-async fn read_limited(mut response: reqwest::Response, limit: usize) -> Result<Bytes, String> {
-    let mut out = bytes::BytesMut::new();
-    loop {
-        match response.chunk().await {
-            Ok(Some(chunk)) => {
-                if out.len() + chunk.len() > limit {
-                    return Err(format!("upstream response exceeds {limit} bytes"));
-                }
-                out.extend_from_slice(&chunk);
-            }
-            Ok(None) => return Ok(out.freeze()),
-            Err(e) => return Err(format!("reading the upstream response failed: {}", describe(e))),
-        }
-    }
-}
-
 /// A streamed response on its way to the client: every chunk is forwarded as is and read for
 /// usage. The end of the stream finishes the meter; dropping it early (client gone) lets the
 /// meter report what was seen.
 struct MeteredStream {
-    inner: Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>,
+    inner: Incoming,
+    /// The request's deadline ([`crate::upstream`]): a stream still running then is cut.
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    timeout: std::time::Duration,
     usage: StreamUsage,
     meter: Option<Meter>,
     status: u16,
@@ -526,32 +535,49 @@ impl Stream for MeteredStream {
     type Item = Result<Bytes, std::io::Error>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        match self.inner.as_mut().poll_next(cx) {
-            Poll::Ready(Some(Ok(chunk))) => {
-                self.usage.feed(&chunk);
-                Poll::Ready(Some(Ok(chunk)))
-            }
-            Poll::Ready(Some(Err(e))) => {
-                let observed = self.usage.observed.clone();
-                let status = self.status;
-                if let Some(meter) = self.meter.take() {
-                    meter.finish(observed, Outcome::UpstreamError, status);
+        loop {
+            match Pin::new(&mut self.inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    // Trailers carry no usage and are not forwarded (the client's body is
+                    // a plain stream of data).
+                    let Ok(chunk) = frame.into_data() else { continue };
+                    self.usage.feed(&chunk);
+                    return Poll::Ready(Some(Ok(chunk)));
                 }
-                Poll::Ready(Some(Err(std::io::Error::other(describe(e)))))
-            }
-            Poll::Ready(None) => {
-                let observed = self.usage.observed.clone();
-                let (status, completed) = (self.status, self.usage.completed);
-                if let Some(meter) = self.meter.take() {
-                    // A stream that ended without its terminal event was cut upstream.
-                    // What was reported still counts: the provider bills it.
-                    let outcome = if completed { Outcome::Ok } else { Outcome::UpstreamError };
-                    meter.finish(observed, outcome, status);
+                Poll::Ready(Some(Err(e))) => {
+                    return Poll::Ready(Some(Err(self.fail(crate::upstream::describe(&e)))));
                 }
-                Poll::Ready(None)
+                Poll::Ready(None) => {
+                    let observed = self.usage.observed.clone();
+                    let (status, completed) = (self.status, self.usage.completed);
+                    if let Some(meter) = self.meter.take() {
+                        // A stream that ended without its terminal event was cut upstream.
+                        // What was reported still counts: the provider bills it.
+                        let outcome = if completed { Outcome::Ok } else { Outcome::UpstreamError };
+                        meter.finish(observed, outcome, status);
+                    }
+                    return Poll::Ready(None);
+                }
+                Poll::Pending => {
+                    if self.meter.is_some() && self.deadline.as_mut().poll(cx).is_ready() {
+                        let message = format!("the upstream stream did not end within {:?}", self.timeout);
+                        return Poll::Ready(Some(Err(self.fail(message))));
+                    }
+                    return Poll::Pending;
+                }
             }
-            Poll::Pending => Poll::Pending,
         }
+    }
+}
+
+impl MeteredStream {
+    /// The stream failed: meter what was seen, as an upstream error.
+    fn fail(&mut self, message: String) -> std::io::Error {
+        let observed = self.usage.observed.clone();
+        if let Some(meter) = self.meter.take() {
+            meter.finish(observed, Outcome::UpstreamError, self.status);
+        }
+        std::io::Error::other(message)
     }
 }
 

@@ -125,24 +125,38 @@ impl Observed {
         }
     }
 
-    /// Read a whole (non-streaming) JSON response body.
+    /// Read a whole (non-streaming) JSON response body. Only the fields usage needs are
+    /// built; the rest (the generated content) is skipped without being copied.
     pub fn from_body(api: Api, body: &[u8]) -> Observed {
+        /// The top-level fields read; each kept as a `Value` so a field of an unexpected type
+        /// is ignored on its own instead of failing the whole body.
+        #[derive(serde::Deserialize)]
+        struct Whole {
+            model: Option<Value>,
+            usage: Option<Value>,
+            service_tier: Option<Value>,
+        }
         let mut observed = Observed::default();
-        let Ok(value) = serde_json::from_slice::<Value>(body) else {
+        let Ok(whole) = serde_json::from_slice::<Whole>(body) else {
             return observed;
         };
-        observed.served_model = text(&value, "model");
+        let as_text = |v: Option<Value>| match v {
+            Some(Value::String(s)) => Some(s),
+            _ => None,
+        };
+        observed.served_model = as_text(whole.model);
+        let usage = whole.usage.filter(Value::is_object);
         match api {
             Api::AnthropicMessages => {
-                if let Some(usage) = value.get("usage") {
+                if let Some(usage) = &usage {
                     observed.anthropic_usage(usage);
                 }
             }
             Api::OpenaiChat | Api::OpenaiResponses | Api::OpenaiEmbeddings => {
-                if let Some(usage) = value.get("usage").filter(|u| u.is_object()) {
+                if let Some(usage) = &usage {
                     observed.openai_usage(usage);
                 }
-                if let Some(tier) = text(&value, "service_tier") {
+                if let Some(tier) = as_text(whole.service_tier) {
                     observed.service_tier = Some(tier);
                 }
             }
@@ -190,10 +204,84 @@ impl StreamUsage {
     }
 }
 
+/// What a named event is to usage, decided from its name alone (the providers name every
+/// Anthropic and Responses event, and the name always equals the data's `type`).
+enum ByName {
+    /// Carries nothing usage needs (pings, block starts and stops, `*.done` repeats of the
+    /// whole text): not parsed at all.
+    Skip,
+    /// The terminal event.
+    Stop,
+    /// A text delta, whose `delta` strings are only counted (for estimates).
+    Delta,
+    /// Read in full.
+    Parse,
+}
+
+fn by_name(api: Api, name: Option<&str>) -> ByName {
+    match (api, name) {
+        (Api::AnthropicMessages, Some("ping" | "content_block_start" | "content_block_stop")) => ByName::Skip,
+        (Api::AnthropicMessages, Some("message_stop")) => ByName::Stop,
+        (Api::AnthropicMessages, Some("content_block_delta")) => ByName::Delta,
+        (
+            Api::OpenaiResponses,
+            Some("response.output_text.delta" | "response.function_call_arguments.delta"),
+        ) => ByName::Delta,
+        (
+            Api::OpenaiResponses,
+            Some("response.created" | "response.completed" | "response.incomplete" | "response.failed"),
+        ) => ByName::Parse,
+        (Api::OpenaiResponses, Some(_)) => ByName::Skip,
+        _ => ByName::Parse,
+    }
+}
+
+/// The characters of a delta event's text (Anthropic `delta.text` / `partial_json` /
+/// `thinking`, Responses `delta`), read without building the event; `None` when the event is
+/// not shaped as expected (then it is read in full).
+fn delta_chars(api: Api, data: &str) -> Option<u64> {
+    use std::borrow::Cow;
+    #[derive(serde::Deserialize)]
+    struct Block<'a> {
+        #[serde(borrow)]
+        text: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        partial_json: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        thinking: Option<Cow<'a, str>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Event<D> {
+        delta: D,
+    }
+    let chars = |s: Option<Cow<'_, str>>| s.as_deref().map_or(0, |s| s.chars().count() as u64);
+    match api {
+        Api::AnthropicMessages => {
+            let block = serde_json::from_str::<Event<Block<'_>>>(data).ok()?.delta;
+            Some(chars(block.text) + chars(block.partial_json) + chars(block.thinking))
+        }
+        _ => Some(chars(Some(serde_json::from_str::<Event<Cow<'_, str>>>(data).ok()?.delta))),
+    }
+}
+
 fn on_event(api: Api, observed: &mut Observed, completed: &mut bool, event: SseEvent) {
     if event.data == "[DONE]" {
         *completed = true;
         return;
+    }
+    match by_name(api, event.event.as_deref()) {
+        ByName::Skip => return,
+        ByName::Stop => {
+            *completed = true;
+            return;
+        }
+        ByName::Delta => {
+            if let Some(chars) = delta_chars(api, &event.data) {
+                observed.output_chars += chars;
+                return;
+            }
+        }
+        ByName::Parse => {}
     }
     let Ok(data) = serde_json::from_str::<Value>(&event.data) else {
         return;

@@ -146,3 +146,53 @@ fn a_body_that_is_not_json_reports_nothing() {
     assert_eq!(observed.finish(8), UsageSource::Estimated);
     assert_eq!(observed.tokens.input, 2);
 }
+
+#[test]
+fn a_whole_body_is_read_for_usage_only_and_odd_fields_do_not_hide_it() {
+    // Content of any shape is skipped; a model of the wrong type is ignored on its own.
+    let body = r#"{"model":42,"content":[{"type":"text","text":"a \"quoted\" long answer"},{"nested":{"deep":[1,2,{"x":null}]}}],
+        "usage":{"input_tokens":7,"output_tokens":3},"stop_reason":"end_turn"}"#;
+    let mut observed = Observed::from_body(Api::AnthropicMessages, body.as_bytes());
+    assert_eq!(observed.tokens, tokens(7, 3, 0, 0, 0, 0));
+    assert_eq!(observed.served_model, None);
+    assert_eq!(observed.finish(100), UsageSource::Reported);
+    let openai =
+        r#"{"model":"gpt-5","service_tier":null,"usage":{"prompt_tokens":10,"completion_tokens":4}}"#;
+    let observed = Observed::from_body(Api::OpenaiChat, openai.as_bytes());
+    assert_eq!(observed.tokens, tokens(10, 4, 0, 0, 0, 0));
+    assert_eq!(observed.service_tier, None);
+}
+
+#[test]
+fn deltas_are_counted_without_parsing_and_events_of_no_use_are_skipped() {
+    // Anthropic: text, tool-input and thinking deltas count (escapes decoded: 2 + 7 + 3 chars),
+    // pings and block starts/stops are skipped, a delta of an odd shape is read in full
+    // (and still counts nothing wrong), and message_stop completes.
+    let body = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"model\":\"m\",\"usage\":{\"input_tokens\":5,\"output_tokens\":1}}}\n\n\
+        event: ping\ndata: {\"type\":\"ping\"}\n\n\
+        event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n\
+        event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"h\\u00e9\"}}\n\n\
+        event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"a\\\":1}\"}}\n\n\
+        event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":2,\"delta\":{\"type\":\"thinking_delta\",\"thinking\":\"abc\"}}\n\n\
+        event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"delta\":\"not an object\"}\n\n\
+        event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n";
+    let usage = stream(Api::AnthropicMessages, body);
+    assert_eq!(usage.observed.output_chars, 2 + 7 + 3);
+    assert_eq!(usage.observed.served_model.as_deref(), Some("m"));
+    assert!(!usage.completed);
+    let usage = stream(
+        Api::AnthropicMessages,
+        &format!("{body}event: message_stop\ndata: {{\"type\":\"message_stop\"}}\n\n"),
+    );
+    assert!(usage.completed);
+
+    // Responses: deltas count; `*.done` events repeat the whole text and are not counted again.
+    let body = "event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"model\":\"gpt-5\"}}\n\n\
+        event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\"hello\"}\n\n\
+        event: response.output_text.done\ndata: {\"type\":\"response.output_text.done\",\"text\":\"hello\"}\n\n\
+        event: response.function_call_arguments.delta\ndata: {\"type\":\"response.function_call_arguments.delta\",\"delta\":\"{}\"}\n\n";
+    let usage = stream(Api::OpenaiResponses, body);
+    assert_eq!(usage.observed.output_chars, 5 + 2);
+    assert_eq!(usage.observed.served_model.as_deref(), Some("gpt-5"));
+    assert!(!usage.completed);
+}
