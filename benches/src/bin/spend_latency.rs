@@ -160,6 +160,10 @@ async fn series(
 
 #[tokio::main]
 async fn main() {
+    // RUST_LOG=faregate_processor=debug shows each flush's stages (duplicate check, insert, totals).
+    let _logs = std::env::var_os("RUST_LOG").map(|_| {
+        faregate_core::telemetry::init(&Default::default(), "spend-latency").expect("logging starts")
+    });
     let brokers = env("FAREGATE_TEST_KAFKA_BROKERS");
     let clickhouse_url = env("FAREGATE_TEST_CLICKHOUSE_URL");
     let samples: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(100).max(1);

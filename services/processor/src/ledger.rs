@@ -2,7 +2,9 @@
 //! implementation ([`ClickHouseLedger`]) and an in-memory one for tests ([`MemoryLedger`]).
 //!
 //! Contract: `insert` is the only write. The pipeline makes it idempotent by asking `existing`
-//! which event ids are already stored before writing.
+//! which event ids are already stored before writing. The spend totals a write changed (per
+//! subject and hour, and per session and minute) come back from one read, [`Ledger::spend_totals`]:
+//! one round trip and, in ClickHouse, one `FINAL` scan grouped two ways (`GROUPING SETS`).
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -14,7 +16,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::aggregate::{BucketKey, BucketTotals, Subject, hour_of};
-use crate::session::{self, SessionKey, SessionRow, SessionTotals, minute_of};
+use crate::session::{self, SessionKey, SessionTotals, minute_of};
 use faregate_core::clickhouse::LedgerRow;
 use faregate_core::clickhouse::ledger::PricingStatus;
 use faregate_core::error::{ErrorClass, FaregateError};
@@ -63,6 +65,14 @@ fn exception_code(body: &str) -> Option<u32> {
     rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
 }
 
+/// Spend totals read from the ledger in one read: per (subject, hour) and per (org, session,
+/// minute).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SpendTotals {
+    pub hourly: Vec<BucketTotals>,
+    pub sessions: Vec<SessionTotals>,
+}
+
 /// What the pipeline reads from and writes to the ledger.
 #[async_trait]
 pub trait Ledger: Send + Sync {
@@ -70,14 +80,24 @@ pub trait Ledger: Send + Sync {
     async fn existing(&self, rows: &[LedgerRow]) -> Result<HashSet<Uuid>, LedgerError>;
     /// Store `rows`.
     async fn insert(&self, rows: &[LedgerRow]) -> Result<(), LedgerError>;
-    /// The totals of `keys` (a key with no rows is absent from the answer).
-    async fn totals(&self, keys: &[BucketKey]) -> Result<Vec<BucketTotals>, LedgerError>;
-    /// The totals of every (subject, hour) from `since` on.
-    async fn totals_since(&self, since: DateTime<Utc>) -> Result<Vec<BucketTotals>, LedgerError>;
-    /// The session totals of `keys` (a key with no rows is absent from the answer).
-    async fn session_totals(&self, keys: &[SessionKey]) -> Result<Vec<SessionTotals>, LedgerError>;
-    /// The totals of every (org, session, minute) from `since` on.
-    async fn session_totals_since(&self, since: DateTime<Utc>) -> Result<Vec<SessionTotals>, LedgerError>;
+    /// The totals of `keys` and of `sessions`, in one read (a key with no rows is absent from
+    /// the answer).
+    async fn spend_totals(
+        &self,
+        keys: &[BucketKey],
+        sessions: &[SessionKey],
+    ) -> Result<SpendTotals, LedgerError>;
+    /// The totals of every (subject, hour) from `hours_since` on and of every (org, session,
+    /// minute) from `sessions_since` on, in one read.
+    async fn spend_totals_since(
+        &self,
+        hours_since: DateTime<Utc>,
+        sessions_since: DateTime<Utc>,
+    ) -> Result<SpendTotals, LedgerError>;
+    /// The totals of `keys` only (re-pricing republishes these).
+    async fn totals(&self, keys: &[BucketKey]) -> Result<Vec<BucketTotals>, LedgerError> {
+        Ok(self.spend_totals(keys, &[]).await?.hourly)
+    }
 }
 
 /// A ClickHouse string literal.
@@ -219,16 +239,21 @@ struct EventId {
     event_id: Uuid,
 }
 
+/// One row of [`TOTALS_SQL`]: a (subject, hour) total (`grouping_set` 3) or an (org, session,
+/// minute) total (`grouping_set` 0).
 #[derive(Debug, Deserialize, clickhouse::Row)]
 struct TotalsRow {
+    grouping_set: u64,
     org: String,
-    team: String,
-    user: String,
-    key_id: String,
-    project: String,
-    model: String,
-    tool: String,
+    max_team: String,
+    max_user: String,
+    max_key_id: String,
+    max_project: String,
+    max_model: String,
+    max_tool: String,
+    session: String,
     hour: i64,
+    minute: i64,
     #[serde(with = "faregate_core::money::ch_decimal")]
     cost: Usd,
     requests: u64,
@@ -236,39 +261,109 @@ struct TotalsRow {
     tokens: u64,
 }
 
+/// `grouping(session, minute)` of a (subject, hour) row: both aggregated away (standard SQL
+/// semantics, pinned by the query's settings).
+const HOURLY_SET: u64 = 3;
+/// ... of an (org, session, minute) row: both are keys.
+const SESSION_SET: u64 = 0;
+
+/// Where a row of [`TOTALS_SQL`] goes.
+enum TotalsOf {
+    Hour(BucketTotals),
+    Session(SessionTotals),
+}
+
 impl TotalsRow {
-    fn into_totals(self) -> Result<BucketTotals, LedgerError> {
-        let hour = DateTime::from_timestamp(self.hour, 0)
-            .ok_or_else(|| LedgerError::Corrupt(format!("hour {} out of range", self.hour)))?;
-        Ok(BucketTotals {
-            key: BucketKey {
-                subject: Subject {
-                    org: self.org,
-                    team: self.team,
-                    user: self.user,
-                    key_id: self.key_id,
-                    project: self.project,
-                    model: self.model,
-                    tool: self.tool,
+    fn into_totals(self) -> Result<TotalsOf, LedgerError> {
+        let at = |seconds: i64, what: &str| {
+            DateTime::from_timestamp(seconds, 0)
+                .ok_or_else(|| LedgerError::Corrupt(format!("{what} {seconds} out of range")))
+        };
+        match self.grouping_set {
+            HOURLY_SET => Ok(TotalsOf::Hour(BucketTotals {
+                key: BucketKey {
+                    subject: Subject {
+                        org: self.org,
+                        team: self.max_team,
+                        user: self.max_user,
+                        key_id: self.max_key_id,
+                        project: self.max_project,
+                        model: self.max_model,
+                        tool: self.max_tool,
+                    },
+                    hour: at(self.hour, "hour")?,
                 },
-                hour,
-            },
-            cost: self.cost,
-            requests: self.requests as i64,
-            unpriced_requests: self.unpriced as i64,
-            tokens_total: self.tokens as i64,
-        })
+                cost: self.cost,
+                requests: self.requests as i64,
+                unpriced_requests: self.unpriced as i64,
+                tokens_total: self.tokens as i64,
+            })),
+            SESSION_SET => Ok(TotalsOf::Session(SessionTotals {
+                key: SessionKey {
+                    org: self.org,
+                    session_id: self.session,
+                    minute: at(self.minute, "minute")?,
+                },
+                team: self.max_team,
+                user: self.max_user,
+                key_id: self.max_key_id,
+                project: self.max_project,
+                tool: self.max_tool,
+                cost: self.cost,
+                requests: self.requests as i64,
+                unpriced_requests: self.unpriced as i64,
+                tokens_total: self.tokens as i64,
+            })),
+            other => Err(LedgerError::Corrupt(format!("totals row of unknown grouping set {other}"))),
+        }
     }
 }
 
-const TOTALS_SELECT: &str = "SELECT org, team, user, key_id, project, model, tool, \
+/// Spend totals of the ledger rows passing `{filter}`, grouped two ways in one scan: per
+/// (subject, hour) and per (org, session, minute); `{hourly}` and `{sessions}` choose which
+/// groups of each set come back. In a (subject, hour) row every `max_` column is the grouping
+/// key itself; in a session row it is the session's attribution (the greatest value among its
+/// rows of that minute, see [`crate::session`]). Rows without a session group under `''` and
+/// never come back. `FINAL`: re-pricing replaces rows, and only the latest version counts.
+const TOTALS_SQL: &str = "SELECT grouping(session, minute) AS grouping_set, org, \
+     max(team) AS max_team, max(user) AS max_user, max(key_id) AS max_key_id, \
+     max(project) AS max_project, max(model) AS max_model, max(tool) AS max_tool, \
+     ifNull(session_id, '') AS session, \
      intDiv(toUnixTimestamp64Micro(occurred_at), 3600000000) * 3600 AS hour, \
+     intDiv(toUnixTimestamp64Micro(occurred_at), 60000000) * 60 AS minute, \
      sum(ifNull(cost_total, toDecimal128(0, 18))) AS cost, \
      count() AS requests, \
      countIf(pricing_status = 'unpriced') AS unpriced, \
      sum(input_tokens + output_tokens + cache_read_tokens + cache_write_5m_tokens + cache_write_1h_tokens + reasoning_tokens) AS tokens \
-     FROM usage_ledger FINAL";
-const TOTALS_GROUP: &str = "GROUP BY org, team, user, key_id, project, model, tool, hour";
+     FROM usage_ledger FINAL WHERE {filter} \
+     GROUP BY GROUPING SETS ((org, team, user, key_id, project, model, tool, hour), (org, session, minute)) \
+     HAVING (grouping_set = 3 AND {hourly}) OR (grouping_set = 0 AND session != '' AND {sessions}) \
+     SETTINGS force_grouping_standard_compatibility = 1";
+
+fn totals_sql(filter: &str, hourly: &str, sessions: &str) -> String {
+    TOTALS_SQL.replace("{filter}", filter).replace("{hourly}", hourly).replace("{sessions}", sessions)
+}
+
+impl ClickHouseLedger {
+    /// Run a [`totals_sql`] query; keep the rows `keep_hour` / `keep_session` accept.
+    async fn read_totals(
+        &self,
+        sql: &str,
+        keep_hour: impl Fn(&BucketKey) -> bool,
+        keep_session: impl Fn(&SessionKey) -> bool,
+    ) -> Result<SpendTotals, LedgerError> {
+        let rows: Vec<TotalsRow> = self.client.query(&sql.replace('?', "??")).fetch_all().await?;
+        let mut totals = SpendTotals::default();
+        for row in rows {
+            match row.into_totals()? {
+                TotalsOf::Hour(t) if keep_hour(&t.key) => totals.hourly.push(t),
+                TotalsOf::Session(t) if keep_session(&t.key) => totals.sessions.push(t),
+                _ => {}
+            }
+        }
+        Ok(totals)
+    }
+}
 
 #[async_trait]
 impl Ledger for ClickHouseLedger {
@@ -307,7 +402,13 @@ impl Ledger for ClickHouseLedger {
     }
 
     async fn insert(&self, rows: &[LedgerRow]) -> Result<(), LedgerError> {
-        let mut insert = self.client.insert::<LedgerRow>("usage_ledger").await?;
+        // The ledger feeds three rollup views; pushing a block through them in parallel instead
+        // of one after the other shortens every insert (each view still gets every row once).
+        let mut insert = self
+            .client
+            .insert::<LedgerRow>("usage_ledger")
+            .await?
+            .with_setting("parallel_view_processing", "1");
         for row in rows {
             insert.write(row).await?;
         }
@@ -315,69 +416,60 @@ impl Ledger for ClickHouseLedger {
         Ok(())
     }
 
-    async fn totals(&self, keys: &[BucketKey]) -> Result<Vec<BucketTotals>, LedgerError> {
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        let from = keys.iter().map(|k| k.hour).min().unwrap_or_default();
-        let to = keys.iter().map(|k| k.hour).max().unwrap_or_default() + TimeDelta::hours(1);
-        let sql = format!(
-            "{TOTALS_SELECT} WHERE org IN ({}) AND occurred_at >= {} AND occurred_at < {} {TOTALS_GROUP}",
-            quoted_list(keys.iter().map(|k| k.subject.org.as_str())),
-            datetime_literal(from),
-            datetime_literal(to),
+    async fn spend_totals(
+        &self,
+        keys: &[BucketKey],
+        sessions: &[SessionKey],
+    ) -> Result<SpendTotals, LedgerError> {
+        // One filter covering both: the union of the orgs, and the time from the earliest
+        // bucket start to the latest bucket end (the pipeline's session minutes lie within its
+        // hours, so for it this is the hourly range). The groups are then narrowed by HAVING
+        // (sessions) and here (subjects).
+        let starts = keys.iter().map(|k| k.hour).chain(sessions.iter().map(|k| k.minute));
+        let ends = keys
+            .iter()
+            .map(|k| k.hour + TimeDelta::hours(1))
+            .chain(sessions.iter().map(|k| k.minute + TimeDelta::minutes(1)));
+        let (Some(from), Some(to)) = (starts.min(), ends.max()) else {
+            return Ok(SpendTotals::default());
+        };
+        let orgs = quoted_list(
+            keys.iter().map(|k| k.subject.org.as_str()).chain(sessions.iter().map(|k| k.org.as_str())),
         );
-        let wanted: HashSet<&BucketKey> = keys.iter().collect();
-        let rows: Vec<TotalsRow> = self.client.query(&sql.replace('?', "??")).fetch_all().await?;
-        let mut totals = Vec::with_capacity(keys.len());
-        for row in rows {
-            let total = row.into_totals()?;
-            if wanted.contains(&total.key) {
-                totals.push(total);
-            }
-        }
-        Ok(totals)
-    }
-
-    async fn totals_since(&self, since: DateTime<Utc>) -> Result<Vec<BucketTotals>, LedgerError> {
-        let sql = format!(
-            "{TOTALS_SELECT} WHERE occurred_at >= {} {TOTALS_GROUP}",
-            datetime_literal(hour_of(since))
-        );
-        let rows: Vec<TotalsRow> = self.client.query(&sql).fetch_all().await?;
-        rows.into_iter().map(TotalsRow::into_totals).collect()
-    }
-
-    async fn session_totals(&self, keys: &[SessionKey]) -> Result<Vec<SessionTotals>, LedgerError> {
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        let from = keys.iter().map(|k| k.minute).min().unwrap_or_default();
-        let to = keys.iter().map(|k| k.minute).max().unwrap_or_default() + TimeDelta::minutes(1);
         let filter = format!(
-            "org IN ({}) AND session_id IN ({}) AND occurred_at >= {} AND occurred_at < {}",
-            quoted_list(keys.iter().map(|k| k.org.as_str())),
-            quoted_list(keys.iter().map(|k| k.session_id.as_str())),
+            "org IN ({orgs}) AND occurred_at >= {} AND occurred_at < {}",
             datetime_literal(from),
-            datetime_literal(to),
+            datetime_literal(to)
         );
-        let wanted: HashSet<&SessionKey> = keys.iter().collect();
-        let rows: Vec<SessionRow> =
-            self.client.query(&session::sql(&filter).replace('?', "??")).fetch_all().await?;
-        let mut totals = Vec::with_capacity(keys.len());
-        for row in rows {
-            let total = row.into_totals()?;
-            if wanted.contains(&total.key) {
-                totals.push(total);
-            }
-        }
-        Ok(totals)
+        let session_filter =
+            match sessions.iter().map(|k| k.minute).min().zip(sessions.iter().map(|k| k.minute).max()) {
+                None => "0".to_string(),
+                Some((first, last)) => format!(
+                    "session IN ({}) AND minute >= {} AND minute <= {}",
+                    quoted_list(sessions.iter().map(|k| k.session_id.as_str())),
+                    first.timestamp(),
+                    last.timestamp()
+                ),
+            };
+        let hourly_filter = if keys.is_empty() { "0" } else { "1" };
+        let sql = totals_sql(&filter, hourly_filter, &session_filter);
+        let wanted: HashSet<&BucketKey> = keys.iter().collect();
+        let wanted_sessions: HashSet<&SessionKey> = sessions.iter().collect();
+        self.read_totals(&sql, |k| wanted.contains(k), |k| wanted_sessions.contains(k)).await
     }
 
-    async fn session_totals_since(&self, since: DateTime<Utc>) -> Result<Vec<SessionTotals>, LedgerError> {
-        let filter = format!("occurred_at >= {}", datetime_literal(minute_of(since)));
-        let rows: Vec<SessionRow> = self.client.query(&session::sql(&filter)).fetch_all().await?;
-        rows.into_iter().map(SessionRow::into_totals).collect()
+    async fn spend_totals_since(
+        &self,
+        hours_since: DateTime<Utc>,
+        sessions_since: DateTime<Utc>,
+    ) -> Result<SpendTotals, LedgerError> {
+        let (hour, minute) = (hour_of(hours_since), minute_of(sessions_since));
+        let sql = totals_sql(
+            &format!("occurred_at >= {}", datetime_literal(hour.min(minute))),
+            &format!("hour >= {}", hour.timestamp()),
+            &format!("minute >= {}", minute.timestamp()),
+        );
+        self.read_totals(&sql, |_| true, |_| true).await
     }
 }
 
@@ -459,28 +551,31 @@ impl Ledger for MemoryLedger {
         Ok(())
     }
 
-    async fn totals(&self, keys: &[BucketKey]) -> Result<Vec<BucketTotals>, LedgerError> {
+    async fn spend_totals(
+        &self,
+        keys: &[BucketKey],
+        sessions: &[SessionKey],
+    ) -> Result<SpendTotals, LedgerError> {
         self.check()?;
         let wanted: HashSet<&BucketKey> = keys.iter().collect();
-        Ok(self.totals_where(|k| wanted.contains(k)))
+        let wanted_sessions: HashSet<&SessionKey> = sessions.iter().collect();
+        Ok(SpendTotals {
+            hourly: self.totals_where(|k| wanted.contains(k)),
+            sessions: session::fold(&self.rows.lock().unwrap(), |k| wanted_sessions.contains(k)),
+        })
     }
 
-    async fn totals_since(&self, since: DateTime<Utc>) -> Result<Vec<BucketTotals>, LedgerError> {
+    async fn spend_totals_since(
+        &self,
+        hours_since: DateTime<Utc>,
+        sessions_since: DateTime<Utc>,
+    ) -> Result<SpendTotals, LedgerError> {
         self.check()?;
-        let since = hour_of(since);
-        Ok(self.totals_where(|k| k.hour >= since))
-    }
-
-    async fn session_totals(&self, keys: &[SessionKey]) -> Result<Vec<SessionTotals>, LedgerError> {
-        self.check()?;
-        let wanted: HashSet<&SessionKey> = keys.iter().collect();
-        Ok(session::fold(&self.rows.lock().unwrap(), |k| wanted.contains(k)))
-    }
-
-    async fn session_totals_since(&self, since: DateTime<Utc>) -> Result<Vec<SessionTotals>, LedgerError> {
-        self.check()?;
-        let since = minute_of(since);
-        Ok(session::fold(&self.rows.lock().unwrap(), |k| k.minute >= since))
+        let (hour, minute) = (hour_of(hours_since), minute_of(sessions_since));
+        Ok(SpendTotals {
+            hourly: self.totals_where(|k| k.hour >= hour),
+            sessions: session::fold(&self.rows.lock().unwrap(), |k| k.minute >= minute),
+        })
     }
 }
 

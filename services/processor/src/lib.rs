@@ -25,7 +25,7 @@ use faregate_core::event::UsageEvent;
 use faregate_core::kafka::{KafkaConfig, ProduceError};
 
 pub use config::ProcessorConfig;
-pub use ledger::{ClickHouseLedger, Ledger, LedgerError, MemoryLedger};
+pub use ledger::{ClickHouseLedger, Ledger, LedgerError, MemoryLedger, SpendTotals};
 pub use pipeline::Pipeline;
 
 /// Prices one event. Implemented by the price catalog; tests use closures.

@@ -11,9 +11,11 @@
 //! - an event that arrives twice at different offsets (re-sent after a lost acknowledgement) is
 //!   caught by the same event-id check, and within one batch by de-duplicating on the id;
 //! - spend totals (per subject and hour, and per session and minute) are absolute and re-read
-//!   from the ledger, so republishing them is harmless; each goes to the spend-topic partition
-//!   of its org ([`faregate_core::kafka::partition_for`]), so one budget instance sees all of an
-//!   org's spend;
+//!   from the ledger in one read after the write is acknowledged, with the time taken just
+//!   before that read as their revision, so republishing them is harmless; each goes to the
+//!   spend-topic partition of its org ([`faregate_core::kafka::partition_for`]), so one budget
+//!   instance sees all of an org's spend (the spend producer does not linger: a flush waits for
+//!   its totals' acknowledgement);
 //! - on a partition revocation the batch's rows of that partition are dropped unwritten: the
 //!   next owner reads them again from the last commit.
 //!
@@ -37,7 +39,7 @@ use tokio_util::sync::CancellationToken;
 use crate::aggregate::{BucketKey, Subject, hour_of};
 use crate::config::ProcessorConfig;
 use crate::dlq::{DeadLetters, Stage};
-use crate::ledger::Ledger;
+use crate::ledger::{Ledger, SpendTotals};
 use crate::session::{SESSION_REBUILD, SessionKey, minute_of};
 use crate::validate::validate;
 use crate::{Pricer, ProcessorError};
@@ -210,8 +212,13 @@ impl Pipeline {
             .map_err(|source| ProcessorError::Kafka { what: "subscribing to the usage topic", source })?;
         let registry = self.kafka.schema_registry.registry();
         let codec = AvroCodec::new(SchemaFamily::UsageEvent, &topic, registry).await?;
+        // The spend producer sends a flush's totals together and the flush waits for their
+        // acknowledgement, so lingering (the shared producer default, 5 ms) only delays them:
+        // linger.ms = 0 here, unless `kafka.properties` sets it (the operator's value wins).
+        let mut spend_kafka = self.kafka.clone();
+        spend_kafka.properties.entry("linger.ms".into()).or_insert_with(|| "0".into());
         let spend = RecordProducer::new(
-            &self.kafka,
+            &spend_kafka,
             "processor",
             SchemaFamily::SpendAggregate,
             &self.kafka.topics.spend,
@@ -403,9 +410,9 @@ impl Pipeline {
         }
     }
 
-    /// Publish the ledger's totals of `keys` and `sessions`, each to the partition of its org;
-    /// false if shutdown interrupted it. A revision is the time taken just before the read that
-    /// produced it (see [`crate::session`]).
+    /// Read the ledger's totals of `keys` and `sessions` (one read) and publish them; false if
+    /// shutdown interrupted it. Their revision is the time taken just before the read (see
+    /// [`crate::session`]).
     async fn publish_totals(
         &self,
         running: &Running,
@@ -415,31 +422,43 @@ impl Pipeline {
     ) -> bool {
         let started = std::time::Instant::now();
         let ledger = self.ledger.clone();
-        let now = faregate_core::time::now_micros;
-        let read = || async { ledger.totals(keys).await.map(|t| (now(), t)) };
-        let Some((hourly_at, totals)) = self.retry("reading spend totals", shutdown, read).await else {
-            return false;
-        };
         let read = || async {
-            let at = now();
-            match sessions.is_empty() {
-                true => Ok((at, Vec::new())),
-                false => ledger.session_totals(sessions).await.map(|t| (at, t)),
-            }
+            let at = faregate_core::time::now_micros();
+            ledger.spend_totals(keys, sessions).await.map(|t| (at, t))
         };
-        let Some((session_at, session_totals)) = self.retry("reading session totals", shutdown, read).await
-        else {
+        let Some((read_at, totals)) = self.retry("reading spend totals", shutdown, read).await else {
             return false;
         };
         let read_time = started.elapsed();
+        let published = self.publish(running, read_at, &totals, shutdown).await;
+        tracing::debug!(
+            read_ms = read_time.as_millis() as u64,
+            publish_ms = (started.elapsed() - read_time).as_millis() as u64,
+            records = totals.hourly.len() + totals.sessions.len(),
+            "spend totals published"
+        );
+        published
+    }
+
+    /// Publish `totals`, read at `read_at`, each to the spend-topic partition of its org; false
+    /// if shutdown interrupted it.
+    async fn publish(
+        &self,
+        running: &Running,
+        read_at: DateTime<Utc>,
+        totals: &SpendTotals,
+        shutdown: &CancellationToken,
+    ) -> bool {
         let n = running.spend_partitions;
         let records: Vec<(i32, String, SpendAggregate)> = totals
+            .hourly
             .iter()
-            .map(|t| (partition_for(&t.key.subject.org, n), t.key.topic_key(), t.to_aggregate(hourly_at)))
+            .map(|t| (partition_for(&t.key.subject.org, n), t.key.topic_key(), t.to_aggregate(read_at)))
             .chain(
-                session_totals
+                totals
+                    .sessions
                     .iter()
-                    .map(|t| (partition_for(&t.key.org, n), t.key.topic_key(), t.to_aggregate(session_at))),
+                    .map(|t| (partition_for(&t.key.org, n), t.key.topic_key(), t.to_aggregate(read_at))),
             )
             .collect();
         let spend = &running.spend;
@@ -449,14 +468,7 @@ impl Pipeline {
             )
             .await
         };
-        let published = self.retry("publishing spend totals", shutdown, publish).await.is_some();
-        tracing::debug!(
-            read_ms = read_time.as_millis() as u64,
-            publish_ms = (started.elapsed() - read_time).as_millis() as u64,
-            records = records.len(),
-            "spend totals published"
-        );
-        published
+        self.retry("publishing spend totals", shutdown, publish).await.is_some()
     }
 
     /// Republish recent totals from the ledger (hourly ones of `rebuild_hours`, session ones of
@@ -465,24 +477,17 @@ impl Pipeline {
         let now = Utc::now();
         let since = now - chrono::TimeDelta::hours(i64::from(self.config.rebuild_hours));
         let ledger = self.ledger.clone();
-        let Some(totals) =
-            self.retry("reading recent spend totals", shutdown, || ledger.totals_since(since)).await
-        else {
+        let read = || async {
+            let at = faregate_core::time::now_micros();
+            ledger.spend_totals_since(since, now - SESSION_REBUILD).await.map(|t| (at, t))
+        };
+        let Some((read_at, totals)) = self.retry("reading recent spend totals", shutdown, read).await else {
             return;
         };
-        let session_since = now - SESSION_REBUILD;
-        let Some(session_totals) = self
-            .retry("reading recent session totals", shutdown, || ledger.session_totals_since(session_since))
-            .await
-        else {
-            return;
-        };
-        let keys: Vec<BucketKey> = totals.into_iter().map(|t| t.key).collect();
-        let sessions: Vec<SessionKey> = session_totals.into_iter().map(|t| t.key).collect();
-        if self.publish_totals(running, &keys, &sessions, shutdown).await {
+        if self.publish(running, read_at, &totals, shutdown).await {
             tracing::info!(
-                buckets = keys.len(),
-                session_minutes = sessions.len(),
+                buckets = totals.hourly.len(),
+                session_minutes = totals.sessions.len(),
                 hours = self.config.rebuild_hours,
                 "republished spend totals from the ledger"
             );

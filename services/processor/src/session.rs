@@ -1,5 +1,6 @@
 //! Session aggregates: absolute totals per (org, session, UTC minute), read back from the ledger
-//! after each write (like the hourly totals in [`crate::aggregate`]) and published to the spend
+//! after each write, in the same read as the hourly totals of [`crate::aggregate`] (see
+//! [`crate::ledger::Ledger::spend_totals`]), and published to the spend
 //! topic with `session_id` set and `bucket_width = MINUTE`. They feed the budget service's
 //! runaway-session tripwire; budgets never count them (the hourly totals carry the same spend).
 //!
@@ -18,14 +19,11 @@
 use std::collections::{BTreeMap, HashSet};
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
-use serde::Deserialize;
 
 use faregate_core::clickhouse::LedgerRow;
 use faregate_core::clickhouse::ledger::PricingStatus;
 use faregate_core::event::{BucketWidth, SpendAggregate};
 use faregate_core::money::Usd;
-
-use crate::ledger::LedgerError;
 
 /// How far back the processor republishes session totals at start: the runaway-session
 /// tripwire forgets sessions idle for two hours.
@@ -111,58 +109,8 @@ impl SessionTotals {
     }
 }
 
-/// The ClickHouse query of session totals; `filter` is the WHERE clause's condition.
-pub(crate) fn sql(filter: &str) -> String {
-    format!(
-        "SELECT org, assumeNotNull(session_id) AS session, \
-         intDiv(toUnixTimestamp64Micro(occurred_at), 60000000) * 60 AS minute, \
-         max(team) AS team, max(user) AS user, max(key_id) AS key_id, max(project) AS project, max(tool) AS tool, \
-         sum(ifNull(cost_total, toDecimal128(0, 18))) AS cost, count() AS requests, \
-         countIf(pricing_status = 'unpriced') AS unpriced, \
-         sum(input_tokens + output_tokens + cache_read_tokens + cache_write_5m_tokens + cache_write_1h_tokens + reasoning_tokens) AS tokens \
-         FROM usage_ledger FINAL WHERE session_id IS NOT NULL AND session_id != '' AND {filter} \
-         GROUP BY org, session, minute"
-    )
-}
-
-#[derive(Debug, Deserialize, clickhouse::Row)]
-pub(crate) struct SessionRow {
-    org: String,
-    session: String,
-    minute: i64,
-    team: String,
-    user: String,
-    key_id: String,
-    project: String,
-    tool: String,
-    #[serde(with = "faregate_core::money::ch_decimal")]
-    cost: Usd,
-    requests: u64,
-    unpriced: u64,
-    tokens: u64,
-}
-
-impl SessionRow {
-    pub(crate) fn into_totals(self) -> Result<SessionTotals, LedgerError> {
-        let minute = DateTime::from_timestamp(self.minute, 0)
-            .ok_or_else(|| LedgerError::Corrupt(format!("minute {} out of range", self.minute)))?;
-        Ok(SessionTotals {
-            key: SessionKey { org: self.org, session_id: self.session, minute },
-            team: self.team,
-            user: self.user,
-            key_id: self.key_id,
-            project: self.project,
-            tool: self.tool,
-            cost: self.cost,
-            requests: self.requests as i64,
-            unpriced_requests: self.unpriced as i64,
-            tokens_total: self.tokens as i64,
-        })
-    }
-}
-
 /// Session totals of `rows` (each event id once) whose key `keep` accepts: the in-memory
-/// ledger's answer, computed the way the query above computes it.
+/// ledger's answer, computed the way the ClickHouse query computes it.
 pub(crate) fn fold(rows: &[LedgerRow], keep: impl Fn(&SessionKey) -> bool) -> Vec<SessionTotals> {
     let mut totals: BTreeMap<SessionKey, SessionTotals> = BTreeMap::new();
     let mut seen = HashSet::new();
