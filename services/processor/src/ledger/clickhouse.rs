@@ -1,123 +1,22 @@
-//! The ledger seam: what the pipeline needs from ClickHouse, as a small trait with the real
-//! implementation ([`ClickHouseLedger`]) and an in-memory one for tests ([`MemoryLedger`]).
-//!
-//! Contract: `insert` is the only write. The pipeline makes it idempotent by asking `existing`
-//! which event ids are already stored before writing. The spend totals a write changed (per
-//! subject and hour, and per session and minute) come back from one read, [`Ledger::spend_totals`]:
-//! one round trip and, in ClickHouse, one `FINAL` scan grouped two ways (`GROUPING SETS`).
+//! The ledger in ClickHouse: the duplicate check (ids of the batch's orgs and time ranges,
+//! intersected here), the insert (rollup views in parallel), and the spend totals read back in
+//! one `FINAL` scan grouped two ways.
 
-use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::Deserialize;
 use uuid::Uuid;
 
+use super::{Ledger, LedgerError, SpendTotals, datetime_literal, quoted_list};
 use crate::aggregate::{BucketKey, BucketTotals, Subject, hour_of};
-use crate::session::{self, SessionKey, SessionTotals, minute_of};
+use crate::session::{SessionKey, SessionTotals, minute_of};
 use faregate_core::clickhouse::LedgerRow;
-use faregate_core::clickhouse::ledger::PricingStatus;
-use faregate_core::error::{ErrorClass, FaregateError};
 use faregate_core::money::Usd;
 
-#[derive(Debug, thiserror::Error)]
-pub enum LedgerError {
-    #[error("ClickHouse: {0}")]
-    ClickHouse(#[from] clickhouse::error::Error),
-    #[error("ledger unavailable: {0}")]
-    Unavailable(String),
-    #[error("ledger returned an impossible value: {0}")]
-    Corrupt(String),
-}
-
-impl FaregateError for LedgerError {
-    fn class(&self) -> ErrorClass {
-        match self {
-            LedgerError::ClickHouse(_) | LedgerError::Unavailable(_) => ErrorClass::External,
-            LedgerError::Corrupt(_) => ErrorClass::Internal,
-        }
-    }
-}
-
-/// ClickHouse error codes that no retry can cure: the query or the schema is wrong (syntax,
-/// unknown identifier, table, database or column, type mismatch, bad argument, query too large).
-const PERMANENT_CODES: [u32; 9] = [62, 47, 60, 81, 16, 53, 43, 36, 44];
-
-impl LedgerError {
-    /// Whether trying again later can succeed. Network failures, timeouts, overload and unknown
-    /// server errors are transient; a refused query is not.
-    pub fn is_transient(&self) -> bool {
-        match self {
-            LedgerError::ClickHouse(clickhouse::error::Error::BadResponse(body)) => {
-                exception_code(body).is_none_or(|code| !PERMANENT_CODES.contains(&code))
-            }
-            LedgerError::ClickHouse(_) | LedgerError::Unavailable(_) => true,
-            LedgerError::Corrupt(_) => false,
-        }
-    }
-}
-
-/// The N of "Code: N." in a ClickHouse error body.
-fn exception_code(body: &str) -> Option<u32> {
-    let rest = &body[body.find("Code: ")? + 6..];
-    rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
-}
-
-/// Spend totals read from the ledger in one read: per (subject, hour) and per (org, session,
-/// minute).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SpendTotals {
-    pub hourly: Vec<BucketTotals>,
-    pub sessions: Vec<SessionTotals>,
-}
-
-/// What the pipeline reads from and writes to the ledger.
-#[async_trait]
-pub trait Ledger: Send + Sync {
-    /// Which of `rows`' event ids are already stored.
-    async fn existing(&self, rows: &[LedgerRow]) -> Result<HashSet<Uuid>, LedgerError>;
-    /// Store `rows`.
-    async fn insert(&self, rows: &[LedgerRow]) -> Result<(), LedgerError>;
-    /// The totals of `keys` and of `sessions`, in one read (a key with no rows is absent from
-    /// the answer).
-    async fn spend_totals(
-        &self,
-        keys: &[BucketKey],
-        sessions: &[SessionKey],
-    ) -> Result<SpendTotals, LedgerError>;
-    /// The totals of every (subject, hour) from `hours_since` on and of every (org, session,
-    /// minute) from `sessions_since` on, in one read.
-    async fn spend_totals_since(
-        &self,
-        hours_since: DateTime<Utc>,
-        sessions_since: DateTime<Utc>,
-    ) -> Result<SpendTotals, LedgerError>;
-    /// The totals of `keys` only (re-pricing republishes these).
-    async fn totals(&self, keys: &[BucketKey]) -> Result<Vec<BucketTotals>, LedgerError> {
-        Ok(self.spend_totals(keys, &[]).await?.hourly)
-    }
-}
-
-/// A ClickHouse string literal.
-fn quote(value: &str) -> String {
-    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
-}
-
-fn quoted_list<'a>(values: impl Iterator<Item = &'a str>) -> String {
-    let mut unique: Vec<&str> = values.collect();
-    unique.sort_unstable();
-    unique.dedup();
-    unique.iter().map(|v| quote(v)).collect::<Vec<_>>().join(", ")
-}
-
-/// A ClickHouse `DateTime64(6, 'UTC')` literal.
-pub(crate) fn datetime_literal(at: DateTime<Utc>) -> String {
-    format!("toDateTime64('{}', 6, 'UTC')", at.format("%Y-%m-%d %H:%M:%S%.6f"))
-}
-
-/// The ledger in ClickHouse (`usage_ledger`).
 #[derive(Clone)]
 pub struct ClickHouseLedger {
     client: clickhouse::Client,
@@ -470,148 +369,5 @@ impl Ledger for ClickHouseLedger {
             &format!("minute >= {}", minute.timestamp()),
         );
         self.read_totals(&sql, |_| true, |_| true).await
-    }
-}
-
-/// An in-memory ledger for tests; `set_available(false)` makes every call fail like an outage,
-/// `set_refusing(true)` like a query the server will never accept.
-#[derive(Debug, Default)]
-pub struct MemoryLedger {
-    rows: Mutex<Vec<LedgerRow>>,
-    down: AtomicBool,
-    refusing: AtomicBool,
-}
-
-impl MemoryLedger {
-    pub fn rows(&self) -> Vec<LedgerRow> {
-        self.rows.lock().unwrap().clone()
-    }
-
-    pub fn set_available(&self, available: bool) {
-        self.down.store(!available, Ordering::SeqCst);
-    }
-
-    /// Make every call fail with an error no retry can cure (like a refused query).
-    pub fn set_refusing(&self, refusing: bool) {
-        self.refusing.store(refusing, Ordering::SeqCst);
-    }
-
-    fn check(&self) -> Result<(), LedgerError> {
-        if self.refusing.load(Ordering::SeqCst) {
-            return Err(LedgerError::Corrupt("memory ledger refuses every query".into()));
-        }
-        if self.down.load(Ordering::SeqCst) {
-            return Err(LedgerError::Unavailable("memory ledger is switched off".into()));
-        }
-        Ok(())
-    }
-
-    fn totals_where(&self, keep: impl Fn(&BucketKey) -> bool) -> Vec<BucketTotals> {
-        let mut totals: BTreeMap<BucketKey, BucketTotals> = BTreeMap::new();
-        let rows = self.rows.lock().unwrap();
-        let mut seen = HashSet::new();
-        for row in rows.iter().filter(|r| seen.insert(r.event_id)) {
-            let key = BucketKey::of(row);
-            if !keep(&key) {
-                continue;
-            }
-            let entry = totals.entry(key.clone()).or_insert_with(|| BucketTotals {
-                key,
-                cost: Usd::ZERO,
-                requests: 0,
-                unpriced_requests: 0,
-                tokens_total: 0,
-            });
-            entry.cost = Usd(entry.cost.0 + row.cost_total.unwrap_or_default().0);
-            entry.requests += 1;
-            entry.unpriced_requests += i64::from(row.pricing_status == PricingStatus::Unpriced);
-            entry.tokens_total += (row.input_tokens
-                + row.output_tokens
-                + row.cache_read_tokens
-                + row.cache_write_5m_tokens
-                + row.cache_write_1h_tokens
-                + row.reasoning_tokens) as i64;
-        }
-        totals.into_values().collect()
-    }
-}
-
-#[async_trait]
-impl Ledger for MemoryLedger {
-    async fn existing(&self, rows: &[LedgerRow]) -> Result<HashSet<Uuid>, LedgerError> {
-        self.check()?;
-        let wanted: HashSet<Uuid> = rows.iter().map(|r| r.event_id).collect();
-        let stored = self.rows.lock().unwrap();
-        Ok(stored.iter().map(|r| r.event_id).filter(|id| wanted.contains(id)).collect())
-    }
-
-    async fn insert(&self, rows: &[LedgerRow]) -> Result<(), LedgerError> {
-        self.check()?;
-        self.rows.lock().unwrap().extend_from_slice(rows);
-        Ok(())
-    }
-
-    async fn spend_totals(
-        &self,
-        keys: &[BucketKey],
-        sessions: &[SessionKey],
-    ) -> Result<SpendTotals, LedgerError> {
-        self.check()?;
-        let wanted: HashSet<&BucketKey> = keys.iter().collect();
-        let wanted_sessions: HashSet<&SessionKey> = sessions.iter().collect();
-        Ok(SpendTotals {
-            hourly: self.totals_where(|k| wanted.contains(k)),
-            sessions: session::fold(&self.rows.lock().unwrap(), |k| wanted_sessions.contains(k)),
-        })
-    }
-
-    async fn spend_totals_since(
-        &self,
-        hours_since: DateTime<Utc>,
-        sessions_since: DateTime<Utc>,
-    ) -> Result<SpendTotals, LedgerError> {
-        self.check()?;
-        let (hour, minute) = (hour_of(hours_since), minute_of(sessions_since));
-        Ok(SpendTotals {
-            hourly: self.totals_where(|k| k.hour >= hour),
-            sessions: session::fold(&self.rows.lock().unwrap(), |k| k.minute >= minute),
-        })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn refused_queries_are_not_retried() {
-        let refused = LedgerError::ClickHouse(clickhouse::error::Error::BadResponse(
-            "Code: 62. DB::Exception: Max query size exceeded (SYNTAX_ERROR)".into(),
-        ));
-        assert!(!refused.is_transient());
-        let overloaded = LedgerError::ClickHouse(clickhouse::error::Error::BadResponse(
-            "Code: 241. DB::Exception: Memory limit exceeded (MEMORY_LIMIT_EXCEEDED)".into(),
-        ));
-        assert!(overloaded.is_transient());
-        assert!(LedgerError::Unavailable("down".into()).is_transient());
-        assert_eq!(exception_code("Code: 60. DB::Exception: x"), Some(60));
-        assert_eq!(exception_code("503 Service Unavailable"), None);
-    }
-
-    #[test]
-    fn time_ranges_cover_every_row_and_cut_at_the_widest_gaps() {
-        let base = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
-        let at = |s: i64| base + TimeDelta::seconds(s);
-        let rows = || [5, 0, 1, 2, 100, 101, 1_000, 5].into_iter().map(at);
-        assert_eq!(time_ranges(rows(), 1), vec![(at(0), at(1_000))]);
-        assert_eq!(time_ranges(rows(), 3), vec![(at(0), at(5)), (at(100), at(101)), (at(1_000), at(1_000))]);
-        assert_eq!(time_ranges(rows(), 16).len(), 7);
-        assert!(time_ranges(std::iter::empty(), 16).is_empty());
-    }
-
-    #[test]
-    fn literals_are_escaped() {
-        assert_eq!(quote("it's a \\ test"), "'it\\'s a \\\\ test'");
-        assert_eq!(quoted_list(["b", "a", "b"].into_iter()), "'a', 'b'");
     }
 }

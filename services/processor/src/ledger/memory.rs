@@ -1,0 +1,122 @@
+//! The in-memory ledger of the processor's tests.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::{Ledger, LedgerError, SpendTotals};
+use crate::aggregate::{BucketKey, BucketTotals, hour_of};
+use crate::session::{self, SessionKey, minute_of};
+use faregate_core::clickhouse::LedgerRow;
+use faregate_core::clickhouse::ledger::PricingStatus;
+use faregate_core::money::Usd;
+
+/// An in-memory ledger for tests; `set_available(false)` makes every call fail like an outage,
+/// `set_refusing(true)` like a query the server will never accept.
+#[derive(Debug, Default)]
+pub struct MemoryLedger {
+    rows: Mutex<Vec<LedgerRow>>,
+    down: AtomicBool,
+    refusing: AtomicBool,
+}
+
+impl MemoryLedger {
+    pub fn rows(&self) -> Vec<LedgerRow> {
+        self.rows.lock().unwrap().clone()
+    }
+
+    pub fn set_available(&self, available: bool) {
+        self.down.store(!available, Ordering::SeqCst);
+    }
+
+    /// Make every call fail with an error no retry can cure (like a refused query).
+    pub fn set_refusing(&self, refusing: bool) {
+        self.refusing.store(refusing, Ordering::SeqCst);
+    }
+
+    fn check(&self) -> Result<(), LedgerError> {
+        if self.refusing.load(Ordering::SeqCst) {
+            return Err(LedgerError::Corrupt("memory ledger refuses every query".into()));
+        }
+        if self.down.load(Ordering::SeqCst) {
+            return Err(LedgerError::Unavailable("memory ledger is switched off".into()));
+        }
+        Ok(())
+    }
+
+    fn totals_where(&self, keep: impl Fn(&BucketKey) -> bool) -> Vec<BucketTotals> {
+        let mut totals: BTreeMap<BucketKey, BucketTotals> = BTreeMap::new();
+        let rows = self.rows.lock().unwrap();
+        let mut seen = HashSet::new();
+        for row in rows.iter().filter(|r| seen.insert(r.event_id)) {
+            let key = BucketKey::of(row);
+            if !keep(&key) {
+                continue;
+            }
+            let entry = totals.entry(key.clone()).or_insert_with(|| BucketTotals {
+                key,
+                cost: Usd::ZERO,
+                requests: 0,
+                unpriced_requests: 0,
+                tokens_total: 0,
+            });
+            entry.cost = Usd(entry.cost.0 + row.cost_total.unwrap_or_default().0);
+            entry.requests += 1;
+            entry.unpriced_requests += i64::from(row.pricing_status == PricingStatus::Unpriced);
+            entry.tokens_total += (row.input_tokens
+                + row.output_tokens
+                + row.cache_read_tokens
+                + row.cache_write_5m_tokens
+                + row.cache_write_1h_tokens
+                + row.reasoning_tokens) as i64;
+        }
+        totals.into_values().collect()
+    }
+}
+
+#[async_trait]
+impl Ledger for MemoryLedger {
+    async fn existing(&self, rows: &[LedgerRow]) -> Result<HashSet<Uuid>, LedgerError> {
+        self.check()?;
+        let wanted: HashSet<Uuid> = rows.iter().map(|r| r.event_id).collect();
+        let stored = self.rows.lock().unwrap();
+        Ok(stored.iter().map(|r| r.event_id).filter(|id| wanted.contains(id)).collect())
+    }
+
+    async fn insert(&self, rows: &[LedgerRow]) -> Result<(), LedgerError> {
+        self.check()?;
+        self.rows.lock().unwrap().extend_from_slice(rows);
+        Ok(())
+    }
+
+    async fn spend_totals(
+        &self,
+        keys: &[BucketKey],
+        sessions: &[SessionKey],
+    ) -> Result<SpendTotals, LedgerError> {
+        self.check()?;
+        let wanted: HashSet<&BucketKey> = keys.iter().collect();
+        let wanted_sessions: HashSet<&SessionKey> = sessions.iter().collect();
+        Ok(SpendTotals {
+            hourly: self.totals_where(|k| wanted.contains(k)),
+            sessions: session::fold(&self.rows.lock().unwrap(), |k| wanted_sessions.contains(k)),
+        })
+    }
+
+    async fn spend_totals_since(
+        &self,
+        hours_since: DateTime<Utc>,
+        sessions_since: DateTime<Utc>,
+    ) -> Result<SpendTotals, LedgerError> {
+        self.check()?;
+        let (hour, minute) = (hour_of(hours_since), minute_of(sessions_since));
+        Ok(SpendTotals {
+            hourly: self.totals_where(|k| k.hour >= hour),
+            sessions: session::fold(&self.rows.lock().unwrap(), |k| k.minute >= minute),
+        })
+    }
+}
