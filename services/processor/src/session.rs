@@ -142,12 +142,7 @@ pub(crate) fn fold(rows: &[LedgerRow], keep: impl Fn(&SessionKey) -> bool) -> Ve
         t.cost = Usd(t.cost.0 + row.cost_total.unwrap_or_default().0);
         t.requests += 1;
         t.unpriced_requests += i64::from(row.pricing_status == PricingStatus::Unpriced);
-        t.tokens_total += (row.input_tokens
-            + row.output_tokens
-            + row.cache_read_tokens
-            + row.cache_write_5m_tokens
-            + row.cache_write_1h_tokens
-            + row.reasoning_tokens) as i64;
+        t.tokens_total += row.tokens_total() as i64;
     }
     totals.into_values().collect()
 }

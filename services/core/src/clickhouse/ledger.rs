@@ -233,6 +233,16 @@ impl LedgerRow {
 }
 
 impl LedgerRow {
+    /// Every token of the row, all classes together (what spend totals count as tokens).
+    pub fn tokens_total(&self) -> u64 {
+        self.input_tokens
+            + self.output_tokens
+            + self.cache_read_tokens
+            + self.cache_write_5m_tokens
+            + self.cache_write_1h_tokens
+            + self.reasoning_tokens
+    }
+
     /// The usage event this row records (for re-pricing). Unset optional attributions come back
     /// as `None`; everything that pricing reads is preserved exactly.
     pub fn to_event(&self) -> UsageEvent {

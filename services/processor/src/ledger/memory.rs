@@ -67,12 +67,7 @@ impl MemoryLedger {
             entry.cost = Usd(entry.cost.0 + row.cost_total.unwrap_or_default().0);
             entry.requests += 1;
             entry.unpriced_requests += i64::from(row.pricing_status == PricingStatus::Unpriced);
-            entry.tokens_total += (row.input_tokens
-                + row.output_tokens
-                + row.cache_read_tokens
-                + row.cache_write_5m_tokens
-                + row.cache_write_1h_tokens
-                + row.reasoning_tokens) as i64;
+            entry.tokens_total += row.tokens_total() as i64;
         }
         totals.into_values().collect()
     }
