@@ -142,10 +142,14 @@ impl Validate for IngressConfig {
         }
         for (i, upstream) in self.upstreams.iter().enumerate() {
             let field = format!("ingress.upstreams[{i}].base_url");
-            let url = reqwest::Url::parse(&upstream.base_url)
+            // The parser the gateway forwards with (`http::Uri`), so what passes here is what
+            // every request will be sent to.
+            let url = upstream
+                .base_url
+                .parse::<axum::http::Uri>()
                 .map_err(|e| ConfigError::field(field.clone(), format!("not a URL: {e}")))?;
-            if !matches!(url.scheme(), "http" | "https") {
-                return Err(ConfigError::field(field, "must be http:// or https://"));
+            if !matches!(url.scheme_str(), Some("http" | "https")) || url.authority().is_none() {
+                return Err(ConfigError::field(field, "must be http:// or https:// with a host"));
             }
             if url.path().trim_end_matches('/').ends_with("/v1") {
                 return Err(ConfigError::field(field, "give the base URL without /v1"));
@@ -188,6 +192,13 @@ mod tests {
         config.upstreams[1].base_url = "https://api.openai.com/v1".into();
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("ingress.upstreams[1].base_url") && err.contains("without /v1"), "{err}");
+        // What the forwarding client could not send to is refused at load, not per request.
+        for bad in ["api.anthropic.com", "ftp://api.anthropic.com", "https://äpi.example", "http:///x"] {
+            let mut config = IngressConfig::default();
+            config.upstreams[0].base_url = bad.into();
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains("ingress.upstreams[0].base_url"), "{bad}: {err}");
+        }
     }
 
     #[test]
