@@ -264,7 +264,7 @@ fn delta_chars(api: Api, data: &str) -> Option<u64> {
     }
 }
 
-fn on_event(api: Api, observed: &mut Observed, completed: &mut bool, event: SseEvent) {
+fn on_event(api: Api, observed: &mut Observed, completed: &mut bool, event: &SseEvent) {
     if event.data == "[DONE]" {
         *completed = true;
         return;
