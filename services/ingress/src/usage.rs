@@ -264,6 +264,42 @@ fn delta_chars(api: Api, data: &str) -> Option<u64> {
     }
 }
 
+/// Anthropic's `message_start` and `message_delta`, read without building the message: only
+/// `type`, the message's `model` and the `usage` objects are built. Returns false when the
+/// event is not one of those two, or not shaped as expected (then it is read in full, with the
+/// same effect).
+fn anthropic_message_event(observed: &mut Observed, event: &SseEvent) -> bool {
+    let name = event.event.as_deref();
+    if !matches!(name, Some("message_start" | "message_delta")) {
+        return false;
+    }
+    let Ok(data) = serde_json::from_str::<typed::Event<'_>>(&event.data) else {
+        return false;
+    };
+    if data.kind.as_deref().is_some_and(|kind| Some(kind) != name) {
+        return false;
+    }
+    if name == Some("message_start") {
+        match data.message {
+            Some(Some(message)) => {
+                observed.served_model = match message.model {
+                    Some(Value::String(model)) => Some(model),
+                    _ => None,
+                };
+                if let Some(usage) = &message.usage {
+                    observed.anthropic_usage(usage);
+                }
+            }
+            // A `message` that is not an object: the full read decides.
+            Some(None) => return false,
+            None => {}
+        }
+    } else if let Some(usage) = &data.usage {
+        observed.anthropic_usage(usage);
+    }
+    true
+}
+
 fn on_event(api: Api, observed: &mut Observed, completed: &mut bool, event: &SseEvent) {
     if event.data == "[DONE]" {
         *completed = true;
@@ -281,8 +317,17 @@ fn on_event(api: Api, observed: &mut Observed, completed: &mut bool, event: &Sse
                 return;
             }
         }
-        ByName::Parse => {}
+        ByName::Parse => {
+            if api == Api::AnthropicMessages && anthropic_message_event(observed, event) {
+                return;
+            }
+        }
     }
+    read_in_full(api, observed, completed, event);
+}
+
+/// Any event of interest, read into a `Value`.
+fn read_in_full(api: Api, observed: &mut Observed, completed: &mut bool, event: &SseEvent) {
     let Ok(data) = serde_json::from_str::<Value>(&event.data) else {
         return;
     };
@@ -367,6 +412,8 @@ fn on_event(api: Api, observed: &mut Observed, completed: &mut bool, event: &Sse
         Api::AnthropicCountTokens | Api::OpenaiEmbeddings | Api::OpenaiModels => {}
     }
 }
+
+mod typed;
 
 #[cfg(test)]
 mod tests;

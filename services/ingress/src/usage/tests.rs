@@ -196,3 +196,61 @@ fn deltas_are_counted_without_parsing_and_events_of_no_use_are_skipped() {
     assert_eq!(usage.observed.served_model.as_deref(), Some("gpt-5"));
     assert!(!usage.completed);
 }
+
+#[test]
+fn message_start_and_delta_read_typed_give_what_the_full_read_gives() {
+    // Each event through the typed reader and through the full read, one after the other on
+    // the same state: where the typed reader takes the event, the result must be the same.
+    let events = [
+        (
+            "message_start",
+            r#"{"type":"message_start","message":{"id":"m","model":"claude-x","content":[{"type":"text","text":"a\"b\\c"}],"usage":{"input_tokens":3,"cache_read_input_tokens":4,"cache_creation":{"ephemeral_5m_input_tokens":5,"ephemeral_1h_input_tokens":6},"output_tokens":1,"service_tier":"priority","inference_geo":"eu"}}}"#,
+        ),
+        ("message_start", r#"{"type":"message_start","message":{"model":7,"usage":{"input_tokens":3}}}"#),
+        ("message_start", r#"{"type":"message_start","message":{"usage":"not an object"}}"#),
+        ("message_start", r#"{"type":"message_start","message":null}"#),
+        ("message_start", r#"{"type":"message_start","message":[1,2]}"#),
+        ("message_start", r#"{"type":"message_start"}"#),
+        ("message_start", r#"{"message":{"model":"no-type","usage":{"input_tokens":9}}}"#),
+        (
+            "message_start",
+            r#"{"type":"message_delta","message":{"model":"mismatch"},"usage":{"output_tokens":8}}"#,
+        ),
+        ("message_start", r#"[]"#),
+        ("message_start", r#"not json"#),
+        (
+            "message_delta",
+            r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":42,"cache_creation_input_tokens":20}}"#,
+        ),
+        ("message_delta", r#"{"type":"message_delta","usage":null}"#),
+        ("message_delta", r#"{"type":"message_delta","usage":{"output_tokens":"many"}}"#),
+        (
+            "message_delta",
+            r#"{"type":"message_start","message":{"model":"mismatch"},"usage":{"output_tokens":5}}"#,
+        ),
+        ("message_delta", r#"{"usage":{"output_tokens":6}}"#),
+        ("content_block_delta", r#"{"type":"content_block_delta","delta":{"text":"abc"}}"#),
+    ];
+    let mut taken = 0;
+    for (before, _) in [(None, ""), (Some(events[0]), "")] {
+        for (name, data) in events {
+            let event = SseEvent { event: Some(name.into()), data: data.into() };
+            let mut typed = Observed::default();
+            let mut full = Observed::default();
+            if let Some((first_name, first_data)) = before {
+                // On top of an earlier start, as in a real stream.
+                let first = SseEvent { event: Some(first_name.into()), data: first_data.into() };
+                read_in_full(Api::AnthropicMessages, &mut typed, &mut false, &first);
+                read_in_full(Api::AnthropicMessages, &mut full, &mut false, &first);
+            }
+            if anthropic_message_event(&mut typed, &event) {
+                taken += 1;
+                read_in_full(Api::AnthropicMessages, &mut full, &mut false, &event);
+                assert_eq!(typed, full, "{name}: {data}");
+            }
+        }
+    }
+    // Declined: not JSON, not an object, a `message` that is not an object, `type` not the
+    // event's name, another event; the other 9 are taken, in both passes.
+    assert_eq!(taken, 2 * 9);
+}
