@@ -23,13 +23,14 @@
 //! is committed). While ClickHouse or Kafka fail, the batch is retried with backoff and nothing
 //! new is consumed, so memory stays bounded.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use foldhash::{HashSet, HashSetExt};
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
@@ -211,7 +212,9 @@ impl Pipeline {
             .subscribe(&[&topic])
             .map_err(|source| ProcessorError::Kafka { what: "subscribing to the usage topic", source })?;
         let registry = self.kafka.schema_registry.registry();
-        let codec = AvroCodec::new(SchemaFamily::UsageEvent, &topic, registry).await?;
+        let codec = AvroCodec::new(SchemaFamily::UsageEvent, &topic, registry)
+            .await?
+            .with_hand_decoder(faregate_core::avro::usage_decoder::HAND_DECODER);
         // The spend producer sends a flush's totals together and the flush waits for their
         // acknowledgement, so lingering (the shared producer default, 5 ms) only delays them:
         // linger.ms = 0 here, unless `kafka.properties` sets it (the operator's value wins).
@@ -316,7 +319,7 @@ impl Pipeline {
         }
         let pricing = self.pricer.price(&event);
         let position = KafkaPosition { topic: message.topic().to_string(), partition, offset };
-        let row = LedgerRow::new(&event, &pricing, &position, faregate_core::time::now_micros());
+        let row = LedgerRow::from_event(event, pricing, position, faregate_core::time::now_micros());
         if row.pricing_status == PricingStatus::Unpriced {
             metrics::counter!("faregate_processor_unpriced_total").increment(1);
             tracing::debug!(event_id = %row.event_id, model = %row.model, reason = %row.unpriced_reason, "event is unpriced");

@@ -1,9 +1,11 @@
 //! Encoding and decoding one record type in the Confluent wire format.
 //!
 //! Writing always uses the newest compiled-in schema of the family. Reading accepts any schema
-//! id: values written with the newest schema take a fast path straight into the Rust type; older
-//! (or newer, registry-known) versions are resolved to the newest schema first, which fills
-//! defaults for added fields.
+//! id: values written with the newest schema take a fast path straight into the Rust type (a
+//! decoder written by hand for that schema when the codec was given one, see
+//! [`AvroCodec::with_hand_decoder`], else apache_avro's serde reader); older (or newer,
+//! registry-known) versions are resolved to the newest schema first, which fills defaults for
+//! added fields.
 
 use std::collections::HashMap;
 use std::marker::PhantomData;
@@ -15,6 +17,7 @@ use apache_avro::writer::datum::GenericDatumWriter;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::datum::DatumError;
 use super::registry::SchemaRegistry;
 use super::schemas::{LocalSchema, SchemaFamily};
 use crate::error::{ErrorClass, FaregateError};
@@ -69,6 +72,20 @@ pub fn split_frame(bytes: &[u8]) -> Result<(u32, &[u8]), AvroError> {
     Ok((id, &bytes[HEADER_LEN..]))
 }
 
+/// Decode one datum from the front of the slice, advancing it past the datum.
+pub type DecodeFn<T> = fn(&mut &[u8]) -> Result<T, DatumError>;
+
+/// A decoder of `T` written by hand for one schema file, used on the fast path in place of
+/// apache_avro's serde reader. It must return exactly what that reader returns for every datum.
+#[derive(Debug)]
+pub struct HandDecoder<T> {
+    /// The file in `schemas/avro/` it reads, e.g. `usage_event.v1.avsc`.
+    pub schema_file: &'static str,
+    /// The record's field names in the order it reads them.
+    pub fields: &'static [&'static str],
+    pub decode: DecodeFn<T>,
+}
+
 /// Encoder and decoder of one record type `T` on one topic.
 pub struct AvroCodec<T> {
     family: SchemaFamily,
@@ -76,6 +93,7 @@ pub struct AvroCodec<T> {
     writer_id: u32,
     writer: GenericDatumWriter<'static>,
     fast_reader: GenericDatumReader<'static>,
+    hand_decoder: Option<DecodeFn<T>>,
     registry: Arc<dyn SchemaRegistry>,
     other_writers: RwLock<HashMap<u32, Arc<Schema>>>,
     _record: PhantomData<fn() -> T>,
@@ -112,10 +130,37 @@ impl<T: Serialize + DeserializeOwned> AvroCodec<T> {
             writer_id,
             writer,
             fast_reader,
+            hand_decoder: None,
             registry,
             other_writers: RwLock::default(),
             _record: PhantomData,
         })
+    }
+
+    /// Decode values written with the newest schema with `decoder` instead of apache_avro, if
+    /// the decoder was written for that schema (same file, same fields); otherwise keep
+    /// apache_avro (correct, only slower) and log why. Other schema ids always go through
+    /// apache_avro's resolving reader.
+    pub fn with_hand_decoder(mut self, decoder: HandDecoder<T>) -> Self {
+        let fields: Vec<&str> = match &self.latest.schema {
+            Schema::Record(record) => record.fields.iter().map(|f| f.name.as_str()).collect(),
+            _ => Vec::new(),
+        };
+        if decoder.schema_file == self.latest.file_name && fields == decoder.fields {
+            self.hand_decoder = Some(decoder.decode);
+        } else {
+            tracing::warn!(
+                decoder = decoder.schema_file,
+                newest = self.latest.file_name,
+                "a hand-written Avro decoder is not for the newest schema; decoding with apache_avro"
+            );
+        }
+        self
+    }
+
+    /// Whether values of the newest schema are decoded by a [`HandDecoder`].
+    pub fn uses_hand_decoder(&self) -> bool {
+        self.hand_decoder.is_some()
     }
 
     /// The schema id values are written with.
@@ -140,8 +185,10 @@ impl<T: Serialize + DeserializeOwned> AvroCodec<T> {
         let decode_error =
             |message: String| AvroError::Decode { family: self.family.file_stem(), id, message };
         if id == self.writer_id {
-            let value: T =
-                self.fast_reader.read_deser(&mut datum).map_err(|e| decode_error(e.to_string()))?;
+            let value: T = match self.hand_decoder {
+                Some(decode) => decode(&mut datum).map_err(|e| decode_error(e.to_string()))?,
+                None => self.fast_reader.read_deser(&mut datum).map_err(|e| decode_error(e.to_string()))?,
+            };
             return self.check_fully_read(id, datum).map(|()| value);
         }
         let writer_schema = self.writer_schema(id).await?;

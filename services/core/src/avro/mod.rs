@@ -8,9 +8,11 @@
 //! backward compatible (which a test enforces).
 
 pub mod codec;
+pub mod datum;
 pub mod registry;
 pub mod schemas;
+pub mod usage_decoder;
 
-pub use codec::{AvroCodec, AvroError};
+pub use codec::{AvroCodec, AvroError, HandDecoder};
 pub use registry::{ConfluentRegistry, LocalRegistry, SchemaRegistry};
 pub use schemas::{LocalSchema, SchemaFamily};

@@ -160,13 +160,24 @@ impl LedgerRow {
         position: &KafkaPosition,
         processed_at: DateTime<Utc>,
     ) -> Self {
+        Self::from_event(event.clone(), pricing.clone(), position.clone(), processed_at)
+    }
+
+    /// [`new`](Self::new), moving the event's strings into the row instead of copying them.
+    pub fn from_event(
+        event: UsageEvent,
+        pricing: Pricing,
+        position: KafkaPosition,
+        processed_at: DateTime<Utc>,
+    ) -> Self {
         let (status, reason, price_ref, cost) = match pricing {
             Pricing::Priced { price_ref, cost } => {
-                (PricingStatus::Priced, String::new(), price_ref.clone(), Some(*cost))
+                (PricingStatus::Priced, String::new(), price_ref, Some(cost))
             }
-            Pricing::Unpriced { reason } => (PricingStatus::Unpriced, reason.clone(), String::new(), None),
+            Pricing::Unpriced { reason } => (PricingStatus::Unpriced, reason, String::new(), None),
         };
-        let t = &event.tokens;
+        let model = event.billed_model().to_string();
+        let t = event.tokens;
         LedgerRow {
             event_id: event.event_id,
             occurred_at: event.occurred_at,
@@ -176,22 +187,22 @@ impl LedgerRow {
                 SourceKind::Ingress => ChSourceKind::Ingress,
                 SourceKind::Collector => ChSourceKind::Collector,
             },
-            source_name: event.source_name.clone(),
-            org: event.org.clone(),
-            team: event.team.clone().unwrap_or_default(),
-            user: event.user.clone().unwrap_or_default(),
-            key_id: event.key_id.clone().unwrap_or_default(),
-            provider: event.provider.clone(),
-            requested_model: event.requested_model.clone(),
-            served_model: event.served_model.clone().unwrap_or_default(),
-            model: event.billed_model().to_string(),
+            source_name: event.source_name,
+            org: event.org,
+            team: event.team.unwrap_or_default(),
+            user: event.user.unwrap_or_default(),
+            key_id: event.key_id.unwrap_or_default(),
+            provider: event.provider,
+            requested_model: event.requested_model,
+            served_model: event.served_model.unwrap_or_default(),
+            model,
             endpoint: endpoint_name(event.endpoint).to_string(),
             tool: tool_name(event.tool).to_string(),
-            session_id: event.session_id.clone(),
-            request_id: event.request_id.clone(),
-            upstream_request_id: event.upstream_request_id.clone(),
-            project: event.project.clone().unwrap_or_default(),
-            tags: event.tags.clone(),
+            session_id: event.session_id,
+            request_id: event.request_id,
+            upstream_request_id: event.upstream_request_id,
+            project: event.project.unwrap_or_default(),
+            tags: event.tags,
             input_tokens: clamp_u64(t.input),
             output_tokens: clamp_u64(t.output),
             cache_read_tokens: clamp_u64(t.cache_read),
@@ -203,8 +214,8 @@ impl LedgerRow {
                 UsageSource::Estimated => ChUsageSource::Estimated,
                 UsageSource::None => ChUsageSource::None,
             },
-            service_tier: event.service_tier.clone().unwrap_or_default(),
-            inference_region: event.inference_region.clone().unwrap_or_default(),
+            service_tier: event.service_tier.unwrap_or_default(),
+            inference_region: event.inference_region.unwrap_or_default(),
             streaming: event.streaming,
             outcome: match event.outcome {
                 Outcome::Ok => ChOutcome::Ok,
@@ -225,7 +236,7 @@ impl LedgerRow {
             cost_cache_write_1h: cost.map(|c| c.cache_write_1h),
             cost_reasoning: cost.map(|c| c.reasoning),
             cost_total: cost.map(|c| c.total()),
-            kafka_topic: position.topic.clone(),
+            kafka_topic: position.topic,
             kafka_partition: position.partition,
             kafka_offset: position.offset,
         }
