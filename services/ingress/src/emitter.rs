@@ -1,12 +1,24 @@
 //! Getting usage events to Kafka without the request path ever waiting on it.
 //!
 //! The request path calls [`UsageSink::emit`], which only pushes the event onto an in-memory
-//! inbox (an uncontended lock, no wake-up, no system call). The emitter runs on a thread of its
-//! own, so spool file I/O never stalls a request worker, in ticks of `TICK`: it takes the inbox,
-//! appends each event to the [`Spool`] (Avro, Confluent framing, with its partition key),
-//! flushes, sends from the spool to the usage topic with the idempotent producer (up to
-//! `MAX_IN_FLIGHT` records outstanding), sleeps until the next tick and then takes the delivery
-//! reports the producer has. The spool's acknowledged position moves over every record the
+//! inbox (an uncontended lock; no wake-up and no system call while the emitter is busy). The
+//! emitter runs on a thread of its own, so spool file I/O never stalls a request worker. While
+//! there is work it goes in ticks of `TICK`: it takes the inbox, appends each event to the
+//! [`Spool`] (Avro, Confluent framing, with its partition key), flushes, takes the delivery
+//! reports the producer has and, once the previous flight is acknowledged, sends the next one
+//! from the spool to the usage topic with the idempotent producer. When there is nothing to do
+//! (inbox empty, nothing unsent or unacknowledged) it parks, and the request that puts the next
+//! event into the empty inbox wakes it: an idle ingress does not wake up 200 times a second.
+//!
+//! One flight at a time (at most `FLIGHT_RECORDS` records, a request or two): the idempotent
+//! producer allows five requests in flight per partition, and librdkafka's broker thread
+//! busy-loops while it holds records whose `linger.ms` has passed and cannot send them (it
+//! wakes at once, finds the in-flight window full, and wakes at once again), which burnt a
+//! whole core while the broker was slow or hung. A flight never needs more than two requests,
+//! so that state is never reached; and while the broker is slow, what arrives in the meantime
+//! goes in the next flight, so slower acknowledgements make fewer, larger produce requests.
+//!
+//! The spool's acknowledged position moves over every record the
 //! broker acknowledged in order. Records just appended are also kept in a small in-memory tail
 //! (`MAX_CACHED`), so while the broker keeps up they are sent without reading the file back;
 //! after a rewind, a restart or a long backlog the sender reads from the file.
@@ -86,6 +98,21 @@ struct Inbox {
     events: Vec<UsageEvent>,
     /// The emitter has taken its last batch; nothing pushed now would be sent.
     closed: bool,
+    /// The emitter is parked with nothing to do: the next event must wake it.
+    parked: bool,
+    /// The emitter's thread, to wake it.
+    emitter: Option<std::thread::Thread>,
+}
+
+impl Inbox {
+    /// Wake the emitter if it is parked (or about to park: the token is kept).
+    fn wake(&mut self) {
+        if std::mem::take(&mut self.parked)
+            && let Some(thread) = &self.emitter
+        {
+            thread.unpark();
+        }
+    }
 }
 
 /// Closes the inbox when the emitter thread ends, however it ends.
@@ -120,6 +147,7 @@ impl UsageSink for KafkaSink {
             return;
         }
         inbox.events.push(event);
+        inbox.wake();
     }
 
     fn accepting(&self) -> bool {
@@ -127,9 +155,16 @@ impl UsageSink for KafkaSink {
     }
 }
 
-/// How long events wait in the inbox at most; also the emitter's polling interval.
+/// How long events wait in the inbox at most while the emitter is busy; also its polling
+/// interval then.
 const TICK: Duration = Duration::from_millis(5);
-const MAX_IN_FLIGHT: usize = 10_000;
+/// How long the emitter parks at most when it has nothing to do (it still serves the producer's
+/// other events, such as errors and logs, that often).
+const IDLE_WAIT: Duration = Duration::from_secs(1);
+/// Records in one flight at most: usage records are a few hundred bytes, so at most a request
+/// or two of librdkafka's default `batch.size` (1 MB), well inside the idempotent producer's
+/// five requests in flight.
+const FLIGHT_RECORDS: usize = 2_000;
 /// Records kept in memory after their append (a few megabytes at most).
 const MAX_CACHED: usize = 8_192;
 const SEGMENT_BYTES: u64 = 64 << 20;
@@ -197,6 +232,16 @@ pub async fn spawn(
     spool_max_bytes: u64,
     shutdown: CancellationToken,
 ) -> Result<(KafkaSink, EmitterHandle), EmitterError> {
+    spawn_with(kafka, spool_dir, spool_max_bytes, shutdown, IDLE_WAIT).await
+}
+
+async fn spawn_with(
+    kafka: &KafkaConfig,
+    spool_dir: &std::path::Path,
+    spool_max_bytes: u64,
+    shutdown: CancellationToken,
+    idle_wait: Duration,
+) -> Result<(KafkaSink, EmitterHandle), EmitterError> {
     let spool = Spool::open(spool_dir, spool_max_bytes, SEGMENT_BYTES)
         .map_err(|source| EmitterError::Spool { dir: spool_dir.display().to_string(), source })?;
     let codec = AvroCodec::<UsageEvent>::new(
@@ -225,18 +270,28 @@ pub async fn spawn(
         outstanding: BTreeMap::new(),
         retry_at: None,
         backoff: Duration::from_millis(500),
+        idle_wait,
     };
     let (done_tx, done) = tokio::sync::oneshot::channel();
+    let stop = shutdown.clone();
     std::thread::Builder::new()
         .name("faregate-emitter".into())
         .spawn(move || {
             // Should the emitter ever panic, the inbox is closed on the way out, so later events
             // are counted and logged as unsent rather than piling up unseen.
             let _close = CloseOnExit(task.inbox.clone());
-            task.run(&shutdown);
+            task.run(&stop);
             let _ = done_tx.send(());
         })
         .map_err(EmitterError::Thread)?;
+    // A parked emitter learns of the shutdown at once.
+    let waker = inbox.clone();
+    tokio::spawn(async move {
+        shutdown.cancelled().await;
+        let mut inbox = waker.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        inbox.parked = true;
+        inbox.wake();
+    });
     Ok((KafkaSink { inbox, state }, EmitterHandle { done }))
 }
 
@@ -257,6 +312,8 @@ struct Task {
     outstanding: BTreeMap<Position, (Position, bool)>,
     retry_at: Option<Instant>,
     backoff: Duration,
+    /// How long to park at most when idle (`IDLE_WAIT`; longer in tests).
+    idle_wait: Duration,
 }
 
 /// Spool records are `[key length: u16 LE][key][Avro value]`.
@@ -278,23 +335,47 @@ fn split_record(record: &[u8]) -> Option<(&[u8], &[u8])> {
 impl Task {
     fn run(mut self, shutdown: &CancellationToken) {
         self.send_from = self.spool.acked();
+        self.lock_inbox().emitter = Some(std::thread::current());
         let mut cursor_at = Instant::now();
         while !shutdown.is_cancelled() {
             let events = std::mem::take(&mut self.lock_inbox().events);
             self.append_all(events);
+            self.serve_producer();
             self.handle_reports();
             self.send_more();
-            if cursor_at.elapsed() >= CURSOR_EVERY {
+            let idle = self.is_idle();
+            if idle || cursor_at.elapsed() >= CURSOR_EVERY {
                 cursor_at = Instant::now();
                 if let Err(e) = self.spool.persist_cursor() {
                     tracing::error!(error = %e, "spool: persisting the cursor failed");
                 }
             }
             self.publish_state();
-            std::thread::sleep(TICK);
-            self.serve_producer();
+            if !idle || !self.park() {
+                std::thread::sleep(TICK);
+            }
         }
         self.drain();
+    }
+
+    /// Nothing unsent, nothing unacknowledged, no retry pending.
+    fn is_idle(&self) -> bool {
+        self.outstanding.is_empty() && self.retry_at.is_none() && self.send_from >= self.spool.end()
+    }
+
+    /// Park until an event arrives (or `IDLE_WAIT`, or shutdown); false, without parking, when
+    /// the inbox already holds events (they wait for the next tick, to travel together).
+    fn park(&self) -> bool {
+        {
+            let mut inbox = self.lock_inbox();
+            if !inbox.events.is_empty() {
+                return false;
+            }
+            inbox.parked = true;
+        }
+        std::thread::park_timeout(self.idle_wait);
+        self.lock_inbox().parked = false;
+        true
     }
 
     /// Let the producer hand over its delivery reports (each `poll` serves at most one event;
@@ -441,15 +522,12 @@ impl Task {
         Ok(entries)
     }
 
+    /// Send the next flight, once the previous one is acknowledged (see the module's docs).
     fn send_more(&mut self) {
-        if self.retry_at.is_some() {
+        if self.retry_at.is_some() || !self.outstanding.is_empty() {
             return;
         }
-        let room = MAX_IN_FLIGHT.saturating_sub(self.outstanding.len());
-        if room == 0 {
-            return;
-        }
-        let entries = match self.next_records(self.send_from, room) {
+        let entries = match self.next_records(self.send_from, FLIGHT_RECORDS) {
             Ok(entries) => entries,
             Err(e) => {
                 tracing::error!(error = %e, "spool: read failed");
@@ -507,13 +585,4 @@ impl Task {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn spool_records_split_back() {
-        let record = spool_record("acme/ana", b"\x00\x00\x00\x00\x65avro");
-        assert_eq!(split_record(&record), Some((&b"acme/ana"[..], &b"\x00\x00\x00\x00\x65avro"[..])));
-        assert_eq!(split_record(&[5, 0, b'a']), None);
-    }
-}
+mod tests;

@@ -1,0 +1,69 @@
+//! The emitter's own pieces: spool records, and parking and waking (against librdkafka's mock
+//! cluster).
+
+use super::*;
+use faregate_core::event::arbitrary;
+use proptest::strategy::{Strategy, ValueTree};
+use rdkafka::Message;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+
+fn event() -> UsageEvent {
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let mut event = arbitrary::usage_event().new_tree(&mut runner).unwrap().current();
+    event.event_id = uuid::Uuid::now_v7();
+    event
+}
+
+/// Wait until the emitter is parked (polled: the condition, not a fixed time).
+async fn parked(sink: &KafkaSink) {
+    while !sink.inbox.lock().unwrap().parked {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// With an idle wait of an hour, only the emitted event itself and the shutdown can wake a
+/// parked emitter: a missed wake-up fails this test (by its timeout) instead of passing late.
+#[tokio::test]
+async fn a_parked_emitter_is_woken_by_the_next_event_and_by_shutdown() {
+    let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
+    let mut kafka = KafkaConfig { brokers: mock.bootstrap_servers(), ..KafkaConfig::default() };
+    kafka.topics.usage = format!("usage-{}", uuid::Uuid::now_v7().simple());
+    kafka.topics.partitions = 1;
+    mock.create_topic(&kafka.topics.usage, 1, 1).unwrap();
+    let spool = tempfile::tempdir().unwrap();
+    let shutdown = CancellationToken::new();
+    let (sink, emitter) =
+        spawn_with(&kafka, spool.path(), 1 << 20, shutdown.clone(), Duration::from_secs(3600)).await.unwrap();
+    let consumer: StreamConsumer =
+        kafka.consumer_config("test", &format!("g-{}", uuid::Uuid::now_v7())).create().unwrap();
+    consumer.subscribe(&[&kafka.topics.usage]).unwrap();
+    let codec = AvroCodec::<UsageEvent>::new(
+        SchemaFamily::UsageEvent,
+        &kafka.topics.usage,
+        kafka.schema_registry.registry(),
+    )
+    .await
+    .unwrap();
+    let within = Duration::from_secs(60);
+    for _ in 0..3 {
+        parked(&sink).await;
+        let sent = event();
+        sink.emit(sent.clone());
+        let message = tokio::time::timeout(within, consumer.recv())
+            .await
+            .expect("the event woke the parked emitter and was delivered")
+            .unwrap();
+        assert_eq!(codec.decode(message.payload().unwrap()).await.unwrap().event_id, sent.event_id);
+    }
+    parked(&sink).await;
+    shutdown.cancel();
+    tokio::time::timeout(within, emitter.join()).await.expect("the shutdown woke the parked emitter");
+    assert!(sink.inbox.lock().unwrap().closed);
+}
+
+#[test]
+fn spool_records_split_back() {
+    let record = spool_record("acme/ana", b"\x00\x00\x00\x00\x65avro");
+    assert_eq!(split_record(&record), Some((&b"acme/ana"[..], &b"\x00\x00\x00\x00\x65avro"[..])));
+    assert_eq!(split_record(&[5, 0, b'a']), None);
+}
