@@ -152,6 +152,23 @@ impl PrivateBroker {
         }
     }
 
+    /// Freeze the broker (SIGSTOP): its connections stay open and nothing is answered, like a
+    /// hung broker. [`PrivateBroker::resume`] lets it go on.
+    pub fn pause(&mut self) {
+        self.signal("-STOP");
+    }
+
+    /// Let a paused broker go on (SIGCONT).
+    pub fn resume(&mut self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("the broker is running");
+        let status = Command::new("kill").arg(signal).arg(child.id().to_string()).status().unwrap();
+        assert!(status.success(), "kill {signal} {} failed: {status}", child.id());
+    }
+
     /// Kill the broker and start it again on the same port and storage.
     pub fn restart(&mut self) {
         self.kill();

@@ -1,6 +1,7 @@
 //! The ingress with a real broker (tansu): virtual keys and decisions read from their compacted
 //! topics before it reports ready, every request's usage event on the usage topic exactly
-//! once, and a broker outage under load losing and duplicating nothing (the spool).
+//! once, and a broker outage under load, or a hung broker, losing and duplicating nothing (the
+//! spool).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -195,6 +196,42 @@ async fn a_broker_outage_under_load_loses_and_duplicates_nothing() {
     let mut inputs: Vec<i64> = events.values().map(|e| e.tokens.input).collect();
     inputs.sort_unstable();
     assert_eq!(inputs, (1..=sent as i64).collect::<Vec<i64>>(), "every request's event, each once by id");
+    ingress.stop.cancel();
+    ingress.handle.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_hung_broker_delays_events_and_loses_and_duplicates_nothing() {
+    let mut broker = PrivateBroker::start();
+    let kafka = kafka_config_for(&broker.brokers());
+    seed(&kafka, false).await;
+    let fake = FakeUpstream::start(FakeConfig::default()).await.unwrap();
+    fake.set_recording(false);
+    let spool = tempfile::tempdir().unwrap();
+    let ingress = start(ingress_config(&fake, spool.path()), kafka.clone()).await;
+    let client = reqwest::Client::new();
+    let mut sent = 0;
+    for _ in 0..20 {
+        sent += 1;
+        assert_eq!(post(&client, &ingress.url, ANA, sent).await, 200);
+    }
+    // The broker keeps its connections and answers nothing: requests are still served at once,
+    // and their events wait (in flight, then in the spool).
+    broker.pause();
+    for _ in 0..100 {
+        sent += 1;
+        assert_eq!(post(&client, &ingress.url, ANA, sent).await, 200);
+    }
+    broker.resume();
+    for _ in 0..20 {
+        sent += 1;
+        assert_eq!(post(&client, &ingress.url, ANA, sent).await, 200);
+    }
+    let (events, duplicates) = usage_events(&kafka, sent).await;
+    let mut inputs: Vec<i64> = events.values().map(|e| e.tokens.input).collect();
+    inputs.sort_unstable();
+    assert_eq!(inputs, (1..=sent as i64).collect::<Vec<i64>>(), "every request's event");
+    assert_eq!(duplicates, 0, "a hang shorter than message.timeout.ms sends nothing twice");
     ingress.stop.cancel();
     ingress.handle.await.unwrap();
 }
