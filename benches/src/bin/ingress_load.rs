@@ -23,7 +23,9 @@
 //! (requests/s, default 2000), FAREGATE_INGRESS_SECONDS (seconds per series, default 10),
 //! FAREGATE_INGRESS_ROUNDS (rounds each series is split into, default 10),
 //! FAREGATE_INGRESS_EXTRA_TOML (appended to the ingress's configuration file),
-//! FAREGATE_INGRESS_SERVER_THREADS (runtime threads of each server process, default 1).
+//! FAREGATE_INGRESS_SERVER_THREADS (runtime threads of each server process, default 1),
+//! FAREGATE_INGRESS_MODES (`whole`, `streaming` or both, comma-separated: default both; one
+//! mode alone gives that mode's CPU per request).
 
 // Latencies, rates, ratios and megabytes are measurements printed for people; no money is
 // computed here.
@@ -450,6 +452,15 @@ async fn main() {
     let rounds: u64 = env_or::<u64>("FAREGATE_INGRESS_ROUNDS", 10).clamp(1, seconds.max(1) * 10);
     assert!(rate > 0 && seconds > 0, "rate and seconds must be above 0");
     let round = Duration::from_millis(seconds * 1000 / rounds);
+    let modes_setting = std::env::var("FAREGATE_INGRESS_MODES").unwrap_or_else(|_| "whole,streaming".into());
+    let modes: Vec<bool> = modes_setting
+        .split(',')
+        .map(|mode| match mode.trim() {
+            "whole" => false,
+            "streaming" => true,
+            other => panic!("FAREGATE_INGRESS_MODES: {other:?} is neither `whole` nor `streaming`"),
+        })
+        .collect();
     let bin = faregate_bin();
     let dir = tempfile::tempdir().unwrap();
     let suffix = uuid::Uuid::now_v7().simple().to_string();
@@ -567,7 +578,7 @@ async fn main() {
     let mut results: Vec<(bool, [Series; 3])> = Vec::new();
     let cpu_before = [fake.cpu_ticks(), plain.cpu_ticks(), ingress.cpu_ticks(), cpu_ticks("self")];
     let mut peak_rss_kb = 0;
-    for stream in [false, true] {
+    for &stream in &modes {
         let mut series: [Series; 3] = Default::default();
         for r in 0..rounds {
             // Rotate which side goes first, so none always follows another.
