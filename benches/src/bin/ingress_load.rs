@@ -16,7 +16,15 @@
 //! fake's and the plain proxy's, CPU per request of every process, and counts the usage events
 //! on the usage topic: exactly one per request sent through the ingress.
 //!
-//!   FAREGATE_TEST_KAFKA_BROKERS=... cargo run --release -p faregate-benches --bin ingress-load
+//!   FAREGATE_TEST_TANSU=... cargo run --release -p faregate-benches --bin ingress-load
+//!
+//! The broker: by default (FAREGATE_INGRESS_BROKER=memory) a tansu of the run's own
+//! (FAREGATE_TEST_TANSU, the binary `deploy/local/up` installs) storing in memory; with
+//! FAREGATE_INGRESS_BROKER=given, the one at FAREGATE_TEST_KAFKA_BROKERS, such as the local
+//! stack's (tansu storing in sqlite). The broker shares the 2 cores with everything measured,
+//! and the sqlite engine takes about 135 µs of CPU per event (more than the ingress's whole
+//! request), against about 30 µs in memory; the run prints the private broker's CPU so the
+//! two can be told apart (docs/benchmarks.md).
 //!
 //! Build the `faregate` binary first (`cargo build --release -p faregate -p faregate-benches`);
 //! it is looked for beside this one, or at FAREGATE_BIN. Settings: FAREGATE_INGRESS_RATE
@@ -439,14 +447,42 @@ async fn main() {
     if args.get(1).map(String::as_str) == Some("--plain-proxy") {
         return plain_proxy(args.get(2).cloned().expect("--plain-proxy UPSTREAM_URL")).await;
     }
-    let Ok(brokers) = std::env::var("FAREGATE_TEST_KAFKA_BROKERS") else {
-        eprintln!(
-            "FAREGATE_TEST_KAFKA_BROKERS is not set: this benchmark needs a Kafka broker. Start the local \
-             stack with `deploy/local/up --dir $(mktemp -d) --kafka-port 0 --clickhouse-port 0` and export \
-             FAREGATE_TEST_KAFKA_BROKERS from the stack.env it writes."
-        );
-        std::process::exit(2);
+    let broker_setting = std::env::var("FAREGATE_INGRESS_BROKER").unwrap_or_else(|_| "memory".into());
+    let (private_broker, brokers) = match broker_setting.as_str() {
+        "memory" => {
+            if std::env::var_os("FAREGATE_TEST_TANSU").is_none() {
+                eprintln!(
+                    "FAREGATE_TEST_TANSU is not set: this benchmark starts a tansu broker of its own (in \
+                     memory); point FAREGATE_TEST_TANSU at the tansu binary (`deploy/local/up` installs it; \
+                     `source deploy/local/lib.sh` names it $TANSU_BIN), or run against a broker of yours \
+                     with FAREGATE_INGRESS_BROKER=given and FAREGATE_TEST_KAFKA_BROKERS."
+                );
+                std::process::exit(2);
+            }
+            let broker = faregate_tests::PrivateBroker::start_in_memory();
+            let brokers = broker.brokers();
+            (Some(broker), brokers)
+        }
+        "given" => {
+            let Ok(brokers) = std::env::var("FAREGATE_TEST_KAFKA_BROKERS") else {
+                eprintln!(
+                    "FAREGATE_INGRESS_BROKER=given but FAREGATE_TEST_KAFKA_BROKERS is not set. Start the \
+                     local stack with `deploy/local/up --dir $(mktemp -d) --kafka-port 0 --clickhouse-port 0` \
+                     and export FAREGATE_TEST_KAFKA_BROKERS from the stack.env it writes."
+                );
+                std::process::exit(2);
+            };
+            (None, brokers)
+        }
+        other => {
+            eprintln!(
+                "FAREGATE_INGRESS_BROKER={other:?}: use `memory` (a tansu of the run's own) or `given`"
+            );
+            std::process::exit(2);
+        }
     };
+    let broker_cpu_ticks =
+        || private_broker.as_ref().and_then(|b| b.pid()).map_or(0, |pid| cpu_ticks(&pid.to_string()));
     let rate: u32 = env_or("FAREGATE_INGRESS_RATE", 2000);
     let seconds: u64 = env_or("FAREGATE_INGRESS_SECONDS", 10);
     let rounds: u64 = env_or::<u64>("FAREGATE_INGRESS_ROUNDS", 10).clamp(1, seconds.max(1) * 10);
@@ -576,7 +612,8 @@ async fn main() {
 
     // Per mode, the series of each target in the order of TARGETS.
     let mut results: Vec<(bool, [Series; 3])> = Vec::new();
-    let cpu_before = [fake.cpu_ticks(), plain.cpu_ticks(), ingress.cpu_ticks(), cpu_ticks("self")];
+    let cpu_before =
+        [fake.cpu_ticks(), plain.cpu_ticks(), ingress.cpu_ticks(), cpu_ticks("self"), broker_cpu_ticks()];
     let mut peak_rss_kb = 0;
     for &stream in &modes {
         let mut series: [Series; 3] = Default::default();
@@ -592,7 +629,8 @@ async fn main() {
         series.iter_mut().for_each(Series::sort);
         results.push((stream, series));
     }
-    let cpu_after = [fake.cpu_ticks(), plain.cpu_ticks(), ingress.cpu_ticks(), cpu_ticks("self")];
+    let cpu_after =
+        [fake.cpu_ticks(), plain.cpu_ticks(), ingress.cpu_ticks(), cpu_ticks("self"), broker_cpu_ticks()];
     let cpu: Vec<u64> = cpu_after.iter().zip(cpu_before).map(|(a, b)| a - b).collect();
     let sent = |t: usize| results.iter().map(|(_, s)| s[t].sent).sum::<u64>();
 
@@ -677,6 +715,17 @@ async fn main() {
         ingress_us / fake_us.max(1e-9),
         ingress_us / plain_us.max(1e-9),
     );
+    match &private_broker {
+        Some(_) => println!(
+            "broker:           a tansu of this run's own, storing in memory: {:.2} s of CPU over the series, \
+             {:.0} us per request through the ingress",
+            cpu[4] as f64 / 100.0,
+            per_request_us(cpu[4], sent(2)),
+        ),
+        None => println!(
+            "broker:           given (FAREGATE_TEST_KAFKA_BROKERS={brokers}); its CPU is not measured"
+        ),
+    }
     let ((ingress_rss, ingress_hwm), (_, fake_hwm), (_, plain_hwm)) =
         (ingress.memory_kb(), fake.memory_kb(), plain.memory_kb());
     let mb = |kb: u64| kb as f64 / 1024.0;
@@ -730,6 +779,8 @@ async fn main() {
     ingress.stop();
     plain.stop();
     fake.stop();
+    // Before a failing exit, which runs no destructors.
+    drop(private_broker);
     if !failures.is_empty() {
         for failure in &failures {
             eprintln!("FAILED: {failure}");
