@@ -9,6 +9,23 @@ use proptest::test_runner::TestRunner;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::{Offset, TopicPartitionList};
 
+/// The number in environment variable `name`, or `default` when it is not set; a value that
+/// does not parse stops the run with a message naming it.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    match std::env::var(name) {
+        Ok(value) => value.parse().unwrap_or_else(|_| panic!("{name}={value} is not a valid number")),
+        Err(_) => default,
+    }
+}
+
+/// This process's CPU time in seconds: every thread, exited ones included, read in ns (the
+/// process CPU clock; /proc's 10 ms ticks are too coarse for short windows). Presentation only.
+#[allow(clippy::float_arithmetic)]
+pub fn cpu_seconds() -> f64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
+}
+
 /// Kafka settings for `brokers` with every Faregate topic renamed `{prefix}-{name}-{suffix}`
 /// (one partition each) plus a plain `{prefix}-echo-{suffix}` topic for a baseline hop, all
 /// created; returns the settings and the echo topic's name.

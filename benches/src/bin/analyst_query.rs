@@ -26,14 +26,11 @@
 // Timings and ratios are measurements printed for people; the money compared is exact.
 #![allow(clippy::float_arithmetic)]
 
+use faregate_benches::env_or;
 use std::time::{Duration, Instant};
 
 use chrono::{Days, Utc};
 use faregate_core::clickhouse::{ClickHouseConfig, migrations};
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
 
 /// The columns the generator fills; the rest take their defaults.
 const COLUMNS: &str = "event_id, occurred_at, received_at, processed_at, source_kind, source_name, org, team, \

@@ -25,6 +25,7 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+use faregate_benches::{cpu_seconds, env_or};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
@@ -35,18 +36,6 @@ use faregate_ingress::emitter::{self, UsageSink};
 use rdkafka::Message;
 use rdkafka::mocking::MockCluster;
 use tokio_util::sync::CancellationToken;
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    match std::env::var(name) {
-        Ok(value) => value.parse().unwrap_or_else(|_| panic!("{name}={value} is not a valid number")),
-        Err(_) => default,
-    }
-}
-
-fn cpu_seconds() -> f64 {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
-    t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
-}
 
 /// Emit `events` at `rate` a second, on schedule; returns the CPU seconds the process used.
 async fn phase(sink: &dyn UsageSink, events: Vec<UsageEvent>, rate: u32, length: Duration) -> f64 {

@@ -40,6 +40,7 @@
 #![allow(clippy::float_arithmetic)]
 
 use axum::serve::ListenerExt as _;
+use faregate_benches::env_or;
 
 /// The same allocator as the `faregate` binary, so the plain proxy (this binary) is compared
 /// like for like.
@@ -63,13 +64,6 @@ const USAGE: &str = "input=100,output=20";
 const TARGET_P50_MS: f64 = 0.1;
 const TARGET_P99_MS: f64 = 0.5;
 const TARGET_RSS_MB: f64 = 50.0;
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    match std::env::var(name) {
-        Ok(value) => value.parse().unwrap_or_else(|_| panic!("{name}={value} is not a valid number")),
-        Err(_) => default,
-    }
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()

@@ -22,6 +22,7 @@
 // Latencies and ratios are measurements printed for people; money is Decimal throughout.
 #![allow(clippy::float_arithmetic)]
 
+use faregate_benches::env_or;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -49,10 +50,6 @@ const MAX_LOOP_CALLS: u64 = 200_000;
 
 fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set (see the header of this file)"))
-}
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 fn budget(user: &str, limit: &str) -> Budget {

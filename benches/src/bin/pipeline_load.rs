@@ -14,6 +14,7 @@
 // Rates and ratios are measurements printed for people; no money is computed here.
 #![allow(clippy::float_arithmetic)]
 
+use faregate_benches::cpu_seconds;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
@@ -34,13 +35,6 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set (see the header of this file)"))
-}
-
-fn cpu_seconds() -> f64 {
-    // The process's CPU clock (every thread, exited ones included, in ns): /proc's 10 ms ticks
-    // were too coarse for a 0.3 s window. Presentation only.
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
-    t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
 }
 
 fn rate(n: usize, elapsed: Duration) -> f64 {
