@@ -54,25 +54,25 @@ fn text(value: &Value, key: &str) -> Option<String> {
 
 impl Observed {
     /// Apply an Anthropic `usage` object; fields present replace earlier values.
-    fn anthropic_usage(&mut self, usage: &Value) {
+    fn anthropic_usage(&mut self, usage: &typed::Usage) {
         let t = &mut self.tokens;
-        if let Some(n) = int(usage, "input_tokens") {
+        if let Some(n) = usage.input_tokens {
             t.input = n;
             self.input_reported = true;
         }
-        if let Some(n) = int(usage, "cache_read_input_tokens") {
+        if let Some(n) = usage.cache_read_input_tokens {
             t.cache_read = n;
         }
-        match usage.get("cache_creation").filter(|v| v.is_object()) {
+        match &usage.cache_creation {
             Some(split) => {
-                t.cache_write_5m = int(split, "ephemeral_5m_input_tokens").unwrap_or(0);
-                t.cache_write_1h = int(split, "ephemeral_1h_input_tokens").unwrap_or(0);
+                t.cache_write_5m = split.ephemeral_5m_input_tokens.unwrap_or(0);
+                t.cache_write_1h = split.ephemeral_1h_input_tokens.unwrap_or(0);
             }
             None => {
                 // A total without the split (a later `message_delta`, or an API without 1-hour
                 // caching): keep the split already known when it adds up, else the unknown
                 // rest is 5-minute writes.
-                if let Some(n) = int(usage, "cache_creation_input_tokens")
+                if let Some(n) = usage.cache_creation_input_tokens
                     && n != t.cache_write_5m + t.cache_write_1h
                 {
                     if n >= t.cache_write_1h {
@@ -84,15 +84,15 @@ impl Observed {
                 }
             }
         }
-        if let Some(n) = int(usage, "output_tokens") {
+        if let Some(n) = usage.output_tokens {
             t.output = n;
             self.output_reported = true;
         }
-        if let Some(tier) = text(usage, "service_tier") {
-            self.service_tier = Some(tier);
+        if let Some(tier) = &usage.service_tier {
+            self.service_tier = Some(tier.clone());
         }
-        if let Some(geo) = text(usage, "inference_geo") {
-            self.inference_region = Some(geo);
+        if let Some(geo) = &usage.inference_geo {
+            self.inference_region = Some(geo.clone());
         }
     }
 
@@ -126,8 +126,19 @@ impl Observed {
     }
 
     /// Read a whole (non-streaming) JSON response body. Only the fields usage needs are
-    /// built; the rest (the generated content) is skipped without being copied.
+    /// built; the rest (the generated content) is skipped without being copied. An Anthropic
+    /// message is read typed (an object, the last of repeated keys winning, see [`typed`]).
     pub fn from_body(api: Api, body: &[u8]) -> Observed {
+        let mut observed = Observed::default();
+        if api == Api::AnthropicMessages {
+            if let Some(message) = typed::whole_message(body) {
+                observed.served_model = message.model;
+                if let Some(usage) = &message.usage {
+                    observed.anthropic_usage(usage);
+                }
+            }
+            return observed;
+        }
         /// The top-level fields read; each kept as a `Value` so a field of an unexpected type
         /// is ignored on its own instead of failing the whole body.
         #[derive(serde::Deserialize)]
@@ -136,7 +147,6 @@ impl Observed {
             usage: Option<Value>,
             service_tier: Option<Value>,
         }
-        let mut observed = Observed::default();
         let Ok(whole) = serde_json::from_slice::<Whole>(body) else {
             return observed;
         };
@@ -147,11 +157,6 @@ impl Observed {
         observed.served_model = as_text(whole.model);
         let usage = whole.usage.filter(Value::is_object);
         match api {
-            Api::AnthropicMessages => {
-                if let Some(usage) = &usage {
-                    observed.anthropic_usage(usage);
-                }
-            }
             Api::OpenaiChat | Api::OpenaiResponses | Api::OpenaiEmbeddings => {
                 if let Some(usage) = &usage {
                     observed.openai_usage(usage);
@@ -160,7 +165,7 @@ impl Observed {
                     observed.service_tier = Some(tier);
                 }
             }
-            Api::AnthropicCountTokens | Api::OpenaiModels => {}
+            Api::AnthropicMessages | Api::AnthropicCountTokens | Api::OpenaiModels => {}
         }
         observed
     }
@@ -282,10 +287,7 @@ fn anthropic_message_event(observed: &mut Observed, event: &SseEvent) -> bool {
     if name == Some("message_start") {
         match data.message {
             Some(Some(message)) => {
-                observed.served_model = match message.model {
-                    Some(Value::String(model)) => Some(model),
-                    _ => None,
-                };
+                observed.served_model = message.model;
                 if let Some(usage) = &message.usage {
                     observed.anthropic_usage(usage);
                 }
@@ -338,7 +340,7 @@ fn read_in_full(api: Api, observed: &mut Observed, completed: &mut bool, event: 
                 if let Some(message) = data.get("message") {
                     observed.served_model = text(message, "model");
                     if let Some(usage) = message.get("usage") {
-                        observed.anthropic_usage(usage);
+                        observed.anthropic_usage(&typed::Usage::from_value(usage));
                     }
                 }
             }
@@ -353,7 +355,7 @@ fn read_in_full(api: Api, observed: &mut Observed, completed: &mut bool, event: 
             }
             "message_delta" => {
                 if let Some(usage) = data.get("usage") {
-                    observed.anthropic_usage(usage);
+                    observed.anthropic_usage(&typed::Usage::from_value(usage));
                 }
             }
             "message_stop" => *completed = true,

@@ -254,3 +254,86 @@ fn message_start_and_delta_read_typed_give_what_the_full_read_gives() {
     // event's name, another event; the other 9 are taken, in both passes.
     assert_eq!(taken, 2 * 9);
 }
+
+mod typed_usage {
+    //! The typed reading of an Anthropic message and its `usage` against the reading of the same
+    //! text as a `serde_json::Value`, on arbitrary shapes: repeated keys, values of every JSON
+    //! type (integers past i64, floats, nested objects), objects that are not objects.
+    use super::*;
+    use proptest::prelude::*;
+
+    const KEYS: &[&str] = &[
+        "input_tokens",
+        "output_tokens",
+        "cache_read_input_tokens",
+        "cache_creation_input_tokens",
+        "cache_creation",
+        "ephemeral_5m_input_tokens",
+        "ephemeral_1h_input_tokens",
+        "service_tier",
+        "inference_geo",
+        "model",
+        "usage",
+        "other",
+    ];
+
+    /// A JSON text, written by hand so keys can repeat.
+    fn json(depth: u32) -> BoxedStrategy<String> {
+        let leaf = prop_oneof![
+            any::<i64>().prop_map(|n| n.to_string()),
+            (0u64..20).prop_map(|n| n.to_string()),
+            any::<u64>().prop_map(|n| n.to_string()),
+            Just("18446744073709551616".to_string()),
+            Just("1.5".to_string()),
+            Just("2e3".to_string()),
+            Just("-0".to_string()),
+            Just("null".to_string()),
+            Just("true".to_string()),
+            "[a-z\\\\\"]{0,6}".prop_map(|s| serde_json::to_string(&s).unwrap()),
+        ];
+        if depth == 0 {
+            return leaf.boxed();
+        }
+        prop_oneof![
+            3 => leaf,
+            1 => prop::collection::vec(json(depth - 1), 0..3).prop_map(|items| format!("[{}]", items.join(","))),
+            3 => object(depth - 1),
+        ]
+        .boxed()
+    }
+
+    fn object(depth: u32) -> BoxedStrategy<String> {
+        prop::collection::vec((prop::sample::select(KEYS), json(depth)), 0..8)
+            .prop_map(|entries| {
+                let fields: Vec<String> = entries.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+                format!("{{{}}}", fields.join(","))
+            })
+            .boxed()
+    }
+
+    /// A message: arbitrary fields, then (most often) a `usage` object last.
+    fn message() -> impl Strategy<Value = String> {
+        (object(3), prop::option::weighted(0.8, object(2))).prop_map(|(fields, usage)| match usage {
+            Some(usage) if fields == "{}" => format!("{{\"usage\":{usage}}}"),
+            Some(usage) => format!("{},\"usage\":{usage}}}", &fields[..fields.len() - 1]),
+            None => fields,
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn a_whole_message_reads_typed_as_it_reads_through_a_value(body in message()) {
+            let value: Value = serde_json::from_str(&body).unwrap();
+            let message = typed::whole_message(body.as_bytes()).expect("an object is a message");
+            prop_assert_eq!(message.model, text(&value, "model"));
+            prop_assert_eq!(message.usage, value.get("usage").map(typed::Usage::from_value), "{}", body);
+        }
+
+        #[test]
+        fn a_body_that_is_not_an_object_is_no_message(body in json(2)) {
+            let value: Value = serde_json::from_str(&body).unwrap();
+            prop_assume!(!value.is_object());
+            prop_assert!(typed::whole_message(body.as_bytes()).is_none());
+        }
+    }
+}
