@@ -111,6 +111,25 @@ async fn post(client: &reqwest::Client, url: &str, secret: &str, n: usize) -> re
         .status()
 }
 
+/// Send `n` more requests as ana, numbered on from `sent` (the fake reports the number as the
+/// input tokens); each must be served.
+async fn post_ok(client: &reqwest::Client, url: &str, sent: &mut usize, n: usize) {
+    for _ in 0..n {
+        *sent += 1;
+        assert_eq!(post(client, url, ANA, *sent).await, 200);
+    }
+}
+
+/// Every request's event on the usage topic, told by its input tokens (1..=sent); returns
+/// how many arrived twice.
+async fn every_request_on_the_topic(kafka: &KafkaConfig, sent: usize) -> usize {
+    let (events, duplicates) = usage_events(kafka, sent).await;
+    let mut inputs: Vec<i64> = events.values().map(|e| e.tokens.input).collect();
+    inputs.sort_unstable();
+    assert_eq!(inputs, (1..=sent as i64).collect::<Vec<i64>>(), "every request's event, each once by id");
+    duplicates
+}
+
 /// Read the usage topic until `n` distinct events arrived; duplicates are counted.
 async fn usage_events(kafka: &KafkaConfig, n: usize) -> (HashMap<uuid::Uuid, UsageEvent>, usize) {
     let codec: AvroCodec<UsageEvent> =
@@ -173,29 +192,17 @@ async fn a_broker_outage_under_load_loses_and_duplicates_nothing() {
     let ingress = start(ingress_config(&fake, spool.path()), kafka.clone()).await;
     let client = reqwest::Client::new();
     let mut sent = 0;
-    for _ in 0..50 {
-        sent += 1;
-        assert_eq!(post(&client, &ingress.url, ANA, sent).await, 200);
-    }
+    post_ok(&client, &ingress.url, &mut sent, 50).await;
     broker.kill();
     // The request path never waits on Kafka: everything is served while the broker is down.
-    for _ in 0..150 {
-        sent += 1;
-        assert_eq!(post(&client, &ingress.url, ANA, sent).await, 200);
-    }
+    post_ok(&client, &ingress.url, &mut sent, 150).await;
     // Stop the ingress while the broker is still down: the rest waits in the spool on disk.
     ingress.stop.cancel();
     ingress.handle.await.unwrap();
     broker.restart();
     let ingress = start(ingress_config(&fake, spool.path()), kafka.clone()).await;
-    for _ in 0..50 {
-        sent += 1;
-        assert_eq!(post(&client, &ingress.url, ANA, sent).await, 200);
-    }
-    let (events, _duplicates_absorbed_downstream) = usage_events(&kafka, sent).await;
-    let mut inputs: Vec<i64> = events.values().map(|e| e.tokens.input).collect();
-    inputs.sort_unstable();
-    assert_eq!(inputs, (1..=sent as i64).collect::<Vec<i64>>(), "every request's event, each once by id");
+    post_ok(&client, &ingress.url, &mut sent, 50).await;
+    let _duplicates_absorbed_downstream = every_request_on_the_topic(&kafka, sent).await;
     ingress.stop.cancel();
     ingress.handle.await.unwrap();
 }
@@ -211,26 +218,14 @@ async fn a_hung_broker_delays_events_and_loses_and_duplicates_nothing() {
     let ingress = start(ingress_config(&fake, spool.path()), kafka.clone()).await;
     let client = reqwest::Client::new();
     let mut sent = 0;
-    for _ in 0..20 {
-        sent += 1;
-        assert_eq!(post(&client, &ingress.url, ANA, sent).await, 200);
-    }
+    post_ok(&client, &ingress.url, &mut sent, 20).await;
     // The broker keeps its connections and answers nothing: requests are still served at once,
     // and their events wait (in flight, then in the spool).
     broker.pause();
-    for _ in 0..100 {
-        sent += 1;
-        assert_eq!(post(&client, &ingress.url, ANA, sent).await, 200);
-    }
+    post_ok(&client, &ingress.url, &mut sent, 100).await;
     broker.resume();
-    for _ in 0..20 {
-        sent += 1;
-        assert_eq!(post(&client, &ingress.url, ANA, sent).await, 200);
-    }
-    let (events, duplicates) = usage_events(&kafka, sent).await;
-    let mut inputs: Vec<i64> = events.values().map(|e| e.tokens.input).collect();
-    inputs.sort_unstable();
-    assert_eq!(inputs, (1..=sent as i64).collect::<Vec<i64>>(), "every request's event");
+    post_ok(&client, &ingress.url, &mut sent, 20).await;
+    let duplicates = every_request_on_the_topic(&kafka, sent).await;
     assert_eq!(duplicates, 0, "a hang shorter than message.timeout.ms sends nothing twice");
     ingress.stop.cancel();
     ingress.handle.await.unwrap();
