@@ -141,59 +141,6 @@ impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
     }
 }
 
-/// A message object, or `None` for any other JSON value (skipped).
-struct MaybeMessage(Option<Message>);
-
-impl<'de> Deserialize<'de> for MaybeMessage {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct MessageVisitor;
-        impl<'de> Visitor<'de> for MessageVisitor {
-            type Value = MaybeMessage;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("any JSON value")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<MaybeMessage, A::Error> {
-                let mut message = Message { model: None, usage: None };
-                while let Some(key) = map.next_key::<Key>()? {
-                    match key {
-                        Key::Model => message.model = map.next_value::<Loose<Owned>>()?.0.map(|t| t.0),
-                        Key::Usage => {
-                            message.usage = Some(map.next_value::<Loose<Usage>>()?.0.unwrap_or_default())
-                        }
-                        _ => {
-                            map.next_value::<IgnoredAny>()?;
-                        }
-                    }
-                }
-                Ok(MaybeMessage(Some(message)))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<MaybeMessage, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(MaybeMessage(None))
-            }
-            fn visit_unit<E: serde::de::Error>(self) -> Result<MaybeMessage, E> {
-                Ok(MaybeMessage(None))
-            }
-            fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<MaybeMessage, E> {
-                Ok(MaybeMessage(None))
-            }
-            fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<MaybeMessage, E> {
-                Ok(MaybeMessage(None))
-            }
-            fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<MaybeMessage, E> {
-                Ok(MaybeMessage(None))
-            }
-            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<MaybeMessage, E> {
-                Ok(MaybeMessage(None))
-            }
-            fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<MaybeMessage, E> {
-                Ok(MaybeMessage(None))
-            }
-        }
-        deserializer.deserialize_any(MessageVisitor)
-    }
-}
-
 impl<'de: 'a, 'a> Deserialize<'de> for Event<'a> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct EventVisitor<'a>(std::marker::PhantomData<&'a ()>);
@@ -207,7 +154,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Event<'a> {
                 while let Some(key) = map.next_key::<Key>()? {
                     match key {
                         Key::Type => event.kind = map.next_value::<Option<Text<'a>>>()?.map(|t| t.0),
-                        Key::Message => event.message = Some(map.next_value::<MaybeMessage>()?.0),
+                        Key::Message => event.message = Some(map.next_value::<Loose<Message>>()?.0),
                         Key::Usage => {
                             event.usage = Some(map.next_value::<Loose<Usage>>()?.0.unwrap_or_default())
                         }
@@ -225,13 +172,14 @@ impl<'de: 'a, 'a> Deserialize<'de> for Event<'a> {
 
 /// The message as a whole response body: `None` when the body is not a JSON object.
 pub fn whole_message(body: &[u8]) -> Option<Message> {
-    serde_json::from_slice::<MaybeMessage>(body).ok()?.0
+    serde_json::from_slice::<Loose<Message>>(body).ok()?.0
 }
 
 /// Any JSON value: `Some` when it is a `T` (see [`Shape`]), else `None`, skipped unbuilt.
 struct Loose<T>(Option<T>);
 
-/// What a [`Loose`] value accepts: an integer that fits an i64, a string, or an object.
+/// What a [`Loose`] value accepts: an integer that fits an i64, a string, or an object (a
+/// message, a usage, a split).
 trait Shape: Sized {
     fn from_i64(_: i64) -> Option<Self> {
         None
@@ -257,6 +205,22 @@ impl Shape for i64 {
 impl Shape for Owned {
     fn from_str(s: &str) -> Option<Owned> {
         Some(Owned(s.to_string()))
+    }
+}
+
+impl Shape for Message {
+    fn from_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<Option<Message>, A::Error> {
+        let mut message = Message { model: None, usage: None };
+        while let Some(key) = map.next_key::<Key>()? {
+            match key {
+                Key::Model => message.model = map.next_value::<Loose<Owned>>()?.0.map(|t| t.0),
+                Key::Usage => message.usage = Some(map.next_value::<Loose<Usage>>()?.0.unwrap_or_default()),
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(Some(message))
     }
 }
 
