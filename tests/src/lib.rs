@@ -348,3 +348,38 @@ pub fn budget_block(subject: &str) -> faregate_core::event::Decision {
         revision: 1,
     }
 }
+
+/// Every usage event on partition 0 of `kafka.topics.usage`, read from its beginning until
+/// `done` says the events read so far are enough; fails the test after `deadline`.
+pub async fn usage_events_until(
+    kafka: &KafkaConfig,
+    deadline: Duration,
+    mut done: impl FnMut(&[faregate_core::event::UsageEvent]) -> bool,
+) -> Vec<faregate_core::event::UsageEvent> {
+    use faregate_core::avro::{AvroCodec, SchemaFamily};
+    use rdkafka::Message;
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    let consumer: StreamConsumer = kafka.consumer_config("test-reader", &unique("reader")).create().unwrap();
+    let mut assignment = rdkafka::TopicPartitionList::new();
+    assignment.add_partition_offset(&kafka.topics.usage, 0, rdkafka::Offset::Beginning).unwrap();
+    consumer.assign(&assignment).unwrap();
+    let codec = AvroCodec::<faregate_core::event::UsageEvent>::new(
+        SchemaFamily::UsageEvent,
+        &kafka.topics.usage,
+        kafka.schema_registry.registry(),
+    )
+    .await
+    .unwrap();
+    let mut events = Vec::new();
+    let start = Instant::now();
+    while !done(&events) {
+        assert!(
+            start.elapsed() < deadline,
+            "the usage topic did not have what was expected within {deadline:?}"
+        );
+        if let Ok(Ok(message)) = tokio::time::timeout(Duration::from_secs(1), consumer.recv()).await {
+            events.push(codec.decode(message.payload().unwrap()).await.unwrap());
+        }
+    }
+    events
+}

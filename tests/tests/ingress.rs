@@ -447,6 +447,8 @@ async fn collector_validates_every_record_with_its_path() {
                       "model": "claude-sonnet-4-5", "tokens": {"input": 10, "output": 5}, "tool": "CURSOR"});
     let mut bad = good.clone();
     bad["tokens"]["input"] = json!(-3);
+    bad["provider"] = json!(7);
+    bad["occurred_at"] = json!("yesterday");
     let mut unknown = good.clone();
     unknown["colour"] = json!("red");
     let post = |body: Value, token: &str| {
@@ -457,7 +459,12 @@ async fn collector_validates_every_record_with_its_path() {
     let body: Value = response.json().await.unwrap();
     let paths: Vec<&str> =
         body["error"]["errors"].as_array().unwrap().iter().map(|e| e["path"].as_str().unwrap()).collect();
-    assert_eq!(paths, vec!["records[1].tokens.input", "records[2].colour"], "{body}");
+    // Every bad field of every record, not only the first.
+    assert_eq!(
+        paths,
+        vec!["records[1].occurred_at", "records[1].provider", "records[1].tokens.input", "records[2].colour"],
+        "{body}"
+    );
     assert!(rig.sink.events().is_empty(), "an invalid batch takes nothing");
 
     assert_eq!(post(json!({"records": [good.clone()]}), "wrong").await.unwrap().status(), 401);

@@ -5,7 +5,11 @@
 //! (compared in constant time) and are off while no token is configured.
 //!
 //! A batch is all or nothing: if any record is invalid, none is taken and the answer lists
-//! every problem with its JSON path (`records[3].tokens.input`). Re-sending a batch is safe:
+//! every problem of every record with its JSON path (`records[3].tokens.input`). A `202` means
+//! durable: it is sent only after every record of the batch is appended to the spool and the
+//! spool is synced to stable storage (batches arriving together share one sync), so a record
+//! acknowledged survives the process being killed, and the machine losing power. A batch that
+//! could not be made durable gets `503` and should be sent again. Re-sending a batch is safe:
 //! the processor counts each `event_id` once. The schema is documented in docs/ingress.md.
 
 use std::collections::BTreeMap;
@@ -26,6 +30,8 @@ use subtle::ConstantTimeEq;
 use faregate_core::event::{Endpoint, Outcome, SourceKind, TokenCounts, Tool, UsageEvent, UsageSource};
 
 use crate::gateway::Gateway;
+
+mod check;
 
 /// Most records in one batch.
 pub const MAX_RECORDS: usize = 10_000;
@@ -133,25 +139,20 @@ fn problem(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({"error": {"message": message}}))).into_response()
 }
 
-/// Check one record; problems come back with their JSON path under `records[index]`.
+/// Check one record; every problem comes back with its JSON path under `records[index]`.
 pub fn validate(index: usize, value: serde_json::Value) -> Result<UsageRecord, Vec<(String, String)>> {
-    let record: UsageRecord = serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let path = if path == "." { format!("records[{index}]") } else { format!("records[{index}].{path}") };
-        vec![(path, e.into_inner().to_string())]
-    })?;
-    let mut problems = Vec::new();
-    let mut need = |field: &str, value: &str| {
-        if value.trim().is_empty() {
-            problems.push((format!("records[{index}].{field}"), "must not be empty".to_string()));
+    let record = match UsageRecord::deserialize(&value) {
+        Ok(record) => record,
+        Err(e) => {
+            let problems = check::problems(index, &value);
+            return Err(if problems.is_empty() {
+                vec![(format!("records[{index}]"), e.to_string())]
+            } else {
+                problems
+            });
         }
     };
-    need("org", &record.org);
-    need("provider", &record.provider);
-    need("model", &record.model);
-    if record.occurred_at > Utc::now() + chrono::TimeDelta::hours(1) {
-        problems.push((format!("records[{index}].occurred_at"), "is more than an hour in the future".into()));
-    }
+    let problems = check::rules(index, &value);
     if problems.is_empty() { Ok(record) } else { Err(problems) }
 }
 
@@ -243,8 +244,12 @@ pub async fn ingest(State(gw): State<Arc<Gateway>>, request: Request) -> Respons
         return (StatusCode::BAD_REQUEST, Json(body)).into_response();
     }
     let accepted = records.len();
-    for record in records {
-        gw.sink.emit(record.into_event("collector"));
+    let events = records.into_iter().map(|record| record.into_event("collector")).collect();
+    // 202 means durable: every record is synced to the spool (shared with concurrent batches).
+    if let Err(e) = gw.sink.emit_durable(events).wait().await {
+        metrics::counter!("faregate_collector_not_durable_batches_total").increment(1);
+        tracing::error!(error = %e, records = accepted, "collector batch not acknowledged: not durable");
+        return problem(StatusCode::SERVICE_UNAVAILABLE, &format!("{e}; send the batch again"));
     }
     metrics::counter!("faregate_collector_records_total").increment(accepted as u64);
     (StatusCode::ACCEPTED, Json(json!({"accepted": accepted}))).into_response()

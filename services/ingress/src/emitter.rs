@@ -50,9 +50,50 @@ use crate::spool::{Entry, Position, Spool};
 pub trait UsageSink: Send + Sync + 'static {
     /// Queue one event; never blocks.
     fn emit(&self, event: UsageEvent);
+    /// Queue a batch and learn when it is durable: every event appended to the spool and the
+    /// spool synced to stable storage. Batches that arrive together share one sync (group
+    /// commit). The collector acknowledges a batch only after this resolves `Ok`.
+    fn emit_durable(&self, events: Vec<UsageEvent>) -> Durable;
     /// Whether new work may be taken (false when the spool is full).
     fn accepting(&self) -> bool;
 }
+
+/// Why a batch given to [`UsageSink::emit_durable`] is not known to be durable. Either way the
+/// sender should send it again: the processor counts each event id once.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotDurable {
+    #[error("the event spool could not store the batch: {0}")]
+    Spool(String),
+    #[error("the usage emitter has stopped (shutting down)")]
+    Stopped,
+}
+
+impl faregate_core::FaregateError for NotDurable {
+    /// The disk under the spool, or a replica going away: the sender retries (another replica).
+    fn class(&self) -> faregate_core::ErrorClass {
+        faregate_core::ErrorClass::External
+    }
+}
+
+/// The promise of [`UsageSink::emit_durable`]: resolves once the batch is durable, or not.
+#[derive(Debug)]
+pub struct Durable(tokio::sync::oneshot::Receiver<Result<(), NotDurable>>);
+
+impl Durable {
+    /// A batch that is durable (or not) already.
+    pub fn ready(result: Result<(), NotDurable>) -> Durable {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let _ = tx.send(result);
+        Durable(rx)
+    }
+
+    /// Wait for the answer; an emitter that went away without answering counts as stopped.
+    pub async fn wait(self) -> Result<(), NotDurable> {
+        self.0.await.unwrap_or(Err(NotDurable::Stopped))
+    }
+}
+
+type Waiter = tokio::sync::oneshot::Sender<Result<(), NotDurable>>;
 
 /// Collects events in memory: for tests of the request path.
 #[derive(Debug, Default, Clone)]
@@ -87,6 +128,13 @@ impl UsageSink for MemorySink {
         self.notify.notify_waiters();
     }
 
+    fn emit_durable(&self, events: Vec<UsageEvent>) -> Durable {
+        for event in events {
+            self.emit(event);
+        }
+        Durable::ready(Ok(()))
+    }
+
     fn accepting(&self) -> bool {
         true
     }
@@ -96,6 +144,8 @@ impl UsageSink for MemorySink {
 #[derive(Debug, Default)]
 struct Inbox {
     events: Vec<UsageEvent>,
+    /// Callers of `emit_durable` whose events are in `events`, told once those are synced.
+    waiters: Vec<Waiter>,
     /// The emitter has taken its last batch; nothing pushed now would be sent.
     closed: bool,
     /// The emitter is parked with nothing to do: the next event must wake it.
@@ -148,6 +198,18 @@ impl UsageSink for KafkaSink {
         }
         inbox.events.push(event);
         inbox.wake();
+    }
+
+    fn emit_durable(&self, events: Vec<UsageEvent>) -> Durable {
+        let mut inbox = self.inbox.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if inbox.closed {
+            return Durable::ready(Err(NotDurable::Stopped));
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        inbox.events.extend(events);
+        inbox.waiters.push(tx);
+        inbox.wake();
+        Durable(rx)
     }
 
     fn accepting(&self) -> bool {
@@ -338,8 +400,8 @@ impl Task {
         self.lock_inbox().emitter = Some(std::thread::current());
         let mut cursor_at = Instant::now();
         while !shutdown.is_cancelled() {
-            let events = std::mem::take(&mut self.lock_inbox().events);
-            self.append_all(events);
+            let (events, waiters) = self.take_inbox();
+            self.append_all(events, waiters);
             self.serve_producer();
             self.handle_reports();
             self.send_more();
@@ -396,15 +458,38 @@ impl Task {
         self.inbox.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn append_all(&mut self, events: Vec<UsageEvent>) {
-        if events.is_empty() {
+    /// The inbox's events and the waiters for them, together.
+    fn take_inbox(&self) -> (Vec<UsageEvent>, Vec<Waiter>) {
+        let mut inbox = self.lock_inbox();
+        (std::mem::take(&mut inbox.events), std::mem::take(&mut inbox.waiters))
+    }
+
+    /// Append `events` and flush them to the operating system (from then on they survive the
+    /// process being killed); when callers wait for durability, sync the spool once for all of
+    /// them (group commit) and answer each. A failed append or sync answers every waiter of
+    /// this round with an error: some of its events may not be durable, and a re-sent batch is
+    /// harmless.
+    fn append_all(&mut self, events: Vec<UsageEvent>, waiters: Vec<Waiter>) {
+        if events.is_empty() && waiters.is_empty() {
             return;
         }
+        let mut failure = None;
         for event in events {
-            self.append(event);
+            if let Err(e) = self.append(event) {
+                failure = Some(e);
+            }
         }
-        if let Err(e) = self.spool.flush() {
-            tracing::error!(error = %e, "spool: flush failed");
+        let stored = if waiters.is_empty() { self.spool.flush() } else { self.spool.sync() };
+        if let Err(e) = stored {
+            metrics::counter!("faregate_ingress_spool_errors_total").increment(1);
+            tracing::error!(error = %e, durable = !waiters.is_empty(), "spool: flush or sync failed");
+            failure = Some(e.to_string());
+        }
+        if !waiters.is_empty() {
+            metrics::counter!("faregate_ingress_spool_syncs_total").increment(1);
+        }
+        for waiter in waiters {
+            let _ = waiter.send(failure.clone().map_or(Ok(()), |e| Err(NotDurable::Spool(e))));
         }
     }
 
@@ -472,14 +557,16 @@ impl Task {
         metrics::gauge!("faregate_ingress_spool_pending_bytes").set(self.spool.pending_bytes() as f64);
     }
 
-    fn append(&mut self, event: UsageEvent) {
+    /// Append one event to the spool (or, should the spool fail, hand it to the producer
+    /// directly); an error says it is not in the spool.
+    fn append(&mut self, event: UsageEvent) -> Result<(), String> {
         let value = match self.codec.encode(&event) {
             Ok(value) => value,
             Err(e) => {
                 // Cannot happen for a well-formed event; never silent if it does.
                 metrics::counter!("faregate_ingress_encode_failures_total").increment(1);
                 tracing::error!(event_id = %event.event_id, error = %e, "usage event cannot be encoded");
-                return;
+                return Err(format!("event {} cannot be encoded: {e}", event.event_id));
             }
         };
         let record = spool_record(&event.partition_key(), &value);
@@ -489,6 +576,7 @@ impl Task {
                     self.cache.pop_front();
                 }
                 self.cache.push_back(Entry { start, end, payload: record });
+                Ok(())
             }
             Err(e) => {
                 metrics::counter!("faregate_ingress_spool_errors_total").increment(1);
@@ -499,6 +587,7 @@ impl Task {
                 if let Err((e, _)) = self.producer.send(record) {
                     tracing::error!(event_id = %event.event_id, error = %e, "usage event lost: neither spooled nor sent");
                 }
+                Err(e.to_string())
             }
         }
     }
@@ -552,12 +641,12 @@ impl Task {
     }
 
     fn drain(mut self) {
-        let events = {
+        let (events, waiters) = {
             let mut inbox = self.lock_inbox();
             inbox.closed = true;
-            std::mem::take(&mut inbox.events)
+            (std::mem::take(&mut inbox.events), std::mem::take(&mut inbox.waiters))
         };
-        self.append_all(events);
+        self.append_all(events, waiters);
         if let Err(e) = self.spool.sync() {
             tracing::error!(error = %e, "spool: final sync failed");
         }

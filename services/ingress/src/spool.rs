@@ -60,6 +60,11 @@ fn segment_path(dir: &Path, id: u64) -> PathBuf {
     dir.join(format!("{id:020}.seg"))
 }
 
+/// Make the directory's entries (a new segment file) durable.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
 fn invalid(message: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, message)
 }
@@ -116,6 +121,7 @@ impl Spool {
         if segments.is_empty() {
             let id = acked.segment.max(1);
             File::create(segment_path(dir, id))?;
+            sync_dir(dir)?;
             segments.push_back(Segment { id, len: 0, flushed: 0 });
         }
         let last = segments.back().map(|s| s.id).unwrap_or(1);
@@ -153,10 +159,14 @@ impl Spool {
         Ok((start, Position { segment: segment.id, offset: segment.len }))
     }
 
+    /// Start the next segment. The full one is synced first, so a later [`Spool::sync`] (which
+    /// syncs the open segment) covers every record appended before it, and the new file's
+    /// directory entry is synced, so the file itself survives a power loss.
     fn rotate(&mut self) -> io::Result<()> {
-        self.flush()?;
+        self.sync()?;
         let id = self.segments.back().map_or(1, |s| s.id + 1);
         let file = OpenOptions::new().create(true).append(true).open(segment_path(&self.dir, id))?;
+        sync_dir(&self.dir)?;
         self.writer = BufWriter::with_capacity(256 << 10, file);
         self.segments.push_back(Segment { id, len: 0, flushed: 0 });
         Ok(())
@@ -171,7 +181,8 @@ impl Spool {
         Ok(())
     }
 
-    /// Force written records to stable storage.
+    /// Force every record appended so far to stable storage (the collector's acknowledgement
+    /// waits for this; earlier segments were synced when they were closed).
     pub fn sync(&mut self) -> io::Result<()> {
         self.flush()?;
         self.writer.get_ref().sync_data()
