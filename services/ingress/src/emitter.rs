@@ -30,6 +30,11 @@
 //! in the inbox, syncs the spool, waits briefly for in-flight deliveries and persists the cursor;
 //! what is left is sent at the next start. Batching per tick costs an event up to `TICK` before
 //! it is appended, and saves a thread wake-up per request.
+//!
+//! [`UsageSink::emit_durable`] (the collector) puts a batch into the inbox with a waiter. The
+//! tick that appends the batch hands the waiter to the syncer thread (`syncer.rs`), which syncs
+//! the spool once for every waiter queued meanwhile (group commit) and answers them; the
+//! emitter never waits for a sync, so a slow disk does not hold back the gateway's events.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -333,6 +338,7 @@ async fn spawn_with(
         retry_at: None,
         backoff: Duration::from_millis(500),
         idle_wait,
+        syncer: syncer::Syncer::start().map_err(EmitterError::Thread)?,
     };
     let (done_tx, done) = tokio::sync::oneshot::channel();
     let stop = shutdown.clone();
@@ -376,6 +382,8 @@ struct Task {
     backoff: Duration,
     /// How long to park at most when idle (`IDLE_WAIT`; longer in tests).
     idle_wait: Duration,
+    /// Syncs the spool for the collector's acknowledgements, off this thread.
+    syncer: syncer::Syncer,
 }
 
 /// Spool records are `[key length: u16 LE][key][Avro value]`.
@@ -465,10 +473,10 @@ impl Task {
     }
 
     /// Append `events` and flush them to the operating system (from then on they survive the
-    /// process being killed); when callers wait for durability, sync the spool once for all of
-    /// them (group commit) and answer each. A failed append or sync answers every waiter of
-    /// this round with an error: some of its events may not be durable, and a re-sent batch is
-    /// harmless.
+    /// process being killed); when callers wait for durability, hand them to the syncer, which
+    /// syncs the spool once for everything queued (group commit) and answers each. A failed
+    /// append or flush answers every waiter of this tick with an error: some of its events may
+    /// not be durable, and a re-sent batch is harmless.
     fn append_all(&mut self, events: Vec<UsageEvent>, waiters: Vec<Waiter>) {
         if events.is_empty() && waiters.is_empty() {
             return;
@@ -479,17 +487,13 @@ impl Task {
                 failure = Some(e);
             }
         }
-        let stored = if waiters.is_empty() { self.spool.flush() } else { self.spool.sync() };
-        if let Err(e) = stored {
+        if let Err(e) = self.spool.flush() {
             metrics::counter!("faregate_ingress_spool_errors_total").increment(1);
-            tracing::error!(error = %e, durable = !waiters.is_empty(), "spool: flush or sync failed");
+            tracing::error!(error = %e, "spool: flush failed");
             failure = Some(e.to_string());
         }
         if !waiters.is_empty() {
-            metrics::counter!("faregate_ingress_spool_syncs_total").increment(1);
-        }
-        for waiter in waiters {
-            let _ = waiter.send(failure.clone().map_or(Ok(()), |e| Err(NotDurable::Spool(e))));
+            self.syncer.submit(syncer::Job { file: self.spool.sync_handle(), waiters, failure });
         }
     }
 
@@ -650,6 +654,8 @@ impl Task {
         if let Err(e) = self.spool.sync() {
             tracing::error!(error = %e, "spool: final sync failed");
         }
+        // Every acknowledgement still waiting is answered before the emitter reports it stopped.
+        drop(std::mem::replace(&mut self.syncer, syncer::Syncer::stopped()));
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             self.handle_reports();
@@ -673,5 +679,6 @@ impl Task {
     }
 }
 
+mod syncer;
 #[cfg(test)]
 mod tests;

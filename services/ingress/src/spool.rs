@@ -15,6 +15,7 @@ use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// A place in the spool: a segment id and a byte offset in it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -49,6 +50,8 @@ pub struct Spool {
     dir: PathBuf,
     segments: VecDeque<Segment>,
     writer: BufWriter<File>,
+    /// The open segment's file once more, for syncing on another thread ([`Spool::sync_handle`]).
+    sync_file: Arc<File>,
     segment_bytes: u64,
     max_bytes: u64,
     acked: Position,
@@ -134,6 +137,7 @@ impl Spool {
         Ok(Spool {
             dir: dir.to_path_buf(),
             segments,
+            sync_file: Arc::new(file.try_clone()?),
             writer: BufWriter::with_capacity(256 << 10, file),
             segment_bytes: segment_bytes.max(HEADER + 1),
             max_bytes,
@@ -167,6 +171,7 @@ impl Spool {
         let id = self.segments.back().map_or(1, |s| s.id + 1);
         let file = OpenOptions::new().create(true).append(true).open(segment_path(&self.dir, id))?;
         sync_dir(&self.dir)?;
+        self.sync_file = Arc::new(file.try_clone()?);
         self.writer = BufWriter::with_capacity(256 << 10, file);
         self.segments.push_back(Segment { id, len: 0, flushed: 0 });
         Ok(())
@@ -186,6 +191,13 @@ impl Spool {
     pub fn sync(&mut self) -> io::Result<()> {
         self.flush()?;
         self.writer.get_ref().sync_data()
+    }
+
+    /// The open segment's file, to sync on another thread: once [`Spool::flush`] returned,
+    /// `sync_data` on it makes every record appended so far durable (earlier segments were
+    /// synced when they were closed).
+    pub fn sync_handle(&self) -> Arc<File> {
+        self.sync_file.clone()
     }
 
     /// Up to `max` flushed records from `from` on.
