@@ -52,7 +52,10 @@ pub struct GroupStatus {
     pub partitions: Vec<PartitionStatus>,
     /// Total lag over the partitions where it is known.
     pub lag: Option<i64>,
+    /// The group could not be asked at all (blind).
     pub error: Option<String>,
+    /// The broker did not describe the group's members (owners then come from heartbeats).
+    pub describe_error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -62,7 +65,8 @@ pub struct PartitionStatus {
     /// The committed offset (processor) or the heartbeat's decided position (budget).
     pub position: Option<i64>,
     pub lag: Option<i64>,
-    /// The member the broker assigned it to.
+    /// The member the broker assigned it to (budget: else the instance whose heartbeat covers
+    /// it).
     pub owner: Option<String>,
 }
 
@@ -155,14 +159,20 @@ pub async fn gather(config: &AppConfig, args: &StatusArgs) -> Report {
     );
     let ingress = ingress_status(&args.ingress).await;
     let (heartbeat, beats) = heartbeat_status(&t.heartbeats, heartbeats, now, stale_after_secs);
-    // Spend partition -> the position its newest covering heartbeat decided up to.
-    let positions: BTreeMap<i32, i64> =
-        Coverage::of(&beats).newest.into_iter().map(|(p, (_, _, offset))| (p, offset)).collect();
+    // Spend partition -> (instance, position) of its newest covering heartbeat.
+    let covering: BTreeMap<i32, (String, i64)> = Coverage::of(&beats)
+        .newest
+        .into_iter()
+        .map(|(p, (_, instance, offset))| (p, (instance, offset)))
+        .collect();
     let groups = vec![
         group_status("processor", &config.processor.group_id, &t.usage, processor, |p, probe| {
-            probe.committed.get(&p).copied()
+            (probe.committed.get(&p).copied(), None)
         }),
-        group_status("budget", &config.budget.group_id, &t.spend, budget, |p, _| positions.get(&p).copied()),
+        group_status("budget", &config.budget.group_id, &t.spend, budget, |p, _| match covering.get(&p) {
+            Some((instance, position)) => (Some(*position), Some(instance.clone())),
+            None => (None, None),
+        }),
     ];
     let dead_letters = DeadLetterStatus {
         topic: t.dlq.clone(),
@@ -249,7 +259,7 @@ fn group_status(
     group: &str,
     topic: &str,
     probe: anyhow::Result<probe::GroupProbe>,
-    position: impl Fn(i32, &probe::GroupProbe) -> Option<i64>,
+    position: impl Fn(i32, &probe::GroupProbe) -> (Option<i64>, Option<String>),
 ) -> GroupStatus {
     let probe = match probe {
         Ok(probe) => probe,
@@ -263,6 +273,7 @@ fn group_status(
                 partitions: Vec::new(),
                 lag: None,
                 error: Some(format!("{e:#}")),
+                describe_error: None,
             };
         }
     };
@@ -270,15 +281,19 @@ fn group_status(
         .watermarks
         .iter()
         .map(|(&partition, &(low, high))| {
-            let position = position(partition, &probe);
+            let (position, vouched) = position(partition, &probe);
             // Nothing to read when the partition is empty (compacted or retained away).
             let lag = match position {
                 Some(position) => Some((high - position.max(low)).max(0)),
                 None if high == low => Some(0),
                 None => None,
             };
-            let owner =
-                probe.members.iter().find(|m| m.partitions.contains(&partition)).map(|m| m.client_id.clone());
+            let owner = probe
+                .members
+                .iter()
+                .find(|m| m.partitions.contains(&partition))
+                .map(|m| m.client_id.clone())
+                .or(vouched);
             PartitionStatus { partition, high_watermark: high, position, lag, owner }
         })
         .collect();
@@ -292,6 +307,7 @@ fn group_status(
         partitions,
         lag,
         error: None,
+        describe_error: probe.describe_error.clone(),
     }
 }
 

@@ -34,6 +34,9 @@ pub struct Member {
 pub struct GroupProbe {
     pub state: String,
     pub members: Vec<Member>,
+    /// Why the broker could not describe the group (tansu 0.6 fails to for some groups); the
+    /// offsets are still read.
+    pub describe_error: Option<String>,
     /// Partition -> (low, high) watermarks.
     pub watermarks: BTreeMap<i32, (i64, i64)>,
     /// Partition -> committed offset (only where the group committed one).
@@ -45,8 +48,11 @@ pub fn group(kafka: &KafkaConfig, group: &str, topic: &str) -> anyhow::Result<Gr
     // A client with the group's id reads its committed offsets; it never joins (no subscribe).
     let client: BaseConsumer = kafka.consumer_config("status", group).create()?;
     let watermarks = watermarks(&client, topic)?;
-    let list = client.fetch_group_list(Some(group), TIMEOUT).context("describing the group")?;
-    let info = list.groups().iter().find(|g| g.name() == group);
+    let (list, describe_error) = match client.fetch_group_list(Some(group), TIMEOUT) {
+        Ok(list) => (Some(list), None),
+        Err(e) => (None, Some(format!("the broker cannot describe the group: {e}"))),
+    };
+    let info = list.as_ref().and_then(|l| l.groups().iter().find(|g| g.name() == group));
     let state = info.map_or_else(|| "unknown".to_string(), |g| g.state().to_string());
     let members = info
         .map(|g| {
@@ -75,7 +81,7 @@ pub fn group(kafka: &KafkaConfig, group: &str, topic: &str) -> anyhow::Result<Gr
             _ => None,
         })
         .collect();
-    Ok(GroupProbe { state, members, watermarks, committed })
+    Ok(GroupProbe { state, members, describe_error, watermarks, committed })
 }
 
 /// Partition -> (low, high) of every partition of `topic`.

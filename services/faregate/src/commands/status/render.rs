@@ -30,12 +30,13 @@ pub fn table(report: &Report) -> String {
             name,
             "info".into(),
             format!(
-                "state {}, {} member(s){}{}, lag {}",
+                "state {}, {} member(s){}{}, lag {}{}",
                 g.state.as_deref().unwrap_or("?"),
                 g.members.len(),
                 if members.is_empty() { "" } else { ": " },
                 members.join(", "),
-                g.lag.map_or("?".into(), |l| l.to_string())
+                g.lag.map_or("?".into(), |l| l.to_string()),
+                g.describe_error.as_ref().map_or(String::new(), |e| format!(" ({e})")),
             ),
         ]);
         for p in &g.partitions {
