@@ -48,6 +48,7 @@ pub fn kafka_config_for(brokers: &str) -> KafkaConfig {
     t.config = unique("config");
     t.dlq = unique("dlq");
     t.alerts = unique("alerts");
+    t.heartbeats = unique("heartbeats");
     t.partitions = 1;
     config
 }

@@ -91,6 +91,7 @@ async fn rig_full(config: impl FnOnce(&mut IngressConfig), decisions_fresh: bool
         keys: keys.clone(),
         decisions: decisions.clone(),
         decisions_freshness: freshness,
+        enforcement: Arc::new(faregate_ingress::enforcement::Enforcement::new(0)),
         limiter: Arc::default(),
         sink: Arc::new(sink.clone()),
     });

@@ -28,6 +28,10 @@ pub struct BudgetConfig {
     pub admin_token: Secret,
     /// How often windows are moved on (resets, rolling windows, forecasts), in milliseconds.
     pub tick_ms: u64,
+    /// How often the instance publishes its heartbeat (the enforcement watermark gateways and
+    /// `faregate status` read), in milliseconds, while it owns spend partitions and has caught
+    /// up on them. Keep it well below the gateways' `ingress.enforcement_stale_after_secs`.
+    pub heartbeat_ms: u64,
     /// Webhooks (Slack-compatible) that receive every alert, besides each budget's own `notify`.
     pub webhooks: Vec<String>,
     /// Anomaly tripwires.
@@ -42,6 +46,7 @@ impl Default for BudgetConfig {
             admin_listen: "127.0.0.1:9410".into(),
             admin_token: Secret::default(),
             tick_ms: 1000,
+            heartbeat_ms: 2000,
             webhooks: Vec::new(),
             anomaly: AnomalyConfig::default(),
         }
@@ -124,6 +129,9 @@ impl Validate for BudgetConfig {
         }
         if self.tick_ms == 0 {
             return Err(ConfigError::field("budget.tick_ms", "must be at least 1"));
+        }
+        if !(50..=60_000).contains(&self.heartbeat_ms) {
+            return Err(ConfigError::field("budget.heartbeat_ms", "must be within 50..=60000"));
         }
         for (i, hook) in self.webhooks.iter().enumerate() {
             if !(hook.starts_with("https://") || hook.starts_with("http://")) {

@@ -62,6 +62,12 @@ proptest! {
         prop_assert_eq!(round_trip(&codec, &alert), alert);
     }
 
+    #[test]
+    fn heartbeats_round_trip(heartbeat in arbitrary::heartbeat()) {
+        let codec = codec(SchemaFamily::Heartbeat);
+        prop_assert_eq!(round_trip(&codec, &heartbeat), heartbeat);
+    }
+
     /// The resolving path (used for values written with another schema version) agrees with the
     /// fast path, for every record type.
     #[test]
@@ -77,6 +83,11 @@ proptest! {
     #[test]
     fn resolving_decisions_agrees(decision in arbitrary::decision()) {
         prop_assert_eq!(resolve(SchemaFamily::Decision, &decision), decision);
+    }
+
+    #[test]
+    fn resolving_heartbeats_agrees(heartbeat in arbitrary::heartbeat()) {
+        prop_assert_eq!(resolve(SchemaFamily::Heartbeat, &heartbeat), heartbeat);
     }
 
     #[test]

@@ -74,6 +74,31 @@ pub enum Command {
     /// Spend by team, user, tool, model or project over a window of UTC days, from the
     /// ClickHouse `spend_by` view: a table to read, or CSV / JSON for finance exports.
     Report(ReportArgs),
+    /// Is metering and enforcement live? The consumer groups (members, owned partitions, lag),
+    /// the budget service's heartbeat watermark, dead letters, the ledger's last write and the
+    /// ingresses' spool backlog. Exits 0 when live, 2 when anything is blind.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// An ingress's metrics address (`http://HOST:9464`, its `telemetry.metrics_listen`), to
+    /// read its spool backlog and enforcement state; repeatable.
+    #[arg(long = "ingress", value_name = "URL")]
+    pub ingress: Vec<String>,
+    /// The heartbeat watermark may be this old before enforcement counts as stale (default:
+    /// `ingress.enforcement_stale_after_secs`, or 10 when that is 0).
+    #[arg(long)]
+    pub stale_after_secs: Option<u64>,
+    /// `table` for people, `json` for scripts.
+    #[arg(long, value_enum, default_value_t = StatusFormat::Table)]
+    pub format: StatusFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StatusFormat {
+    Table,
+    Json,
 }
 
 #[derive(Debug, clap::Args)]

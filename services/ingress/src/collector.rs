@@ -29,6 +29,7 @@ use subtle::ConstantTimeEq;
 
 use faregate_core::event::{Endpoint, Outcome, SourceKind, TokenCounts, Tool, UsageEvent, UsageSource};
 
+use crate::enforcement::EnforcementStatus;
 use crate::gateway::Gateway;
 
 mod check;
@@ -255,14 +256,23 @@ pub async fn ingest(State(gw): State<Arc<Gateway>>, request: Request) -> Respons
     (StatusCode::ACCEPTED, Json(json!({"accepted": accepted}))).into_response()
 }
 
-/// `GET /v1/decisions`: every current decision.
+/// `GET /v1/decisions`: every current decision; `stale` when this gateway cannot vouch for
+/// them (the decisions topic cannot be read, or enforcement is stale: see `enforcement`).
 pub async fn decisions(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
     if let Some(refused) = refusal(&gw, &headers) {
         return refused;
     }
     let mut all = gw.decisions.all();
     all.sort_by(|a, b| a.subject.cmp(&b.subject));
-    Json(json!({"decisions": all, "stale": gw.decisions_stale()})).into_response()
+    let decisions_stale = gw.decisions_stale();
+    let enforcement = gw.enforcement.status();
+    Json(json!({
+        "decisions": all,
+        "stale": decisions_stale || enforcement.stale,
+        "decisions_stale": decisions_stale,
+        "enforcement": enforcement,
+    }))
+    .into_response()
 }
 
 /// `GET /v1/decisions/{subject}`: the latest decision for one scope key.
@@ -283,22 +293,46 @@ pub async fn decision(
     }
 }
 
-/// `GET /v1/decisions/stream`: every current decision, then each change, as SSE
-/// `event: decision`.
+/// `GET /v1/decisions/stream`: every current decision (SSE `event: decision`), the enforcement
+/// status (`event: enforcement`), then each decision change and each enforcement transition
+/// (live to stale and back).
 pub async fn decision_stream(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
     if let Some(refused) = refusal(&gw, &headers) {
         return refused;
     }
     let updates = gw.decisions.subscribe();
+    let transitions = gw.enforcement.subscribe();
     let current = gw.decisions.all();
     let to_event = |d: &faregate_core::event::Decision| -> Result<Event, Infallible> {
         Ok(Event::default().event("decision").data(serde_json::to_string(d).unwrap_or_default()))
     };
-    let initial = futures::stream::iter(current.iter().map(to_event).collect::<Vec<_>>());
-    let live = changes(updates).map(move |d| to_event(&d));
+    let enforcement_event = |s: &EnforcementStatus| -> Result<Event, Infallible> {
+        Ok(Event::default().event("enforcement").data(serde_json::to_string(s).unwrap_or_default()))
+    };
+    let mut initial: Vec<_> = current.iter().map(to_event).collect();
+    initial.push(enforcement_event(&gw.enforcement.status()));
+    let initial = futures::stream::iter(initial);
+    let live = futures::stream::select(
+        changes(updates).map(move |d| to_event(&d)),
+        enforcement_changes(transitions).map(move |s| enforcement_event(&s)),
+    );
     let stream: std::pin::Pin<Box<dyn Stream<Item = Result<Event, Infallible>> + Send>> =
         Box::pin(initial.chain(live));
     Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
+}
+
+fn enforcement_changes(
+    rx: tokio::sync::broadcast::Receiver<EnforcementStatus>,
+) -> impl Stream<Item = EnforcementStatus> {
+    futures::stream::unfold(rx, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(status) => return Some((status, rx)),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    })
 }
 
 fn changes(

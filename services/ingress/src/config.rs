@@ -54,13 +54,14 @@ pub enum AuthMode {
     Passthrough,
 }
 
-/// What to do when the decision cache is stale (the broker is unreachable).
+/// What to do when enforcement is stale: the decisions topic cannot be read, or the budget
+/// service's heartbeats stopped covering every spend partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FailMode {
-    /// Serve with the last known decisions.
+    /// Serve with the last known decisions, marked `x-faregate-enforcement: stale`.
     Open,
-    /// Refuse requests with 503 until decisions are fresh again.
+    /// Refuse requests with 503 until enforcement is live again.
     Closed,
 }
 
@@ -79,6 +80,10 @@ pub struct IngressConfig {
     pub fail_mode: FailMode,
     /// Decisions are stale when the decisions topic has not been read for this long.
     pub decisions_stale_after_secs: u64,
+    /// Enforcement is stale when no budget service heartbeat newer than this covers every
+    /// spend partition (the budget service is dead, blind or cut off); `fail_mode` then applies.
+    /// 0 turns the check off (a deployment without a budget service).
+    pub enforcement_stale_after_secs: u64,
     /// Largest request body accepted, after decompression (413 above it).
     pub max_body_bytes: usize,
     /// Largest non-streaming upstream response read for metering.
@@ -121,6 +126,7 @@ impl Default for IngressConfig {
             passthrough_org: "default".into(),
             fail_mode: FailMode::Open,
             decisions_stale_after_secs: 30,
+            enforcement_stale_after_secs: 10,
             max_body_bytes: 32 << 20,
             max_response_bytes: 64 << 20,
             upstream_timeout_secs: 600,

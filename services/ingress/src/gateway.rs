@@ -11,6 +11,7 @@ use crate::collector;
 use crate::config::{FailMode, IngressConfig};
 use crate::decisions::DecisionCache;
 use crate::emitter::UsageSink;
+use crate::enforcement::Enforcement;
 use crate::errors::ApiError;
 use crate::keys::KeyStore;
 use crate::limits::RateLimiter;
@@ -26,6 +27,8 @@ pub struct Gateway {
     pub keys: Arc<KeyStore>,
     pub decisions: Arc<DecisionCache>,
     pub decisions_freshness: Arc<Freshness>,
+    /// Whether the budget service is deciding, from its heartbeats.
+    pub enforcement: Arc<Enforcement>,
     pub limiter: Arc<RateLimiter>,
     pub sink: Arc<dyn UsageSink>,
 }
@@ -42,17 +45,35 @@ pub fn upstream_client(config: &IngressConfig) -> Result<UpstreamClient, ClientE
 }
 
 impl Gateway {
-    /// Whether decisions are too old to enforce from; refuses in fail-closed mode.
-    pub fn check_fresh(&self) -> Result<(), ApiError> {
-        if self.config.fail_mode == FailMode::Open {
-            return Ok(());
+    /// Whether enforcement is live: `Ok(false)` when it is, `Ok(true)` when it is stale and the
+    /// gateway fails open (serve, marked stale), a 503 when it is stale and the gateway fails
+    /// closed.
+    pub fn check_fresh(&self) -> Result<bool, ApiError> {
+        let decisions_stale = self.decisions_stale();
+        if !decisions_stale && !self.enforcement.stale() {
+            return Ok(false);
         }
-        if self.decisions_stale() {
+        if self.config.fail_mode == FailMode::Open {
+            metrics::counter!("faregate_ingress_served_stale_total").increment(1);
+            return Ok(true);
+        }
+        if decisions_stale {
             return Err(ApiError::unavailable(
                 "Faregate cannot confirm budget decisions right now (decisions are stale and this gateway fails closed); retry shortly".into(),
             ));
         }
-        Ok(())
+        let status = self.enforcement.status();
+        let since = status.stale_since.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        let why = match status.heartbeat_age_ms {
+            Some(age) => format!("the budget service's last heartbeat is {}s old", age / 1000),
+            None if status.partition_count == 0 => "no budget service heartbeat was seen".to_string(),
+            None => format!("no budget service covers spend partitions {:?}", status.uncovered_partitions),
+        };
+        Err(ApiError::unavailable(format!(
+            "Faregate budget enforcement is stale since {} ({why}; limit {}s) and this gateway fails closed; retry shortly",
+            since.as_deref().unwrap_or("start"),
+            status.stale_after_secs,
+        )))
     }
 
     pub fn decisions_stale(&self) -> bool {

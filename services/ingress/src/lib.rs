@@ -4,16 +4,24 @@
 //! exactly one usage event per request through an on-disk spool to the usage topic; the request
 //! path never waits on Kafka. Docs: docs/ingress.md.
 //!
-//! Tasks of one ingress: the HTTP server; two table followers (virtual keys from the config
-//! topic, decisions from the decisions topic, each read from the beginning); the emitter; and
-//! a watcher that turns table state into readiness (ready once both tables caught up) and the
-//! decisions-stale signal.
+//! Tasks of one ingress: the HTTP server; three table followers (virtual keys from the config
+//! topic, decisions from the decisions topic, the budget service's heartbeats from the
+//! heartbeats topic, each read from the beginning); the emitter; and a watcher that turns table
+//! state into readiness (ready once keys and decisions caught up) and the decisions-stale and
+//! enforcement-stale signals.
+//!
+//! Readiness does not follow enforcement: a stale gateway stays ready and applies
+//! `ingress.fail_mode` (open: serves, marked `x-faregate-enforcement: stale`; closed: answers 503
+//! saying why), because every replica goes stale together and a clear answer beats no route.
+//! The gauge `faregate_ingress_enforcement_stale`, an ERROR log on each change to stale and the
+//! decisions API say so.
 
 pub mod attribution;
 pub mod collector;
 pub mod config;
 pub mod decisions;
 pub mod emitter;
+pub mod enforcement;
 pub mod errors;
 pub mod gateway;
 pub mod keys;
@@ -34,7 +42,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use faregate_core::avro::SchemaFamily;
-use faregate_core::event::{ConfigRecord, Decision};
+use faregate_core::event::{ConfigRecord, Decision, Heartbeat};
 use faregate_core::kafka::KafkaConfig;
 
 pub use config::{AuthMode, FailMode, IngressConfig, Provider, UpstreamConfig};
@@ -107,6 +115,22 @@ pub async fn run_on(
             tables.clone(),
         ))
     };
+    let enforcement = Arc::new(enforcement::Enforcement::new(config.enforcement_stale_after_secs));
+    let heartbeats_freshness = Arc::new(table::Freshness::default());
+    let heartbeats_task = if enforcement.checked() {
+        let enforcement = enforcement.clone();
+        tokio::spawn(table::follow::<Heartbeat, _>(
+            kafka.clone(),
+            kafka.topics.heartbeats.clone(),
+            SchemaFamily::Heartbeat,
+            heartbeats_freshness.clone(),
+            move |key, heartbeat| enforcement.apply(key, heartbeat),
+            tables.clone(),
+        ))
+    } else {
+        heartbeats_freshness.set_caught_up();
+        tokio::spawn(async { Ok::<(), table::TableError>(()) })
+    };
     let emitter_stop = CancellationToken::new();
     let (sink, emitter_task) =
         emitter::spawn(&kafka, &config.spool_dir, config.spool_max_bytes, emitter_stop.clone()).await?;
@@ -116,6 +140,7 @@ pub async fn run_on(
         keys,
         decisions,
         decisions_freshness,
+        enforcement,
         limiter: Arc::default(),
         sink: Arc::new(sink),
     });
@@ -125,7 +150,7 @@ pub async fn run_on(
     tables.cancel();
     emitter_stop.cancel();
     emitter_task.join().await;
-    for task in [keys_task, decisions_task] {
+    for task in [keys_task, decisions_task, heartbeats_task] {
         if let Ok(Err(e)) = task.await {
             tracing::warn!(error = %e, "table follower ended with an error");
         }
@@ -152,7 +177,8 @@ pub async fn serve(
         .map_err(IngressError::Serve)
 }
 
-/// Readiness (both tables caught up) and the decisions-stale alarm, checked every second.
+/// Readiness (keys and decisions caught up) and the decisions-stale and enforcement-stale
+/// alarms, checked four times a second.
 async fn watch(
     gateway: Arc<Gateway>,
     keys: Arc<table::Freshness>,
@@ -161,6 +187,8 @@ async fn watch(
 ) {
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let mut was_stale = false;
+    let (started, mut alarmed) = (std::time::Instant::now(), false);
+    let grace = Duration::from_secs(gateway.config.enforcement_stale_after_secs);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -183,6 +211,32 @@ async fn watch(
             } else {
                 tracing::info!("decisions are fresh again");
             }
+        }
+        let enforcement = &gateway.enforcement;
+        // Transitions go to the decisions stream at once; the alarm waits for the tables and,
+        // after a start, for one bound (the budget service may be starting beside us).
+        enforcement.observe();
+        let status = enforcement.status();
+        let serving_stale = status.stale || stale;
+        metrics::gauge!("faregate_ingress_enforcement_stale").set(if serving_stale { 1.0 } else { 0.0 });
+        if let Some(age) = status.heartbeat_age_ms {
+            metrics::gauge!("faregate_ingress_enforcement_heartbeat_age_ms").set(age as f64);
+        }
+        let may_alarm = caught_up && started.elapsed() >= grace;
+        if status.stale && !alarmed && may_alarm {
+            alarmed = true;
+            tracing::error!(
+                fail_mode = ?gateway.config.fail_mode,
+                since = ?status.stale_since,
+                heartbeat_age_ms = ?status.heartbeat_age_ms,
+                uncovered_partitions = ?status.uncovered_partitions,
+                partitions = status.partition_count,
+                stale_after_secs = status.stale_after_secs,
+                "budget enforcement is stale: no recent budget service heartbeat covers every spend partition"
+            );
+        } else if !status.stale && alarmed {
+            alarmed = false;
+            tracing::info!(heartbeat_age_ms = ?status.heartbeat_age_ms, partitions = status.partition_count, "budget enforcement is live again");
         }
     }
 }

@@ -206,7 +206,7 @@ async fn forward(gw: &Arc<Gateway>, api: Api, request: Request) -> Result<Respon
         api.provider()
     };
     let identity = identify(gw, headers)?;
-    gw.check_fresh()?;
+    let enforcement_stale = gw.check_fresh()?;
     if !gw.sink.accepting() {
         return Err(ApiError::unavailable(
             "Faregate cannot meter new requests right now (its event spool is full); retry shortly".into(),
@@ -338,6 +338,9 @@ async fn forward(gw: &Arc<Gateway>, api: Api, request: Request) -> Result<Respon
     let headers = response.headers_mut();
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         headers.insert("x-faregate-request-id", value);
+    }
+    if enforcement_stale {
+        headers.insert("x-faregate-enforcement", HeaderValue::from_static("stale"));
     }
     if let Some(model) = rewrite_model
         && let Ok(value) = HeaderValue::from_str(&format!("{requested_model} -> {model}"))

@@ -104,6 +104,11 @@ impl SpendGroup {
         std::mem::take(&mut *self.consumer.context().events.lock().unwrap())
     }
 
+    /// The spend partitions the consumer holds now, as librdkafka knows its assignment.
+    pub(crate) fn owned(&self) -> Result<BTreeSet<i32>, KafkaError> {
+        Ok(self.consumer.assignment()?.elements().iter().map(|e| e.partition()).collect())
+    }
+
     /// Resolves when a rebalance event may be waiting (the consumer must be polled meanwhile).
     pub(crate) async fn rebalanced(&self) {
         self.consumer.context().notify.notified().await;

@@ -19,8 +19,13 @@
 //! the broker; a failed publication is retried until it succeeds or the service stops). A
 //! ticker moves windows on, so a reset is published on time with no traffic. Records that
 //! cannot be used go to the dead-letter topic ([`intake`]). Nothing is ever committed.
+//!
+//! Liveness: while deciding, the service heart-beats every `budget.heartbeat_ms` to the
+//! heartbeats topic ([`heartbeat`]) with the partitions it owns and how far it decided them;
+//! while joining or catching up it does not, so every reader can tell enforcement is stale.
 
 mod group;
+mod heartbeat;
 mod intake;
 mod publish;
 
@@ -33,7 +38,7 @@ use rdkafka::message::{Message, OwnedMessage};
 use tokio_util::sync::CancellationToken;
 
 use faregate_core::avro::{AvroCodec, SchemaFamily};
-use faregate_core::event::{ConfigRecord, SpendAggregate};
+use faregate_core::event::{ConfigRecord, Heartbeat, SpendAggregate};
 use faregate_core::kafka::{DeadLetters, KafkaConfig, RecordProducer, ensure_topics};
 
 use crate::clock::Clock;
@@ -42,6 +47,7 @@ use crate::notify::Notifier;
 use crate::topic::TopicReader;
 use crate::{BudgetConfig, BudgetError};
 use group::{GroupEvent, SpendGroup};
+use heartbeat::Heartbeats;
 use intake::Intake;
 pub use intake::check_aggregate;
 use publish::Publisher;
@@ -97,6 +103,7 @@ struct Service {
     ready: Arc<AtomicBool>,
     publisher: Publisher,
     intake: Intake,
+    heartbeats: Heartbeats,
     assigned: BTreeSet<i32>,
     phase: Phase,
 }
@@ -123,6 +130,7 @@ impl Service {
             };
             *engine = engine.without_spend();
             engine.set_ownership(Ownership::Partitions { count, assigned: BTreeSet::new() });
+            self.heartbeats.reassigned(count, &BTreeSet::new());
             self.assigned.clear();
             self.phase = Phase::Joining;
             return Ok(());
@@ -133,6 +141,7 @@ impl Service {
             *engine = engine.without_spend();
             engine.set_ownership(Ownership::Partitions { count, assigned: assigned.clone() });
         }
+        self.heartbeats.reassigned(count, &assigned);
         self.restore_published(shutdown).await?;
         tracing::info!(partitions = ?assigned, of = count, "rebuilding spend state of the assigned partitions");
         self.assigned = assigned;
@@ -199,9 +208,11 @@ impl Service {
         if !self.assigned.contains(&partition) {
             return Ok(());
         }
-        if let Some(aggregate) = self.intake.spend(message, shutdown).await? {
-            self.apply(&aggregate);
+        let aggregate = self.intake.spend(message, shutdown).await?;
+        if let Some(aggregate) = &aggregate {
+            self.apply(aggregate);
         }
+        self.heartbeats.observed(partition, message.offset(), aggregate.map(|a| a.revision));
         if let Phase::CatchingUp(pending) = &mut self.phase {
             if pending.get(&partition).is_some_and(|end| message.offset() + 1 >= *end) {
                 pending.remove(&partition);
@@ -239,7 +250,7 @@ pub async fn serve(
     let specs: Vec<_> = kafka
         .topic_specs()
         .into_iter()
-        .filter(|s| [&t.spend, &t.decisions, &t.config, &t.alerts, &t.dlq].contains(&&s.name))
+        .filter(|s| [&t.spend, &t.decisions, &t.config, &t.alerts, &t.dlq, &t.heartbeats].contains(&&s.name))
         .collect();
     ensure_topics(&kafka, &specs).await.map_err(|e| BudgetError::Kafka(e.to_string()))?;
     let registry = kafka.schema_registry.registry();
@@ -258,6 +269,14 @@ pub async fn serve(
         id => id.to_string(),
     };
     let tick = Duration::from_millis(config.tick_ms);
+    let heartbeat_every = Duration::from_millis(config.heartbeat_ms);
+    let heartbeats = Heartbeats::new(
+        RecordProducer::<Heartbeat>::new(&kafka, "budget", SchemaFamily::Heartbeat, &t.heartbeats).await?,
+        &instance_id,
+        &config.group_id,
+        &t.spend,
+        heartbeat_every,
+    );
     let mut service = Service {
         config,
         kafka,
@@ -266,6 +285,7 @@ pub async fn serve(
         ready,
         publisher,
         intake,
+        heartbeats,
         assigned: BTreeSet::new(),
         phase: Phase::Joining,
     };
@@ -281,11 +301,17 @@ pub async fn serve(
 
     let mut ticker = tokio::time::interval(tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut heartbeat_ticker = tokio::time::interval(heartbeat_every);
+    heartbeat_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let result = loop {
         let step = tokio::select! {
             biased;
             _ = shutdown.cancelled() => break Ok(()),
             _ = group.rebalanced() => service.rebalance(&group, &shutdown).await,
+            _ = heartbeat_ticker.tick() => {
+                service.heartbeat(&group);
+                Ok(())
+            }
             _ = ticker.tick() => {
                 let out = {
                     let mut engine = service.engine.lock().unwrap();
@@ -339,6 +365,19 @@ pub async fn serve(
 }
 
 impl Service {
+    /// Heart-beat if deciding: for the rebuilt partitions the consumer still holds.
+    fn heartbeat(&mut self, group: &SpendGroup) {
+        let deciding = matches!(self.phase, Phase::Deciding);
+        metrics::gauge!("faregate_budget_deciding").set(if deciding { 1.0 } else { 0.0 });
+        if !deciding {
+            return;
+        }
+        match group.owned() {
+            Ok(owned) => self.heartbeats.beat(&owned),
+            Err(error) => tracing::warn!(%error, "cannot read the spend consumer's assignment; no heartbeat"),
+        }
+    }
+
     /// Handle the group's rebalance events, in order.
     async fn rebalance(
         &mut self,

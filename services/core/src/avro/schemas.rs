@@ -3,7 +3,7 @@
 //!
 //! A file is named `<family>.v<version>.avsc`. Its id is `100 × family number + version`, with the
 //! family numbers fixed forever: usage_event = 1, spend_aggregate = 2, decision = 3,
-//! config_record = 4, alert = 5. So usage_event v1 is id 101 and decision v2 would be 302. Ids never change
+//! config_record = 4, alert = 5, heartbeat = 6. So usage_event v1 is id 101 and decision v2 would be 302. Ids never change
 //! meaning, because a version file, once released, is never edited (only new versions are added).
 
 use std::sync::LazyLock;
@@ -23,15 +23,17 @@ pub enum SchemaFamily {
     Decision,
     ConfigRecord,
     Alert,
+    Heartbeat,
 }
 
 impl SchemaFamily {
-    pub const ALL: [SchemaFamily; 5] = [
+    pub const ALL: [SchemaFamily; 6] = [
         SchemaFamily::UsageEvent,
         SchemaFamily::SpendAggregate,
         SchemaFamily::Decision,
         SchemaFamily::ConfigRecord,
         SchemaFamily::Alert,
+        SchemaFamily::Heartbeat,
     ];
 
     /// The fixed family number of the id rule.
@@ -42,6 +44,7 @@ impl SchemaFamily {
             SchemaFamily::Decision => 3,
             SchemaFamily::ConfigRecord => 4,
             SchemaFamily::Alert => 5,
+            SchemaFamily::Heartbeat => 6,
         }
     }
 
@@ -53,6 +56,7 @@ impl SchemaFamily {
             SchemaFamily::Decision => "decision",
             SchemaFamily::ConfigRecord => "config_record",
             SchemaFamily::Alert => "alert",
+            SchemaFamily::Heartbeat => "heartbeat",
         }
     }
 

@@ -416,3 +416,44 @@ pub fn alert() -> impl Strategy<Value = Alert> {
             },
         )
 }
+
+pub fn heartbeat() -> impl Strategy<Value = Heartbeat> {
+    let position = (any::<i32>(), any::<i64>())
+        .prop_map(|(partition, next_offset)| PartitionPosition { partition, next_offset });
+    (
+        text(),
+        text(),
+        text(),
+        any::<i32>(),
+        vec(position, 0..4),
+        any::<i64>(),
+        any::<i64>(),
+        timestamp(),
+        any::<i64>(),
+    )
+        .prop_map(
+            |(
+                instance_id,
+                group_id,
+                spend_topic,
+                partition_count,
+                partitions,
+                spend_revision,
+                interval_ms,
+                published_at,
+                sequence,
+            )| {
+                Heartbeat {
+                    instance_id,
+                    group_id,
+                    spend_topic,
+                    partition_count,
+                    partitions,
+                    spend_revision,
+                    interval_ms,
+                    published_at,
+                    sequence,
+                }
+            },
+        )
+}

@@ -7,6 +7,7 @@ pub mod alert;
 pub mod arbitrary;
 pub mod config_record;
 pub mod decision;
+pub mod heartbeat;
 pub mod scope;
 pub mod spend;
 pub mod usage;
@@ -17,6 +18,7 @@ pub use config_record::{
     DirectoryKind, KeyStatus, VirtualKey, WindowPeriod,
 };
 pub use decision::{Decision, DecisionState};
+pub use heartbeat::{Coverage, Heartbeat, PartitionPosition};
 pub use scope::{Attribution, ScopeKeyError};
 pub use spend::{BucketWidth, SpendAggregate};
 pub use usage::{Endpoint, Outcome, SourceKind, TokenCounts, Tool, UsageEvent, UsageSource};

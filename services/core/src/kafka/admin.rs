@@ -55,6 +55,7 @@ impl KafkaConfig {
             spec(&t.config, true),
             spec(&t.dlq, false),
             spec(&t.alerts, true),
+            spec(&t.heartbeats, true),
         ]
     }
 }

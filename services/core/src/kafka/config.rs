@@ -71,6 +71,9 @@ pub struct TopicsConfig {
     /// Budget and anomaly alerts, keyed by what they are about; compacted (the latest alert per
     /// key tells which window was already alerted, so a restart does not alert twice).
     pub alerts: String,
+    /// Budget service heartbeats (the enforcement watermark), keyed by instance; compacted.
+    /// Gateways and `faregate status` read it to tell whether enforcement is live.
+    pub heartbeats: String,
     /// Partitions of topics Faregate creates.
     pub partitions: i32,
     /// Replication factor of topics Faregate creates (1 on a single broker, 3 in production).
@@ -88,6 +91,7 @@ impl Default for TopicsConfig {
             config: "faregate.config.v1".into(),
             dlq: "faregate.dlq.v1".into(),
             alerts: "faregate.alerts.v1".into(),
+            heartbeats: "faregate.heartbeats.v1".into(),
             partitions: 3,
             replication: 1,
             retention_hours: 7 * 24,
@@ -143,6 +147,7 @@ impl Validate for KafkaConfig {
             ("config", &t.config),
             ("dlq", &t.dlq),
             ("alerts", &t.alerts),
+            ("heartbeats", &t.heartbeats),
         ] {
             let valid = !name.is_empty()
                 && name.len() <= 249

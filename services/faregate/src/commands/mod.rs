@@ -8,6 +8,9 @@ mod keys;
 mod prices;
 mod report;
 mod services;
+mod status;
+
+pub use status::Blind;
 
 use anyhow::Context as _;
 
@@ -34,5 +37,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             fake::fake_upstream(listen, stream_delay_ms).await
         }
         Command::Report(args) => report::report(&config, args).await,
+        Command::Status(args) => status::status(&config, args).await,
     }
 }
