@@ -41,6 +41,7 @@ pub async fn fresh_topics(brokers: &str, prefix: &str, fetch_wait_ms: u32) -> (K
         ("config", &mut t.config),
         ("dlq", &mut t.dlq),
         ("alerts", &mut t.alerts),
+        ("heartbeats", &mut t.heartbeats),
     ] {
         *topic = format!("{prefix}-{name}-{suffix}");
     }

@@ -188,6 +188,7 @@ decisions = "bench-decisions-{suffix}"
 config = "bench-config-{suffix}"
 dlq = "bench-dlq-{suffix}"
 alerts = "bench-alerts-{suffix}"
+heartbeats = "bench-heartbeats-{suffix}"
 partitions = 1
 
 [telemetry]
@@ -197,6 +198,8 @@ metrics_listen = "127.0.0.1:{ops}"
 [ingress]
 listen = "127.0.0.1:{listen}"
 spool_dir = "{spool}"
+# No budget service runs here: the enforcement watermark check is off, as before it existed.
+enforcement_stale_after_secs = 0
 
 [[ingress.upstreams]]
 name = "fake"

@@ -42,6 +42,7 @@ decisions = "{decisions}"
 config = "{config}"
 dlq = "{dlq}"
 alerts = "{alerts}"
+heartbeats = "{heartbeats}"
 partitions = 1
 [ingress]
 listen = "127.0.0.1:0"
@@ -64,6 +65,7 @@ log_filter = "info"
         config = t.config,
         dlq = t.dlq,
         alerts = t.alerts,
+        heartbeats = t.heartbeats,
         spool = spool.display(),
     )
 }
