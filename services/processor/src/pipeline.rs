@@ -47,6 +47,7 @@ use crate::{Pricer, ProcessorError};
 use faregate_core::avro::{AvroCodec, SchemaFamily};
 use faregate_core::clickhouse::LedgerRow;
 use faregate_core::clickhouse::ledger::{KafkaPosition, PricingStatus};
+use faregate_core::error::FaregateError;
 use faregate_core::event::{SpendAggregate, UsageEvent};
 use faregate_core::kafka::{KafkaConfig, RecordProducer, partition_for};
 
@@ -82,30 +83,6 @@ fn session_keys(rows: &[&LedgerRow]) -> Vec<SessionKey> {
     }
     keys.sort_unstable();
     keys
-}
-
-/// Whether a failed step may succeed if tried again. A step that cannot stops the processor
-/// with the reason instead of retrying forever.
-pub trait Transient {
-    fn is_transient(&self) -> bool;
-}
-
-impl Transient for crate::ledger::LedgerError {
-    fn is_transient(&self) -> bool {
-        crate::ledger::LedgerError::is_transient(self)
-    }
-}
-
-impl Transient for faregate_core::kafka::ProduceError {
-    fn is_transient(&self) -> bool {
-        !matches!(self, faregate_core::kafka::ProduceError::Avro(_))
-    }
-}
-
-impl Transient for rdkafka::error::KafkaError {
-    fn is_transient(&self) -> bool {
-        true
-    }
 }
 
 /// Records partition revocations, which librdkafka reports from inside `recv`.
@@ -499,10 +476,14 @@ impl Pipeline {
 
     /// Run `attempt` until it succeeds, backing off exponentially; `None` if shutdown came first
     /// or the failure is permanent (then the reason is recorded and `shutdown` cancelled, so the
-    /// pipeline stops with it and nothing past the failed step is committed).
+    /// pipeline stops with it and nothing past the failed step is committed). Whether a failure
+    /// is permanent is the error's own [`FaregateError::retryable`], nothing else. Every step of
+    /// the pipeline stops the processor on a permanent failure rather than dead-lettering: the
+    /// ledger write and the spend totals concern valid events (a dead letter would lose money),
+    /// and a dead letter that cannot be written has nowhere else to go.
     async fn retry<T, E, F, Fut>(&self, what: &str, shutdown: &CancellationToken, mut attempt: F) -> Option<T>
     where
-        E: std::fmt::Display + Transient,
+        E: std::fmt::Display + FaregateError,
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
@@ -519,7 +500,7 @@ impl Pipeline {
                     metrics::gauge!("faregate_processor_sink_available").set(1.0);
                     return Some(value);
                 }
-                Err(error) if !error.is_transient() => {
+                Err(error) if !error.retryable() => {
                     tracing::error!(what, %error, "failed in a way no retry can cure; stopping the processor");
                     self.fatal.lock().unwrap().get_or_insert_with(|| format!("{what}: {error}"));
                     shutdown.cancel();
