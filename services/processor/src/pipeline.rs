@@ -236,7 +236,11 @@ impl Pipeline {
                     }
                     match received {
                         Ok(message) => {
-                            self.accept(&running, &mut batch, &message, max_wait, &shutdown).await;
+                            if !self.accept(&running, &mut batch, &message, max_wait, &shutdown).await {
+                                // Neither batched nor acknowledged as a dead letter: nothing at or
+                                // past it may be committed, so stop reading here.
+                                break;
+                            }
                             if batch.rows.len() >= self.config.batch_max_rows || batch.bytes >= self.config.batch_max_bytes {
                                 self.flush(&running, &mut batch, &shutdown).await;
                             }
@@ -259,7 +263,9 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Take one message into the batch (or to the dead-letter topic).
+    /// Take one message into the batch (or to the dead-letter topic); false if it was neither
+    /// (its dead letter was not acknowledged before shutdown or a permanent failure), and then
+    /// the batch does not advance over it, so its offset is never committed.
     async fn accept(
         &self,
         running: &Running,
@@ -267,45 +273,49 @@ impl Pipeline {
         message: &BorrowedMessage<'_>,
         max_wait: Duration,
         shutdown: &CancellationToken,
-    ) {
+    ) -> bool {
         let (partition, offset) = (message.partition(), message.offset());
-        let Some(payload) = message.payload() else {
-            self.dead_letter(
-                running,
-                message,
-                Stage::Decode,
-                "the value is empty (a tombstone on the usage topic)",
-                shutdown,
-            )
-            .await;
-            batch.advance(partition, offset, max_wait);
-            return;
+        let refusal = match message.payload() {
+            None => Some((Stage::Decode, "the value is empty (a tombstone on the usage topic)".to_string())),
+            Some(payload) => match running.codec.decode(payload).await {
+                Err(error) => Some((Stage::Decode, error.to_string())),
+                Ok(event) => match validate(&event) {
+                    Err(error) => Some((Stage::Validate, error.to_string())),
+                    Ok(()) => {
+                        self.batch_event(batch, message, event, payload.len());
+                        None
+                    }
+                },
+            },
         };
-        let event = match running.codec.decode(payload).await {
-            Ok(event) => event,
-            Err(error) => {
-                self.dead_letter(running, message, Stage::Decode, &error.to_string(), shutdown).await;
-                batch.advance(partition, offset, max_wait);
-                return;
-            }
-        };
-        if let Err(error) = validate(&event) {
-            self.dead_letter(running, message, Stage::Validate, &error.to_string(), shutdown).await;
-            batch.advance(partition, offset, max_wait);
-            return;
+        if let Some((stage, reason)) = refusal
+            && !self.dead_letter(running, message, stage, &reason, shutdown).await
+        {
+            return false;
         }
+        batch.advance(partition, offset, max_wait);
+        true
+    }
+
+    /// Price a valid event and add its row to the batch.
+    fn batch_event(&self, batch: &mut Batch, message: &BorrowedMessage<'_>, event: UsageEvent, bytes: usize) {
         let pricing = self.pricer.price(&event);
-        let position = KafkaPosition { topic: message.topic().to_string(), partition, offset };
+        let position = KafkaPosition {
+            topic: message.topic().to_string(),
+            partition: message.partition(),
+            offset: message.offset(),
+        };
         let row = LedgerRow::from_event(event, pricing, position, faregate_core::time::now_micros());
         if row.pricing_status == PricingStatus::Unpriced {
             metrics::counter!("faregate_processor_unpriced_total").increment(1);
             tracing::debug!(event_id = %row.event_id, model = %row.model, reason = %row.unpriced_reason, "event is unpriced");
         }
-        batch.bytes += payload.len();
+        batch.bytes += bytes;
         batch.rows.push(row);
-        batch.advance(partition, offset, max_wait);
     }
 
+    /// Write `message` to the dead-letter topic; true once the broker acknowledged it, false if
+    /// shutdown came first or the write failed for good (then the processor stops with it).
     async fn dead_letter(
         &self,
         running: &Running,
@@ -313,12 +323,12 @@ impl Pipeline {
         stage: Stage,
         reason: &str,
         shutdown: &CancellationToken,
-    ) {
+    ) -> bool {
         tracing::warn!(partition = message.partition(), offset = message.offset(), stage = stage.as_str(), %reason, "dead-lettering a usage value");
         metrics::counter!("faregate_processor_dead_letters_total", "stage" => stage.as_str()).increment(1);
-        let _ = self
-            .retry("writing to the dead-letter topic", shutdown, || running.dlq.send(message, stage, reason))
-            .await;
+        self.retry("writing to the dead-letter topic", shutdown, || running.dlq.send(message, stage, reason))
+            .await
+            .is_some()
     }
 
     /// Write the batch, publish the totals it changed, then commit its offsets.
