@@ -5,6 +5,7 @@
 pub mod aggregate;
 pub mod config;
 pub mod dlq;
+pub mod fence;
 pub mod ledger;
 pub mod pipeline;
 pub mod reprice;

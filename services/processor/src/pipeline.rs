@@ -17,7 +17,10 @@
 //!   instance sees all of an org's spend (the spend producer does not linger: a flush waits for
 //!   its totals' acknowledgement);
 //! - on a partition revocation the batch's rows of that partition are dropped unwritten: the
-//!   next owner reads them again from the last commit.
+//!   next owner reads them again from the last commit. Every write attempt (a flush on the
+//!   batch deadline and each retry included) is fenced ([`crate::fence`]): it writes only rows
+//!   of partitions still held under the assignment they were read in, and a revocation waits
+//!   for a write in progress.
 //!
 //! Undecodable or invalid values go to the dead-letter topic (acknowledged before their offset
 //! is committed). While ClickHouse or Kafka fail, the batch is retried with backoff and nothing
@@ -40,6 +43,7 @@ use tokio_util::sync::CancellationToken;
 use crate::aggregate::{BucketKey, Subject, hour_of};
 use crate::config::ProcessorConfig;
 use crate::dlq::{DeadLetters, Stage};
+use crate::fence::{BatchFences, Fences};
 use crate::ledger::{Ledger, SpendTotals};
 use crate::session::{SESSION_REBUILD, SessionKey, minute_of};
 use crate::validate::validate;
@@ -85,10 +89,12 @@ fn session_keys(rows: &[&LedgerRow]) -> Vec<SessionKey> {
     keys
 }
 
-/// Records partition revocations, which librdkafka reports from inside `recv`.
+/// Records partition revocations, which librdkafka reports from inside `recv`, and keeps the
+/// write fence of each assigned partition.
 #[derive(Default)]
 pub struct RebalanceContext {
     revoked: Mutex<Vec<i32>>,
+    fences: Fences,
 }
 
 impl ClientContext for RebalanceContext {}
@@ -98,7 +104,14 @@ impl ConsumerContext for RebalanceContext {
         if let Rebalance::Revoke(partitions) = rebalance {
             let mut revoked = self.revoked.lock().unwrap();
             revoked.extend(partitions.elements().iter().map(|p| p.partition()));
+            self.fences.revoke(partitions.elements().iter().map(|p| p.partition()));
             tracing::info!(partitions = ?*revoked, "partitions revoked");
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(partitions) = rebalance {
+            self.fences.assign(partitions.elements().iter().map(|p| p.partition()));
         }
     }
 }
@@ -111,6 +124,8 @@ struct Batch {
     next_offsets: BTreeMap<i32, i64>,
     bytes: usize,
     deadline: Option<Instant>,
+    /// The assignment each partition's rows were read under.
+    fences: BatchFences,
 }
 
 impl Batch {
@@ -118,7 +133,8 @@ impl Batch {
         self.next_offsets.is_empty()
     }
 
-    fn advance(&mut self, partition: i32, offset: i64, max_wait: Duration) {
+    fn advance(&mut self, partition: i32, offset: i64, max_wait: Duration, fences: &Fences) {
+        self.fences.note(partition, fences);
         self.next_offsets.insert(partition, offset + 1);
         self.deadline.get_or_insert_with(|| Instant::now() + max_wait);
     }
@@ -293,7 +309,7 @@ impl Pipeline {
         {
             return false;
         }
-        batch.advance(partition, offset, max_wait);
+        batch.advance(partition, offset, max_wait, &running.consumer.context().fences);
         true
     }
 
@@ -333,7 +349,7 @@ impl Pipeline {
 
     /// Write the batch, publish the totals it changed, then commit its offsets.
     async fn flush(&self, running: &Running, batch: &mut Batch, shutdown: &CancellationToken) {
-        let Batch { rows, next_offsets, .. } = std::mem::take(batch);
+        let Batch { rows, next_offsets, fences, .. } = std::mem::take(batch);
         if next_offsets.is_empty() {
             return;
         }
@@ -345,14 +361,14 @@ impl Pipeline {
         let unique = rows.len();
         let stages = Mutex::new((Duration::ZERO, Duration::ZERO));
         let write = || async {
+            // Held until the ledger answered: a revocation of these partitions waits for it.
+            let permit = fences.hold();
             let started = std::time::Instant::now();
             let existing = ledger.existing(&rows).await?;
             let checked = std::time::Instant::now();
-            let fresh: Vec<usize> = if existing.is_empty() {
-                (0..rows.len()).collect()
-            } else {
-                (0..rows.len()).filter(|&i| !existing.contains(&rows[i].event_id)).collect()
-            };
+            let fresh: Vec<usize> = (0..rows.len())
+                .filter(|&i| permit.allows(rows[i].kafka_partition) && !existing.contains(&rows[i].event_id))
+                .collect();
             if fresh.len() == rows.len() {
                 ledger.insert(&rows).await?;
             } else if !fresh.is_empty() {
@@ -367,7 +383,14 @@ impl Pipeline {
         };
         let (dedup_time, insert_time) = *stages.lock().unwrap();
         let fresh: Vec<&LedgerRow> = fresh.into_iter().map(|i| &rows[i]).collect();
-        let duplicates = unique - fresh.len();
+        let fenced = rows.iter().filter(|r| !fences.is_alive(r.kafka_partition)).count();
+        if fenced > 0 {
+            tracing::info!(
+                rows = fenced,
+                "not writing rows of revoked partitions; their next owner reads them"
+            );
+        }
+        let duplicates = unique.saturating_sub(fenced + fresh.len());
         if duplicates > 0 {
             metrics::counter!("faregate_processor_duplicates_total").increment(duplicates as u64);
             tracing::info!(duplicates, "skipped events already in the ledger");
@@ -391,7 +414,7 @@ impl Pipeline {
             );
         }
         let mut offsets = TopicPartitionList::new();
-        for (partition, next) in &next_offsets {
+        for (partition, next) in next_offsets.iter().filter(|(p, _)| fences.is_alive(**p)) {
             let _ = offsets.add_partition_offset(&self.kafka.topics.usage, *partition, Offset::Offset(*next));
         }
         if let Err(error) = running.consumer.commit(&offsets, CommitMode::Async) {

@@ -1,5 +1,6 @@
-//! What the processor must never commit, against librdkafka's mock cluster and the in-memory
-//! ledger: the offset of a value whose dead letter was not acknowledged.
+//! What the processor must never commit or write, against librdkafka's mock cluster and the
+//! in-memory ledger: the offset of a value whose dead letter was not acknowledged, and rows of a
+//! partition revoked from it (two consumers of one group).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -145,4 +146,86 @@ async fn an_unacknowledged_dead_letter_keeps_its_offset_uncommitted() {
         1,
         "the garbage was dead-lettered on the second run"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_of_a_revoked_partition_are_not_written_after_the_revocation() {
+    let (mock, mut kafka) = setup(2);
+    kafka.properties.insert("heartbeat.interval.ms".into(), "100".into());
+    let usage: RecordProducer<UsageEvent> =
+        RecordProducer::new(&kafka, "test", SchemaFamily::UsageEvent, &kafka.topics.usage).await.unwrap();
+    let sent = events(10, 10);
+    for (i, event) in sent.iter().enumerate() {
+        usage.send_to((i % 2) as i32, "k", event).await.unwrap();
+    }
+
+    // The processor reads all ten into one batch, to be written on its deadline.
+    let ledger = Arc::new(MemoryLedger::default());
+    let ok = Arc::new(AtomicBool::new(true));
+    let taken = Arc::new(AtomicUsize::new(0));
+    let pipeline = Pipeline::new(
+        config(20_000),
+        kafka.clone(),
+        ledger.clone(),
+        counting_pricer(taken.clone()),
+        ok.clone(),
+    );
+    let shutdown = CancellationToken::new();
+    let run = tokio::spawn(pipeline.run(shutdown.clone()));
+    wait_for("the processor to read all ten events", || taken.load(Ordering::SeqCst) >= 10).await;
+    // From now on nothing can be read again (so the processor's consumer returns nothing), and
+    // the ledger is down (so the deadline's write attempt shows, and is retried).
+    mock.request_errors(
+        RDKafkaApiKey::Fetch,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION; 100_000],
+    );
+    ledger.set_available(false);
+
+    // A second consumer joins the group: every partition is revoked from the processor, which
+    // gets one back, and the other consumer takes the other.
+    let other: StreamConsumer = kafka.consumer_config("test", "g").create().unwrap();
+    other.subscribe(&[&kafka.topics.usage]).unwrap();
+    let other = Arc::new(other);
+    let polling = {
+        let other = other.clone();
+        tokio::spawn(async move {
+            loop {
+                let _ = other.recv().await;
+            }
+        })
+    };
+    let mut taken_by_other = Vec::new();
+    wait_for("the second consumer's assignment", || {
+        taken_by_other = other.assignment().unwrap().elements().iter().map(|p| p.partition()).collect();
+        !taken_by_other.is_empty()
+    })
+    .await;
+    assert_eq!(taken_by_other.len(), 1, "{taken_by_other:?}");
+    let (lost, kept) = (taken_by_other[0], 1 - taken_by_other[0]);
+    assert!(
+        ok.load(Ordering::Acquire),
+        "the batch deadline passed before the rebalance; raise batch_max_wait_ms"
+    );
+
+    // The deadline's write attempt fails, then the ledger returns and the retry succeeds.
+    wait_for("the write attempt on the deadline", || !ok.load(Ordering::Acquire)).await;
+    ledger.set_available(true);
+    wait_for("the retried write", || ok.load(Ordering::Acquire)).await;
+    let written_lost = ledger.rows().iter().filter(|r| r.kafka_partition == lost).count();
+    assert_eq!(written_lost, 0, "rows of partition {lost} were written after its revocation");
+    assert!(
+        ledger.rows().is_empty(),
+        "the batch was read under the revoked assignment: nothing of it is written"
+    );
+
+    // Reading again, the processor writes the partition it kept, and never the one it lost.
+    mock.clear_request_errors(RDKafkaApiKey::Fetch);
+    wait_for("the kept partition's rows", || {
+        ledger.rows().iter().filter(|r| r.kafka_partition == kept).count() == 5
+    })
+    .await;
+    shutdown.cancel();
+    run.await.unwrap().unwrap();
+    polling.abort();
+    assert_eq!(ledger.rows().iter().filter(|r| r.kafka_partition == lost).count(), 0);
 }
