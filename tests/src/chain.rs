@@ -166,7 +166,9 @@ impl Chain {
             ..ProcessorConfig::default()
         };
         let stop = CancellationToken::new();
-        let pricer = faregate_processor::catalog_pricer(&config, &stop).expect("the test catalog loads");
+        let catalog_tasks = faregate_core::shutdown::Tasks::new(stop.clone());
+        let pricer =
+            faregate_processor::catalog_pricer(&config, &catalog_tasks).expect("the test catalog loads");
         let (kafka, clickhouse, token) = (self.kafka.clone(), self.clickhouse.clone(), stop.clone());
         let handle = tokio::spawn(async move {
             let ok = Arc::new(AtomicBool::new(false));

@@ -55,6 +55,9 @@ use faregate_core::error::FaregateError;
 use faregate_core::event::{SpendAggregate, UsageEvent};
 use faregate_core::kafka::{KafkaConfig, RecordProducer, partition_for};
 
+/// How long the batch in hand at shutdown may take to be written.
+const FINAL_FLUSH: Duration = Duration::from_secs(20);
+
 /// The distinct (subject, hour) buckets of `rows`, sorted. Distinct keys are found on borrowed
 /// fields, so each is built (seven strings cloned) once, not once per row.
 fn bucket_keys(rows: &[&LedgerRow]) -> Vec<BucketKey> {
@@ -270,7 +273,17 @@ impl Pipeline {
             return Err(ProcessorError::Fatal(reason));
         }
         if !batch.is_empty() {
-            self.flush(&running, &mut batch, &CancellationToken::new()).await;
+            // Retried for at most FINAL_FLUSH, then abandoned uncommitted (the next owner
+            // replays it), well inside the process's drain deadline.
+            let (give_up, rows) = (CancellationToken::new(), batch.rows.len());
+            let flushed = tokio::time::timeout(FINAL_FLUSH, self.flush(&running, &mut batch, &give_up)).await;
+            give_up.cancel();
+            if flushed.is_err() {
+                tracing::warn!(
+                    rows,
+                    "the last batch could not be written before stopping; it will be read again"
+                );
+            }
         }
         if let Some(reason) = self.fatal.lock().unwrap().take() {
             return Err(ProcessorError::Fatal(reason));
