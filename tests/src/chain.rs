@@ -214,7 +214,7 @@ impl Chain {
         if !response.status().is_success() {
             return None;
         }
-        response.json().await.ok()
+        response.json::<faregate_core::event::DecisionJson>().await.ok().map(Decision::from)
     }
 
     /// Ledger rows and their exact cost sum (`WHERE` clause optional, e.g. `user = 'ana'`).

@@ -16,7 +16,7 @@ pub use config_record::{
     Budget, BudgetAction, BudgetScope, BudgetWindow, ConfigEntity, ConfigRecord, DirectoryEntry,
     DirectoryKind, KeyStatus, VirtualKey, WindowPeriod,
 };
-pub use decision::{Decision, DecisionState};
+pub use decision::{Decision, DecisionJson, DecisionState};
 pub use scope::{Attribution, ScopeKeyError};
 pub use spend::{BucketWidth, SpendAggregate};
 pub use usage::{Endpoint, Outcome, SourceKind, TokenCounts, Tool, UsageEvent, UsageSource};
