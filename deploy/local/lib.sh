@@ -11,7 +11,9 @@ CHFRONT_DIR="$FAREGATE_ROOT/deploy/local/chfront"
 CHFRONT_REQUIREMENTS="$CHFRONT_DIR/requirements.txt"
 APT_PACKAGES=(cmake g++ make pkg-config libcurl4-openssl-dev libssl-dev libsasl2-dev zlib1g-dev curl python3-venv docker-compose)
 
-log() { printf '[faregate] %s\n' "$*" >&2; }
+# A message that cannot be written (stderr is a pipe whose reader left) is dropped, never fatal:
+# cleanup paths log, and must finish however the output is redirected.
+log() { printf '[faregate] %s\n' "$*" >&2 || true; }
 die() { printf '[faregate] error: %s\n' "$*" >&2; exit 1; }
 
 # The venv is keyed by the requirements' hash, so a change of pins gets a fresh venv.

@@ -166,7 +166,9 @@ impl Chain {
             ..ProcessorConfig::default()
         };
         let stop = CancellationToken::new();
-        let pricer = faregate_processor::catalog_pricer(&config, &stop).expect("the test catalog loads");
+        let catalog_tasks = faregate_core::shutdown::Tasks::new(stop.clone());
+        let pricer =
+            faregate_processor::catalog_pricer(&config, &catalog_tasks).expect("the test catalog loads");
         let (kafka, clickhouse, token) = (self.kafka.clone(), self.clickhouse.clone(), stop.clone());
         let handle = tokio::spawn(async move {
             let ok = Arc::new(AtomicBool::new(false));
@@ -212,7 +214,7 @@ impl Chain {
         if !response.status().is_success() {
             return None;
         }
-        response.json().await.ok()
+        response.json::<faregate_core::event::DecisionJson>().await.ok().map(Decision::from)
     }
 
     /// Ledger rows and their exact cost sum (`WHERE` clause optional, e.g. `user = 'ana'`).

@@ -510,6 +510,31 @@ async fn decisions_api_serves_and_streams() {
 }
 
 #[tokio::test]
+async fn decisions_api_amounts_are_exact_decimal_strings() {
+    let rig = rig().await;
+    let mut decision = budget_block("org=acme/team=infra");
+    decision.spent_usd = faregate_core::money::Usd("12.500000000000000001".parse().unwrap());
+    rig.decisions.apply("org=acme/team=infra", Some(decision));
+    let get = |path: &str| rig.client.get(format!("{}{path}", rig.url)).bearer_auth("collector-token").send();
+    let amounts = |d: &Value| (d["spent_usd"].clone(), d["limit_usd"].clone());
+    let expected = (json!("12.500000000000000001"), json!("10"));
+
+    let all: Value = get("/v1/decisions").await.unwrap().json().await.unwrap();
+    assert_eq!(amounts(&all["decisions"][0]), expected, "{all}");
+    let one: Value = get("/v1/decisions/org=acme/team=infra").await.unwrap().json().await.unwrap();
+    assert_eq!(amounts(&one), expected, "{one}");
+    let response = get("/v1/decisions/stream").await.unwrap();
+    let mut stream = response.bytes_stream();
+    let mut seen = String::new();
+    while !seen.contains("\n\n") {
+        seen.push_str(&String::from_utf8_lossy(&stream.next().await.unwrap().unwrap()));
+    }
+    let data = seen.lines().find_map(|l| l.strip_prefix("data:")).expect("an SSE data line");
+    let streamed: Value = serde_json::from_str(data.trim()).unwrap();
+    assert_eq!(amounts(&streamed), expected, "{seen}");
+}
+
+#[tokio::test]
 async fn stale_decisions_refuse_when_failing_closed_and_serve_when_failing_open() {
     let closed = rig_full(|c| c.fail_mode = FailMode::Closed, false).await;
     let response = closed.anthropic(messages(false)).send().await.unwrap();

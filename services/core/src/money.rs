@@ -180,6 +180,41 @@ pub mod avro_decimal {
     }
 }
 
+/// Serde adapter: [`Usd`] as an exact decimal string, normalized (`"12.5"`), for JSON APIs.
+/// Reading refuses anything but a string (a JSON number may have passed through a float).
+pub mod decimal_string {
+    use super::Usd;
+    use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
+
+    pub fn serialize<S: Serializer>(value: &Usd, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&value.0.normalize())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Usd, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        text.parse().map_err(D::Error::custom)
+    }
+
+    /// `Option<Usd>` as a decimal string or null.
+    pub mod option {
+        use super::super::Usd;
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        pub fn serialize<S: Serializer>(value: &Option<Usd>, serializer: S) -> Result<S::Ok, S::Error> {
+            match value {
+                Some(v) => super::serialize(v, serializer),
+                None => serializer.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Usd>, D::Error> {
+            #[derive(Deserialize)]
+            struct Wrapped(#[serde(with = "super")] Usd);
+            Ok(Option::<Wrapped>::deserialize(deserializer)?.map(|Wrapped(v)| v))
+        }
+    }
+}
+
 /// Serde adapter: [`Usd`] as a ClickHouse `Decimal(38, 18)` (an `i128` of 10^-18 dollars).
 pub mod ch_decimal {
     use super::Usd;

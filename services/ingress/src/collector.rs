@@ -1,7 +1,7 @@
 //! For gateways that are not Faregate: `POST /v1/usage` takes a batch of usage records as JSON
 //! and emits them as usage events (same spool, same topic, same exactly-once by event id), and
 //! the decisions API (`GET /v1/decisions`, `/v1/decisions/{subject}`, `/v1/decisions/stream`)
-//! tells them what to enforce. Both require `Authorization: Bearer <ingress.collector_token>`
+//! tells them what to enforce (amounts as exact decimal strings: [`DecisionJson`]). Both require `Authorization: Bearer <ingress.collector_token>`
 //! (compared in constant time) and are off while no token is configured.
 //!
 //! A batch is all or nothing: if any record is invalid, none is taken and the answer lists
@@ -27,7 +27,9 @@ use serde::Deserialize;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
-use faregate_core::event::{Endpoint, Outcome, SourceKind, TokenCounts, Tool, UsageEvent, UsageSource};
+use faregate_core::event::{
+    DecisionJson, Endpoint, Outcome, SourceKind, TokenCounts, Tool, UsageEvent, UsageSource,
+};
 
 use crate::enforcement::EnforcementStatus;
 use crate::gateway::Gateway;
@@ -264,6 +266,7 @@ pub async fn decisions(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Re
     }
     let mut all = gw.decisions.all();
     all.sort_by(|a, b| a.subject.cmp(&b.subject));
+    let all: Vec<DecisionJson> = all.into_iter().map(DecisionJson::from).collect();
     let decisions_stale = gw.decisions_stale();
     let enforcement = gw.enforcement.status();
     Json(json!({
@@ -285,7 +288,7 @@ pub async fn decision(
         return refused;
     }
     match gw.decisions.get(&subject) {
-        Some(decision) => Json(decision).into_response(),
+        Some(decision) => Json(DecisionJson::from(decision)).into_response(),
         None => problem(
             StatusCode::NOT_FOUND,
             &format!("no decision for subject {subject:?} (no budget covers it, or it was never evaluated)"),
@@ -304,7 +307,8 @@ pub async fn decision_stream(State(gw): State<Arc<Gateway>>, headers: HeaderMap)
     let transitions = gw.enforcement.subscribe();
     let current = gw.decisions.all();
     let to_event = |d: &faregate_core::event::Decision| -> Result<Event, Infallible> {
-        Ok(Event::default().event("decision").data(serde_json::to_string(d).unwrap_or_default()))
+        let json = serde_json::to_string(&DecisionJson::from(d.clone())).unwrap_or_default();
+        Ok(Event::default().event("decision").data(json))
     };
     let enforcement_event = |s: &EnforcementStatus| -> Result<Event, Infallible> {
         Ok(Event::default().event("enforcement").data(serde_json::to_string(s).unwrap_or_default()))

@@ -8,7 +8,10 @@
 //! topic, decisions from the decisions topic, the budget service's heartbeats from the
 //! heartbeats topic, each read from the beginning); the emitter; and a watcher that turns table
 //! state into readiness (ready once keys and decisions caught up) and the decisions-stale and
-//! enforcement-stale signals.
+//! enforcement-stale signals. The followers and the watcher are named tasks of the ingress's own
+//! shutdown tree ([`Tasks`], below the caller's token): one failing stops the ingress, which
+//! returns its reason. The emitter stops last, after the HTTP server, so every request's event
+//! reaches the spool.
 //!
 //! Readiness does not follow enforcement: a stale gateway stays ready and applies
 //! `ingress.fail_mode` (open: serves, marked `x-faregate-enforcement: stale`; closed: answers 503
@@ -44,6 +47,7 @@ use tokio_util::sync::CancellationToken;
 use faregate_core::avro::SchemaFamily;
 use faregate_core::event::{ConfigRecord, Decision, Heartbeat};
 use faregate_core::kafka::KafkaConfig;
+use faregate_core::shutdown::Tasks;
 
 pub use config::{AuthMode, FailMode, IngressConfig, Provider, UpstreamConfig};
 pub use gateway::Gateway;
@@ -60,7 +64,12 @@ pub enum IngressError {
     Table(#[from] table::TableError),
     #[error("the HTTP server failed: {0}")]
     Serve(std::io::Error),
+    #[error("{0}")]
+    Task(String),
 }
+
+/// How long the followers and the watcher get to stop once the server has.
+const TASKS_DRAIN: Duration = Duration::from_secs(10);
 
 /// Run the ingress on `config.listen` until `shutdown` is cancelled; `ready` turns true once
 /// virtual keys and decisions have been read to the end.
@@ -88,52 +97,60 @@ pub async fn run_on(
     let addr = listener
         .local_addr()
         .map_err(|source| IngressError::Listen { addr: config.listen.clone(), source })?;
-    let tables = CancellationToken::new();
+    let tasks = Tasks::new(shutdown.child_token());
     let keys = Arc::new(keys::KeyStore::default());
     let keys_freshness = Arc::new(table::Freshness::default());
     let decisions = Arc::new(decisions::DecisionCache::default());
     let decisions_freshness = Arc::new(table::Freshness::default());
-    let keys_task = {
+    {
         let keys = keys.clone();
-        tokio::spawn(table::follow::<ConfigRecord, _>(
+        let follow = table::follow::<ConfigRecord, _>(
             kafka.clone(),
             kafka.topics.config.clone(),
             SchemaFamily::ConfigRecord,
             keys_freshness.clone(),
             move |key, record| keys.apply(key, record.as_ref()),
-            tables.clone(),
-        ))
-    };
-    let decisions_task = {
+            tasks.token().clone(),
+        );
+        tasks.spawn("keys-follower", async move { Ok(follow.await?) });
+    }
+    {
         let decisions = decisions.clone();
-        tokio::spawn(table::follow::<Decision, _>(
+        let follow = table::follow::<Decision, _>(
             kafka.clone(),
             kafka.topics.decisions.clone(),
             SchemaFamily::Decision,
             decisions_freshness.clone(),
             move |key, decision| decisions.apply(key, decision),
-            tables.clone(),
-        ))
-    };
+            tasks.token().clone(),
+        );
+        tasks.spawn("decisions-follower", async move { Ok(follow.await?) });
+    }
     let enforcement = Arc::new(enforcement::Enforcement::new(config.enforcement_stale_after_secs));
-    let heartbeats_freshness = Arc::new(table::Freshness::default());
-    let heartbeats_task = if enforcement.checked() {
+    if enforcement.checked() {
         let enforcement = enforcement.clone();
-        tokio::spawn(table::follow::<Heartbeat, _>(
+        let follow = table::follow::<Heartbeat, _>(
             kafka.clone(),
             kafka.topics.heartbeats.clone(),
             SchemaFamily::Heartbeat,
-            heartbeats_freshness.clone(),
+            Arc::new(table::Freshness::default()),
             move |key, heartbeat| enforcement.apply(key, heartbeat),
-            tables.clone(),
-        ))
-    } else {
-        heartbeats_freshness.set_caught_up();
-        tokio::spawn(async { Ok::<(), table::TableError>(()) })
-    };
+            tasks.token().clone(),
+        );
+        tasks.spawn("heartbeats-follower", async move { Ok(follow.await?) });
+    }
+    // Cancelled after the server stopped (or if this future is dropped), never before it.
     let emitter_stop = CancellationToken::new();
+    let _emitter_stop_on_drop = emitter_stop.clone().drop_guard();
     let (sink, emitter_task) =
-        emitter::spawn(&kafka, &config.spool_dir, config.spool_max_bytes, emitter_stop.clone()).await?;
+        match emitter::spawn(&kafka, &config.spool_dir, config.spool_max_bytes, emitter_stop.clone()).await {
+            Ok(emitter) => emitter,
+            Err(error) => {
+                tasks.token().cancel();
+                let _ = tasks.drain(TASKS_DRAIN).await;
+                return Err(error.into());
+            }
+        };
     let gateway = Arc::new(Gateway {
         client: gateway::upstream_client(&config).map_err(IngressError::Client)?,
         config: Arc::new(config),
@@ -144,19 +161,22 @@ pub async fn run_on(
         limiter: Arc::default(),
         sink: Arc::new(sink),
     });
-    tokio::spawn(watch(gateway.clone(), keys_freshness, ready, shutdown.clone()));
+    {
+        let (gateway, token) = (gateway.clone(), tasks.token().clone());
+        tasks.spawn("readiness", async move {
+            watch(gateway, keys_freshness, ready, token).await;
+            Ok(())
+        });
+    }
     tracing::info!(%addr, upstreams = gateway.config.upstreams.len(), auth = ?gateway.config.auth, "ingress listening");
-    let served = serve(gateway, listener, shutdown.clone()).await;
-    tables.cancel();
+    let served = serve(gateway, listener, tasks.token().clone()).await;
+    tasks.token().cancel();
+    let tasks_ended = tasks.drain(TASKS_DRAIN).await;
     emitter_stop.cancel();
     emitter_task.join().await;
-    for task in [keys_task, decisions_task, heartbeats_task] {
-        if let Ok(Err(e)) = task.await {
-            tracing::warn!(error = %e, "table follower ended with an error");
-        }
-    }
     tracing::info!("ingress stopped");
-    served
+    served?;
+    tasks_ended.map_err(IngressError::Task)
 }
 
 /// Serve `gateway` on `listener` until `shutdown`, then finish open requests.

@@ -4,6 +4,10 @@
 //! reading started (an end-of-partition event), which is what readiness waits for. Freshness:
 //! the broker's watermarks are fetched every few seconds; the time of the last success tells
 //! the gateway how stale its view may be.
+//!
+//! Broker trouble is waited out; an error no retry can cure (the topic's authorization refused,
+//! an invalid topic: see [`FaregateError::retryable`]) ends the follower with it, and the
+//! ingress stops with that reason rather than serve from a table that can never be read.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -21,6 +25,7 @@ use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
 use faregate_core::avro::{AvroCodec, SchemaFamily};
+use faregate_core::error::FaregateError;
 use faregate_core::kafka::KafkaConfig;
 
 /// Reaching the end of a partition is how a table knows it caught up, not an error: librdkafka
@@ -147,6 +152,9 @@ where
                         freshness.caught_up.store(true, Ordering::Release);
                     }
                 }
+                Err(e) if !e.retryable() => {
+                    return Err(TableError::Kafka { topic: topic.clone(), what: "reading", source: e });
+                }
                 Err(e) => tracing::warn!(%topic, error = %e, "table consumer error"),
             },
         }
@@ -167,12 +175,31 @@ async fn wait_for_partitions(
                 .map_err(|e| TableError::Setup { topic: topic.to_string(), message: e.to_string() })?;
         match metadata {
             Ok(metadata) => {
+                let refused = metadata
+                    .topics()
+                    .iter()
+                    .find_map(|t| t.error())
+                    .map(|code| KafkaError::MetadataFetch(RDKafkaErrorCode::from(code)));
+                if let Some(error) = refused.filter(|e| !e.retryable()) {
+                    return Err(TableError::Kafka {
+                        topic: topic.to_string(),
+                        what: "reading metadata",
+                        source: error,
+                    });
+                }
                 let partitions: Vec<i32> =
                     metadata.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
                 if !partitions.is_empty() {
                     return Ok(partitions);
                 }
                 tracing::warn!(%topic, "topic has no partitions yet (run `faregate topics create`); waiting");
+            }
+            Err(e) if !e.retryable() => {
+                return Err(TableError::Kafka {
+                    topic: topic.to_string(),
+                    what: "reading metadata",
+                    source: e,
+                });
             }
             Err(e) => tracing::warn!(%topic, error = %e, "cannot read topic metadata; retrying"),
         }

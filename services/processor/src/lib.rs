@@ -5,6 +5,7 @@
 pub mod aggregate;
 pub mod config;
 pub mod dlq;
+pub mod fence;
 pub mod ledger;
 pub mod pipeline;
 pub mod reprice;
@@ -23,6 +24,7 @@ use faregate_core::clickhouse::ledger::Pricing;
 use faregate_core::error::{ErrorClass, FaregateError};
 use faregate_core::event::UsageEvent;
 use faregate_core::kafka::{KafkaConfig, ProduceError};
+use faregate_core::shutdown::Tasks;
 
 pub use config::ProcessorConfig;
 pub use ledger::{ClickHouseLedger, Ledger, LedgerError, MemoryLedger, SpendTotals};
@@ -56,11 +58,9 @@ pub const CATALOG_POLL: std::time::Duration = std::time::Duration::from_secs(10)
 
 /// The pricer `config` asks for: the catalog compiled into the binary when `prices_dir` is
 /// empty, otherwise the catalog in that directory, reloaded when its files change (checked every
-/// [`CATALOG_POLL`] until `shutdown`; an invalid edit is logged and the previous catalog kept).
-pub fn catalog_pricer(
-    config: &ProcessorConfig,
-    shutdown: &CancellationToken,
-) -> Result<Arc<dyn Pricer>, ProcessorError> {
+/// [`CATALOG_POLL`] by the task `catalog-watcher` of `tasks`, until they stop; an invalid edit
+/// is logged and the previous catalog kept, a reload that panics stops the process).
+pub fn catalog_pricer(config: &ProcessorConfig, tasks: &Tasks) -> Result<Arc<dyn Pricer>, ProcessorError> {
     if config.prices_dir.is_empty() {
         let catalog =
             faregate_pricing::PriceCatalog::embedded().map_err(|e| ProcessorError::Prices(e.to_string()))?;
@@ -71,15 +71,15 @@ pub fn catalog_pricer(
             .map_err(|e| ProcessorError::Prices(e.to_string()))?,
     );
     let polled = watcher.clone();
-    let shutdown = shutdown.clone();
-    tokio::spawn(async move {
+    let shutdown = tasks.token().clone();
+    tasks.spawn("catalog-watcher", async move {
         loop {
             tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => return Ok(()),
                 _ = tokio::time::sleep(CATALOG_POLL) => {}
             }
             let watcher = polled.clone();
-            let _ = tokio::task::spawn_blocking(move || watcher.reload_if_changed()).await;
+            tokio::task::spawn_blocking(move || watcher.reload_if_changed()).await?;
         }
     });
     Ok(watcher)

@@ -17,7 +17,10 @@
 //!   instance sees all of an org's spend (the spend producer does not linger: a flush waits for
 //!   its totals' acknowledgement);
 //! - on a partition revocation the batch's rows of that partition are dropped unwritten: the
-//!   next owner reads them again from the last commit.
+//!   next owner reads them again from the last commit. Every write attempt (a flush on the
+//!   batch deadline and each retry included) is fenced ([`crate::fence`]): it writes only rows
+//!   of partitions still held under the assignment they were read in, and a revocation waits
+//!   for a write in progress.
 //!
 //! Undecodable or invalid values go to the dead-letter topic (acknowledged before their offset
 //! is committed). While ClickHouse or Kafka fail, the batch is retried with backoff and nothing
@@ -40,6 +43,7 @@ use tokio_util::sync::CancellationToken;
 use crate::aggregate::{BucketKey, Subject, hour_of};
 use crate::config::ProcessorConfig;
 use crate::dlq::{DeadLetters, Stage};
+use crate::fence::{BatchFences, Fences};
 use crate::ledger::{Ledger, SpendTotals};
 use crate::session::{SESSION_REBUILD, SessionKey, minute_of};
 use crate::validate::validate;
@@ -47,8 +51,12 @@ use crate::{Pricer, ProcessorError};
 use faregate_core::avro::{AvroCodec, SchemaFamily};
 use faregate_core::clickhouse::LedgerRow;
 use faregate_core::clickhouse::ledger::{KafkaPosition, PricingStatus};
+use faregate_core::error::FaregateError;
 use faregate_core::event::{SpendAggregate, UsageEvent};
 use faregate_core::kafka::{KafkaConfig, RecordProducer, partition_for};
+
+/// How long the batch in hand at shutdown may take to be written.
+const FINAL_FLUSH: Duration = Duration::from_secs(20);
 
 /// The distinct (subject, hour) buckets of `rows`, sorted. Distinct keys are found on borrowed
 /// fields, so each is built (seven strings cloned) once, not once per row.
@@ -84,34 +92,12 @@ fn session_keys(rows: &[&LedgerRow]) -> Vec<SessionKey> {
     keys
 }
 
-/// Whether a failed step may succeed if tried again. A step that cannot stops the processor
-/// with the reason instead of retrying forever.
-pub trait Transient {
-    fn is_transient(&self) -> bool;
-}
-
-impl Transient for crate::ledger::LedgerError {
-    fn is_transient(&self) -> bool {
-        crate::ledger::LedgerError::is_transient(self)
-    }
-}
-
-impl Transient for faregate_core::kafka::ProduceError {
-    fn is_transient(&self) -> bool {
-        !matches!(self, faregate_core::kafka::ProduceError::Avro(_))
-    }
-}
-
-impl Transient for rdkafka::error::KafkaError {
-    fn is_transient(&self) -> bool {
-        true
-    }
-}
-
-/// Records partition revocations, which librdkafka reports from inside `recv`.
+/// Records partition revocations, which librdkafka reports from inside `recv`, and keeps the
+/// write fence of each assigned partition.
 #[derive(Default)]
 pub struct RebalanceContext {
     revoked: Mutex<Vec<i32>>,
+    fences: Fences,
 }
 
 impl ClientContext for RebalanceContext {}
@@ -121,7 +107,14 @@ impl ConsumerContext for RebalanceContext {
         if let Rebalance::Revoke(partitions) = rebalance {
             let mut revoked = self.revoked.lock().unwrap();
             revoked.extend(partitions.elements().iter().map(|p| p.partition()));
+            self.fences.revoke(partitions.elements().iter().map(|p| p.partition()));
             tracing::info!(partitions = ?*revoked, "partitions revoked");
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(partitions) = rebalance {
+            self.fences.assign(partitions.elements().iter().map(|p| p.partition()));
         }
     }
 }
@@ -134,6 +127,8 @@ struct Batch {
     next_offsets: BTreeMap<i32, i64>,
     bytes: usize,
     deadline: Option<Instant>,
+    /// The assignment each partition's rows were read under.
+    fences: BatchFences,
 }
 
 impl Batch {
@@ -141,7 +136,8 @@ impl Batch {
         self.next_offsets.is_empty()
     }
 
-    fn advance(&mut self, partition: i32, offset: i64, max_wait: Duration) {
+    fn advance(&mut self, partition: i32, offset: i64, max_wait: Duration, fences: &Fences) {
+        self.fences.note(partition, fences);
         self.next_offsets.insert(partition, offset + 1);
         self.deadline.get_or_insert_with(|| Instant::now() + max_wait);
     }
@@ -259,7 +255,11 @@ impl Pipeline {
                     }
                     match received {
                         Ok(message) => {
-                            self.accept(&running, &mut batch, &message, max_wait, &shutdown).await;
+                            if !self.accept(&running, &mut batch, &message, max_wait, &shutdown).await {
+                                // Neither batched nor acknowledged as a dead letter: nothing at or
+                                // past it may be committed, so stop reading here.
+                                break;
+                            }
                             if batch.rows.len() >= self.config.batch_max_rows || batch.bytes >= self.config.batch_max_bytes {
                                 self.flush(&running, &mut batch, &shutdown).await;
                             }
@@ -273,7 +273,17 @@ impl Pipeline {
             return Err(ProcessorError::Fatal(reason));
         }
         if !batch.is_empty() {
-            self.flush(&running, &mut batch, &CancellationToken::new()).await;
+            // Retried for at most FINAL_FLUSH, then abandoned uncommitted (the next owner
+            // replays it), well inside the process's drain deadline.
+            let (give_up, rows) = (CancellationToken::new(), batch.rows.len());
+            let flushed = tokio::time::timeout(FINAL_FLUSH, self.flush(&running, &mut batch, &give_up)).await;
+            give_up.cancel();
+            if flushed.is_err() {
+                tracing::warn!(
+                    rows,
+                    "the last batch could not be written before stopping; it will be read again"
+                );
+            }
         }
         if let Some(reason) = self.fatal.lock().unwrap().take() {
             return Err(ProcessorError::Fatal(reason));
@@ -282,7 +292,9 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Take one message into the batch (or to the dead-letter topic).
+    /// Take one message into the batch (or to the dead-letter topic); false if it was neither
+    /// (its dead letter was not acknowledged before shutdown or a permanent failure), and then
+    /// the batch does not advance over it, so its offset is never committed.
     async fn accept(
         &self,
         running: &Running,
@@ -290,45 +302,49 @@ impl Pipeline {
         message: &BorrowedMessage<'_>,
         max_wait: Duration,
         shutdown: &CancellationToken,
-    ) {
+    ) -> bool {
         let (partition, offset) = (message.partition(), message.offset());
-        let Some(payload) = message.payload() else {
-            self.dead_letter(
-                running,
-                message,
-                Stage::Decode,
-                "the value is empty (a tombstone on the usage topic)",
-                shutdown,
-            )
-            .await;
-            batch.advance(partition, offset, max_wait);
-            return;
+        let refusal = match message.payload() {
+            None => Some((Stage::Decode, "the value is empty (a tombstone on the usage topic)".to_string())),
+            Some(payload) => match running.codec.decode(payload).await {
+                Err(error) => Some((Stage::Decode, error.to_string())),
+                Ok(event) => match validate(&event) {
+                    Err(error) => Some((Stage::Validate, error.to_string())),
+                    Ok(()) => {
+                        self.batch_event(batch, message, event, payload.len());
+                        None
+                    }
+                },
+            },
         };
-        let event = match running.codec.decode(payload).await {
-            Ok(event) => event,
-            Err(error) => {
-                self.dead_letter(running, message, Stage::Decode, &error.to_string(), shutdown).await;
-                batch.advance(partition, offset, max_wait);
-                return;
-            }
-        };
-        if let Err(error) = validate(&event) {
-            self.dead_letter(running, message, Stage::Validate, &error.to_string(), shutdown).await;
-            batch.advance(partition, offset, max_wait);
-            return;
+        if let Some((stage, reason)) = refusal
+            && !self.dead_letter(running, message, stage, &reason, shutdown).await
+        {
+            return false;
         }
+        batch.advance(partition, offset, max_wait, &running.consumer.context().fences);
+        true
+    }
+
+    /// Price a valid event and add its row to the batch.
+    fn batch_event(&self, batch: &mut Batch, message: &BorrowedMessage<'_>, event: UsageEvent, bytes: usize) {
         let pricing = self.pricer.price(&event);
-        let position = KafkaPosition { topic: message.topic().to_string(), partition, offset };
+        let position = KafkaPosition {
+            topic: message.topic().to_string(),
+            partition: message.partition(),
+            offset: message.offset(),
+        };
         let row = LedgerRow::from_event(event, pricing, position, faregate_core::time::now_micros());
         if row.pricing_status == PricingStatus::Unpriced {
             metrics::counter!("faregate_processor_unpriced_total").increment(1);
             tracing::debug!(event_id = %row.event_id, model = %row.model, reason = %row.unpriced_reason, "event is unpriced");
         }
-        batch.bytes += payload.len();
+        batch.bytes += bytes;
         batch.rows.push(row);
-        batch.advance(partition, offset, max_wait);
     }
 
+    /// Write `message` to the dead-letter topic; true once the broker acknowledged it, false if
+    /// shutdown came first or the write failed for good (then the processor stops with it).
     async fn dead_letter(
         &self,
         running: &Running,
@@ -336,17 +352,17 @@ impl Pipeline {
         stage: Stage,
         reason: &str,
         shutdown: &CancellationToken,
-    ) {
+    ) -> bool {
         tracing::warn!(partition = message.partition(), offset = message.offset(), stage = stage.as_str(), %reason, "dead-lettering a usage value");
         metrics::counter!("faregate_processor_dead_letters_total", "stage" => stage.as_str()).increment(1);
-        let _ = self
-            .retry("writing to the dead-letter topic", shutdown, || running.dlq.send(message, stage, reason))
-            .await;
+        self.retry("writing to the dead-letter topic", shutdown, || running.dlq.send(message, stage, reason))
+            .await
+            .is_some()
     }
 
     /// Write the batch, publish the totals it changed, then commit its offsets.
     async fn flush(&self, running: &Running, batch: &mut Batch, shutdown: &CancellationToken) {
-        let Batch { rows, next_offsets, .. } = std::mem::take(batch);
+        let Batch { rows, next_offsets, fences, .. } = std::mem::take(batch);
         if next_offsets.is_empty() {
             return;
         }
@@ -358,14 +374,14 @@ impl Pipeline {
         let unique = rows.len();
         let stages = Mutex::new((Duration::ZERO, Duration::ZERO));
         let write = || async {
+            // Held until the ledger answered: a revocation of these partitions waits for it.
+            let permit = fences.hold();
             let started = std::time::Instant::now();
             let existing = ledger.existing(&rows).await?;
             let checked = std::time::Instant::now();
-            let fresh: Vec<usize> = if existing.is_empty() {
-                (0..rows.len()).collect()
-            } else {
-                (0..rows.len()).filter(|&i| !existing.contains(&rows[i].event_id)).collect()
-            };
+            let fresh: Vec<usize> = (0..rows.len())
+                .filter(|&i| permit.allows(rows[i].kafka_partition) && !existing.contains(&rows[i].event_id))
+                .collect();
             if fresh.len() == rows.len() {
                 ledger.insert(&rows).await?;
             } else if !fresh.is_empty() {
@@ -380,7 +396,14 @@ impl Pipeline {
         };
         let (dedup_time, insert_time) = *stages.lock().unwrap();
         let fresh: Vec<&LedgerRow> = fresh.into_iter().map(|i| &rows[i]).collect();
-        let duplicates = unique - fresh.len();
+        let fenced = rows.iter().filter(|r| !fences.is_alive(r.kafka_partition)).count();
+        if fenced > 0 {
+            tracing::info!(
+                rows = fenced,
+                "not writing rows of revoked partitions; their next owner reads them"
+            );
+        }
+        let duplicates = unique.saturating_sub(fenced + fresh.len());
         if duplicates > 0 {
             metrics::counter!("faregate_processor_duplicates_total").increment(duplicates as u64);
             tracing::info!(duplicates, "skipped events already in the ledger");
@@ -404,7 +427,7 @@ impl Pipeline {
             );
         }
         let mut offsets = TopicPartitionList::new();
-        for (partition, next) in &next_offsets {
+        for (partition, next) in next_offsets.iter().filter(|(p, _)| fences.is_alive(**p)) {
             let _ = offsets.add_partition_offset(&self.kafka.topics.usage, *partition, Offset::Offset(*next));
         }
         if let Err(error) = running.consumer.commit(&offsets, CommitMode::Async) {
@@ -499,10 +522,14 @@ impl Pipeline {
 
     /// Run `attempt` until it succeeds, backing off exponentially; `None` if shutdown came first
     /// or the failure is permanent (then the reason is recorded and `shutdown` cancelled, so the
-    /// pipeline stops with it and nothing past the failed step is committed).
+    /// pipeline stops with it and nothing past the failed step is committed). Whether a failure
+    /// is permanent is the error's own [`FaregateError::retryable`], nothing else. Every step of
+    /// the pipeline stops the processor on a permanent failure rather than dead-lettering: the
+    /// ledger write and the spend totals concern valid events (a dead letter would lose money),
+    /// and a dead letter that cannot be written has nowhere else to go.
     async fn retry<T, E, F, Fut>(&self, what: &str, shutdown: &CancellationToken, mut attempt: F) -> Option<T>
     where
-        E: std::fmt::Display + Transient,
+        E: std::fmt::Display + FaregateError,
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
@@ -519,7 +546,7 @@ impl Pipeline {
                     metrics::gauge!("faregate_processor_sink_available").set(1.0);
                     return Some(value);
                 }
-                Err(error) if !error.is_transient() => {
+                Err(error) if !error.retryable() => {
                     tracing::error!(what, %error, "failed in a way no retry can cure; stopping the processor");
                     self.fatal.lock().unwrap().get_or_insert_with(|| format!("{what}: {error}"));
                     shutdown.cancel();

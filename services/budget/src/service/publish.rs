@@ -1,13 +1,15 @@
 //! Where the engine's output goes: decisions to the compacted decisions topic (keyed by scope),
 //! alerts to the alerts topic and to webhooks. Each publication waits for the broker's
-//! acknowledgement and is retried until it succeeds or the service stops.
+//! acknowledgement and is retried until it succeeds or the service stops; a failure no retry can
+//! cure stops the service with its reason.
 
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use faregate_core::error::FaregateError;
 use faregate_core::event::{Alert, Decision};
-use faregate_core::kafka::{ProduceError, RecordProducer};
+use faregate_core::kafka::RecordProducer;
 
 use crate::BudgetError;
 use crate::engine::Output;
@@ -42,31 +44,19 @@ impl Publisher {
     }
 }
 
-/// Whether a failed write can succeed if tried again.
-pub(crate) trait Transient {
-    fn is_transient(&self) -> bool;
-}
-
-impl Transient for ProduceError {
-    fn is_transient(&self) -> bool {
-        !matches!(self, ProduceError::Avro(_))
-    }
-}
-
-impl Transient for rdkafka::error::KafkaError {
-    fn is_transient(&self) -> bool {
-        true
-    }
-}
-
-/// Run `attempt` until it succeeds, backing off up to 5 s; a permanent failure is returned, and
-/// shutdown ends the wait with [`BudgetError::Stopped`].
+/// Run `attempt` until it succeeds, backing off up to 5 s; a permanent failure (the error's own
+/// [`FaregateError::retryable`] says so: a record too large, an invalid topic, a refused
+/// authorization) is returned, and shutdown ends the wait with [`BudgetError::Stopped`].
+///
+/// Every caller stops the service with a permanent failure rather than dead-lettering: a
+/// decision or alert that cannot be published must not be skipped (the budget service would
+/// believe it enforced), and a dead letter that cannot be written has nowhere else to go.
 pub(crate) async fn retry<T, E, F, Fut>(
     shutdown: &CancellationToken,
     mut attempt: F,
 ) -> Result<T, BudgetError>
 where
-    E: Transient + std::fmt::Display + Into<BudgetError>,
+    E: FaregateError + std::fmt::Display + Into<BudgetError>,
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, E>>,
 {
@@ -74,7 +64,10 @@ where
     loop {
         match attempt().await {
             Ok(v) => return Ok(v),
-            Err(error) if !error.is_transient() => return Err(error.into()),
+            Err(error) if !error.retryable() => {
+                tracing::error!(%error, "publishing failed in a way no retry can cure; stopping");
+                return Err(error.into());
+            }
             Err(error) => {
                 tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "publishing failed; retrying");
                 tokio::select! {
@@ -84,5 +77,46 @@ where
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use rdkafka::error::KafkaError;
+    use rdkafka::types::RDKafkaErrorCode;
+
+    use super::*;
+    use faregate_core::kafka::ProduceError;
+
+    fn send_error(code: RDKafkaErrorCode) -> ProduceError {
+        ProduceError::Send { topic: "decisions".into(), source: KafkaError::MessageProduction(code) }
+    }
+
+    #[tokio::test]
+    async fn a_record_the_broker_refuses_is_not_retried_and_a_timeout_is() {
+        let attempts = Cell::new(0);
+        let result: Result<(), BudgetError> = retry(&CancellationToken::new(), || {
+            attempts.set(attempts.get() + 1);
+            async { Err(send_error(RDKafkaErrorCode::MessageSizeTooLarge)) }
+        })
+        .await;
+        assert_eq!(attempts.get(), 1, "a permanent refusal is tried once");
+        let error = result.unwrap_err();
+        assert!(matches!(error, BudgetError::Produce(_)) && !error.retryable(), "{error}");
+
+        let attempts = Cell::new(0);
+        let result = retry(&CancellationToken::new(), || {
+            attempts.set(attempts.get() + 1);
+            let outcome = match attempts.get() {
+                1 => Err(send_error(RDKafkaErrorCode::MessageTimedOut)),
+                _ => Ok(()),
+            };
+            async move { outcome }
+        })
+        .await;
+        assert!(result.is_ok());
+        assert_eq!(attempts.get(), 2, "a timeout is retried");
     }
 }

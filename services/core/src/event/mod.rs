@@ -17,7 +17,7 @@ pub use config_record::{
     Budget, BudgetAction, BudgetScope, BudgetWindow, ConfigEntity, ConfigRecord, DirectoryEntry,
     DirectoryKind, KeyStatus, VirtualKey, WindowPeriod,
 };
-pub use decision::{Decision, DecisionState};
+pub use decision::{Decision, DecisionJson, DecisionState};
 pub use heartbeat::{Coverage, Heartbeat, PartitionPosition};
 pub use scope::{Attribution, ScopeKeyError};
 pub use spend::{BucketWidth, SpendAggregate};

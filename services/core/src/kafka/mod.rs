@@ -1,5 +1,6 @@
 //! Kafka plumbing shared by the services: typed client configuration, topic specifications and
-//! creation through the admin API, and W3C trace context carried in message headers.
+//! creation through the admin API, which client errors are worth retrying (`error`), and W3C
+//! trace context carried in message headers.
 //!
 //! Delivery contract used throughout Faregate: producers are idempotent with `acks=all`;
 //! consumers never auto-commit, and a service commits an offset only after the effect of the
@@ -9,6 +10,7 @@
 pub mod admin;
 pub mod config;
 pub mod dlq;
+pub mod error;
 pub mod partition;
 pub mod producer;
 pub mod trace;

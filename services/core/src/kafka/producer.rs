@@ -31,7 +31,17 @@ impl FaregateError for ProduceError {
         match self {
             ProduceError::Avro(e) => e.class(),
             ProduceError::Create { .. } => ErrorClass::User,
-            ProduceError::Send { .. } => ErrorClass::External,
+            // A broker outage is external; a refusal (message too large, authorization) is not
+            // retryable: see `kafka::error`.
+            ProduceError::Send { source, .. } => source.class(),
+        }
+    }
+
+    fn retryable(&self) -> bool {
+        match self {
+            ProduceError::Avro(e) => e.retryable(),
+            ProduceError::Create { .. } => false,
+            ProduceError::Send { source, .. } => source.retryable(),
         }
     }
 }

@@ -189,7 +189,7 @@ async fn run_services(
             Service::Processor => {
                 let (processor, kafka, clickhouse) =
                     (config.processor.clone(), config.kafka.clone(), config.clickhouse.clone());
-                let pricer = faregate_processor::catalog_pricer(&processor, tasks.token())?;
+                let pricer = faregate_processor::catalog_pricer(&processor, &tasks)?;
                 tasks.spawn("processor", async move {
                     Ok(faregate_processor::run(processor, kafka, clickhouse, pricer, ready, token).await?)
                 });

@@ -33,29 +33,23 @@ pub enum LedgerError {
     Corrupt(String),
 }
 
-impl FaregateError for LedgerError {
-    fn class(&self) -> ErrorClass {
-        match self {
-            LedgerError::ClickHouse(_) | LedgerError::Unavailable(_) => ErrorClass::External,
-            LedgerError::Corrupt(_) => ErrorClass::Internal,
-        }
-    }
-}
-
 /// ClickHouse error codes that no retry can cure: the query or the schema is wrong (syntax,
 /// unknown identifier, table, database or column, type mismatch, bad argument, query too large).
 const PERMANENT_CODES: [u32; 9] = [62, 47, 60, 81, 16, 53, 43, 36, 44];
 
-impl LedgerError {
-    /// Whether trying again later can succeed. Network failures, timeouts, overload and unknown
-    /// server errors are transient; a refused query is not.
-    pub fn is_transient(&self) -> bool {
+impl FaregateError for LedgerError {
+    /// Network failures, timeouts, overload and unknown server errors are ClickHouse's
+    /// (external, retried); a refused query or an impossible answer is Faregate's (internal:
+    /// the query or the schema is wrong, and no retry cures it).
+    fn class(&self) -> ErrorClass {
         match self {
-            LedgerError::ClickHouse(::clickhouse::error::Error::BadResponse(body)) => {
-                exception_code(body).is_none_or(|code| !PERMANENT_CODES.contains(&code))
+            LedgerError::ClickHouse(::clickhouse::error::Error::BadResponse(body))
+                if exception_code(body).is_some_and(|code| PERMANENT_CODES.contains(&code)) =>
+            {
+                ErrorClass::Internal
             }
-            LedgerError::ClickHouse(_) | LedgerError::Unavailable(_) => true,
-            LedgerError::Corrupt(_) => false,
+            LedgerError::ClickHouse(_) | LedgerError::Unavailable(_) => ErrorClass::External,
+            LedgerError::Corrupt(_) => ErrorClass::Internal,
         }
     }
 }
@@ -130,12 +124,13 @@ mod tests {
         let refused = LedgerError::ClickHouse(::clickhouse::error::Error::BadResponse(
             "Code: 62. DB::Exception: Max query size exceeded (SYNTAX_ERROR)".into(),
         ));
-        assert!(!refused.is_transient());
+        assert!(!refused.retryable());
         let overloaded = LedgerError::ClickHouse(::clickhouse::error::Error::BadResponse(
             "Code: 241. DB::Exception: Memory limit exceeded (MEMORY_LIMIT_EXCEEDED)".into(),
         ));
-        assert!(overloaded.is_transient());
-        assert!(LedgerError::Unavailable("down".into()).is_transient());
+        assert!(overloaded.retryable());
+        assert!(LedgerError::Unavailable("down".into()).retryable());
+        assert!(!LedgerError::Corrupt("negative count".into()).retryable());
         assert_eq!(exception_code("Code: 60. DB::Exception: x"), Some(60));
         assert_eq!(exception_code("503 Service Unavailable"), None);
     }

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::super::report::{self, SpendRow};
 use crate::cli::ReportDimension;
 use faregate_core::clickhouse::ClickHouseConfig;
-use faregate_core::event::{Decision, DecisionState};
+use faregate_core::event::{Decision, DecisionJson, DecisionState};
 use faregate_core::money::Usd;
 
 const REFRESH: Duration = Duration::from_secs(1);
@@ -111,8 +111,9 @@ impl View {
             .await;
         let Ok(response) = response else { return };
         let Ok(body) = response.json::<serde_json::Value>().await else { return };
-        let decisions: Vec<Decision> = serde_json::from_value(body["decisions"].clone()).unwrap_or_default();
-        for decision in decisions {
+        let decisions: Vec<DecisionJson> =
+            serde_json::from_value(body["decisions"].clone()).unwrap_or_default();
+        for decision in decisions.into_iter().map(Decision::from) {
             let changed = self
                 .decisions
                 .get(&decision.subject)
