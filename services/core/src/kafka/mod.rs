@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod config;
 pub mod dlq;
+pub mod ownership;
 pub mod partition;
 pub mod producer;
 pub mod trace;
@@ -16,5 +17,6 @@ pub mod trace;
 pub use admin::{TopicSpec, ensure_topics};
 pub use config::{KafkaConfig, SchemaRegistryConfig, TopicsConfig};
 pub use dlq::DeadLetters;
+pub use ownership::{OwnershipConfig, OwnershipWatch, Verdict};
 pub use partition::partition_for;
 pub use producer::{Delivered, ProduceError, RecordProducer};
