@@ -190,8 +190,12 @@ async fn run_services(
                 let (processor, kafka, clickhouse) =
                     (config.processor.clone(), config.kafka.clone(), config.clickhouse.clone());
                 let pricer = faregate_processor::catalog_pricer(&processor, tasks.token())?;
+                let partitions = readiness.component("processor partitions");
                 tasks.spawn("processor", async move {
-                    Ok(faregate_processor::run(processor, kafka, clickhouse, pricer, ready, token).await?)
+                    Ok(faregate_processor::run(
+                        processor, kafka, clickhouse, pricer, ready, partitions, token,
+                    )
+                    .await?)
                 });
             }
             Service::Budget => {
