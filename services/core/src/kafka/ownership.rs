@@ -18,14 +18,15 @@
 //! - it is **ready** only while it owns at least one partition, no partition is stalled, and
 //!   its lag is at most `max_lag`; an ERROR is logged on each transition to not ready and a
 //!   WARN on recovery;
-//! - it **rejoins** (the service closes the consumer and creates it again, with the same
-//!   `group.instance.id`) when a partition is stalled, or when it has owned nothing for
-//!   `starved_after_ms`. Rejoins of one episode back off exponentially, from `starved_after_ms`
-//!   up to `max_rejoin_interval_ms`; an assignment with partitions ends the episode. A member
-//!   that owns nothing because the group has more members than partitions (legitimate on Apache
-//!   Kafka) is therefore not ready (it does no work) and rejoins at most once per
-//!   `max_rejoin_interval_ms`; with static membership, a rejoin with an unchanged subscription
-//!   does not rebalance the group on Kafka. Run no more instances than partitions.
+//! - it **rejoins** (the service closes the consumer and creates it again as a dynamic member,
+//!   without `group.instance.id`, see [`Rejoin::dynamic`]) when a partition is stalled, or when
+//!   it has owned nothing for `starved_after_ms`. Rejoins of one episode back off exponentially,
+//!   from `starved_after_ms` up to `max_rejoin_interval_ms`; an assignment with partitions ends
+//!   the episode. Without a stalled partition a member rejoins at most three times per episode:
+//!   a member that owns nothing because the group has more members than partitions (legitimate
+//!   on Apache Kafka) costs the group at most three rebalances and then stays quiet and not
+//!   ready (it does no work); data that then waits unconsumed is a stall and brings the rejoins
+//!   back. Run no more instances than partitions.
 //!
 //! Metrics, labelled by `group`: `faregate_consumer_owned_partitions`,
 //! `faregate_consumer_topic_partitions`, `faregate_consumer_lag` (messages, owned partitions),
@@ -53,9 +54,9 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 #[serde(deny_unknown_fields, default)]
 pub struct OwnershipConfig {
     /// How long a member may own nothing, or a partition may have unconsumed data with no
-    /// progress of the group's committed offset, before the member rejoins the group. Longer
-    /// than the consumer's session timeout (10 s), so a broker that does expire dead members
-    /// has done so first.
+    /// progress of the group's committed offset, before the member rejoins the group. The
+    /// consumer's session timeout (10 s): on Kafka a dead member's partitions move about then,
+    /// so a rejoin at the same moment costs at most one extra rebalance.
     pub starved_after_ms: u64,
     /// The longest wait between two rejoins while the member stays without partitions.
     pub max_rejoin_interval_ms: u64,
@@ -69,7 +70,7 @@ pub struct OwnershipConfig {
 impl Default for OwnershipConfig {
     fn default() -> Self {
         OwnershipConfig {
-            starved_after_ms: 15_000,
+            starved_after_ms: 10_000,
             max_rejoin_interval_ms: 600_000,
             max_lag: 100_000,
             check_interval_ms: 1_000,
@@ -117,9 +118,27 @@ pub struct Observation {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     Fine,
-    /// Close the consumer and create it again; the reason is for the log.
-    Rejoin(String),
+    /// Close the consumer and create it again.
+    Rejoin(Rejoin),
 }
+
+/// How to rejoin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejoin {
+    /// For the log.
+    pub reason: String,
+    /// Join without `group.instance.id` (a dynamic member). Always, today: tansu 0.6 expires
+    /// dead members only when a dynamic member makes a request, so a group whose leader is a
+    /// dead static member stays stuck however often the live members rejoin with their
+    /// instance ids. On Kafka it costs one rebalance, and the instance stays dynamic until it
+    /// restarts.
+    pub dynamic: bool,
+}
+
+/// Rejoins of one episode while the member owns nothing but no partition is seen stalled (the
+/// topic's data is all consumed, or the member is a legitimate standby): then it stops trying
+/// until a stall is seen.
+const BLIND_REJOINS: u32 = 3;
 
 /// The pure part of the watchdog: the rule of the module docs over a series of observations.
 #[derive(Debug)]
@@ -131,6 +150,8 @@ pub struct Judge {
     behind_since: HashMap<i32, (i64, Instant)>,
     /// The earliest next rejoin of the current episode, and the wait after it.
     next_rejoin: Option<(Instant, Duration)>,
+    /// Rejoins in the current episode.
+    attempts: u32,
     /// Why the member is not ready, if it is not.
     unready: Option<String>,
 }
@@ -143,6 +164,7 @@ impl Judge {
             empty_since: Some(now),
             behind_since: HashMap::new(),
             next_rejoin: None,
+            attempts: 0,
             unready: Some("not assigned partitions yet".into()),
         }
     }
@@ -201,11 +223,12 @@ impl Judge {
 
         let reason = if !stalled.is_empty() {
             format!("partitions {stalled:?} have had unconsumed data and no progress for {starved:?}")
-        } else if starving && seen.partitions > 0 {
+        } else if starving && seen.partitions > 0 && self.attempts < BLIND_REJOINS {
             format!("owned none of {} partitions for {starved:?}", seen.partitions)
         } else {
             if !seen.owned.is_empty() {
                 self.next_rejoin = None;
+                self.attempts = 0;
             }
             return Verdict::Fine;
         };
@@ -217,7 +240,8 @@ impl Judge {
                 self.next_rejoin = Some((now + wait, (wait * 2).min(max)));
                 // A stall is judged afresh after the rejoin.
                 self.behind_since.clear();
-                Verdict::Rejoin(reason)
+                self.attempts += 1;
+                Verdict::Rejoin(Rejoin { reason, dynamic: true })
             }
         }
     }
@@ -237,6 +261,8 @@ pub struct OwnershipWatch {
     /// Whether the member was ever ready (the first time is not a recovery).
     was_ever_ready: bool,
     ready: Arc<AtomicBool>,
+    /// Flags that must never say ready while this one does not (see [`OwnershipWatch::gate`]).
+    gated: Vec<Arc<AtomicBool>>,
 }
 
 impl std::fmt::Debug for OwnershipWatch {
@@ -266,7 +292,14 @@ impl OwnershipWatch {
             observed_at: Instant::now(),
             was_ever_ready: false,
             ready,
+            gated: Vec::new(),
         })
+    }
+
+    /// Clear `flag` whenever this watch turns not ready, before the metrics say so; the service
+    /// sets it again on its own terms (including this watch's readiness).
+    pub fn gate(&mut self, flag: Arc<AtomicBool>) {
+        self.gated.push(flag);
     }
 
     /// How often [`OwnershipWatch::check`] should run.
@@ -340,9 +373,9 @@ impl OwnershipWatch {
         self.observed_at = Instant::now();
         let verdict = self.judge.observe(Instant::now(), &seen);
         self.export(was_ready, Some(&seen));
-        if let Verdict::Rejoin(reason) = &verdict {
+        if let Verdict::Rejoin(Rejoin { reason, dynamic }) = &verdict {
             metrics::counter!("faregate_consumer_rejoins_total", "group" => self.group.clone()).increment(1);
-            tracing::warn!(group = %self.group, topic = %self.topic, owned = ?seen.owned, %reason, "rejoining the consumer group (closing and recreating the consumer)");
+            tracing::warn!(group = %self.group, topic = %self.topic, owned = ?seen.owned, %reason, dynamic, "rejoining the consumer group (closing and recreating the consumer)");
         }
         verdict
     }
@@ -350,6 +383,15 @@ impl OwnershipWatch {
     /// Metrics, the readiness flag and a log line on each readiness transition.
     fn export(&mut self, was_ready: bool, seen: Option<&Observation>) {
         let group = self.group.clone();
+        // Readiness is withdrawn before the metrics show why, and given after they show it:
+        // whoever reads both never sees "owns nothing" and "ready" together.
+        let ready = self.judge.unready().is_none();
+        if !ready {
+            self.ready.store(false, Ordering::Release);
+            for flag in &self.gated {
+                flag.store(false, Ordering::Release);
+            }
+        }
         if let Some(seen) = seen {
             let g =
                 |name: &'static str, value: f64| metrics::gauge!(name, "group" => group.clone()).set(value);
@@ -359,7 +401,6 @@ impl OwnershipWatch {
             g("faregate_consumer_stalled_partitions", self.judge.stalled(Instant::now()).len() as f64);
         }
         let (owned, lag) = seen.map_or((BTreeSet::new(), 0), |s| (s.owned.clone(), s.lag));
-        let ready = self.judge.unready().is_none();
         metrics::gauge!("faregate_consumer_ready", "group" => group).set(if ready { 1.0 } else { 0.0 });
         self.ready.store(ready, Ordering::Release);
         match (was_ready, self.judge.unready()) {
@@ -453,21 +494,30 @@ mod tests {
         let mut judge = Judge::new(config(), t0);
         assert_eq!(judge.observe(t0 + 9 * S, &seen(2, &[], 0, &[])), Verdict::Fine);
         assert!(judge.unready().is_some());
-        assert!(matches!(judge.observe(t0 + 10 * S, &seen(2, &[], 0, &[])), Verdict::Rejoin(_)));
-        // then after 10 s, 20 s, 40 s, 40 s: never more often
+        let rejoin = |dynamic: bool| {
+            Verdict::Rejoin(Rejoin { reason: "owned none of 2 partitions for 10s".into(), dynamic })
+        };
+        assert_eq!(judge.observe(t0 + 10 * S, &seen(2, &[], 0, &[])), rejoin(true));
+        // then after 10 s and 20 s, and no more without a stall
         let mut rejoins = vec![];
         for s in 11..=130 {
-            if judge.observe(t0 + s * S, &seen(2, &[], 0, &[])) != Verdict::Fine {
-                rejoins.push(s);
+            if let Verdict::Rejoin(r) = judge.observe(t0 + s * S, &seen(2, &[], 0, &[])) {
+                rejoins.push((s, r.dynamic));
             }
         }
-        assert_eq!(rejoins, vec![20, 40, 80, 120]);
+        assert_eq!(rejoins, vec![(20, true), (40, true)]);
+        assert!(judge.unready().is_some());
+        // a stall (data nobody consumes) brings rejoins back, with the episode's backoff
+        let stalled: Vec<u32> = (131..=250)
+            .filter(|&s| judge.observe(t0 + s * S, &seen(2, &[], 0, &[(0, 7)])) != Verdict::Fine)
+            .collect();
+        assert_eq!(stalled, vec![141, 181, 221]);
         // an assignment ends the episode and makes it ready
-        assert_eq!(judge.observe(t0 + 131 * S, &seen(2, &[0, 1], 5, &[])), Verdict::Fine);
+        assert_eq!(judge.observe(t0 + 251 * S, &seen(2, &[0, 1], 5, &[])), Verdict::Fine);
         assert_eq!(judge.unready(), None);
         // a new episode starts with the short wait again
-        assert_eq!(judge.observe(t0 + 132 * S, &seen(2, &[], 0, &[])), Verdict::Fine);
-        assert!(matches!(judge.observe(t0 + 142 * S, &seen(2, &[], 0, &[])), Verdict::Rejoin(_)));
+        assert_eq!(judge.observe(t0 + 252 * S, &seen(2, &[], 0, &[])), Verdict::Fine);
+        assert_eq!(judge.observe(t0 + 262 * S, &seen(2, &[], 0, &[])), rejoin(true));
     }
 
     #[test]
@@ -483,7 +533,10 @@ mod tests {
         for s in 30..39 {
             assert_eq!(judge.observe(t0 + s * S, &seen(2, &[0], 0, &[(1, 29)])), Verdict::Fine);
         }
-        assert!(matches!(judge.observe(t0 + 40 * S, &seen(2, &[0], 0, &[(1, 29)])), Verdict::Rejoin(_)));
+        assert!(matches!(
+            judge.observe(t0 + 40 * S, &seen(2, &[0], 0, &[(1, 29)])),
+            Verdict::Rejoin(Rejoin { dynamic: true, .. })
+        ));
         assert!(judge.unready().is_some());
         // Caught up (no longer behind): nothing to do.
         assert_eq!(judge.observe(t0 + 41 * S, &seen(2, &[0], 0, &[])), Verdict::Fine);
