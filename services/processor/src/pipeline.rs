@@ -210,7 +210,7 @@ impl Pipeline {
         // Cancelled by shutdown, or by a step that failed for good (see `retry`).
         let shutdown = shutdown.child_token();
         let topic = self.kafka.topics.usage.clone();
-        let consumer = membership::join(&self.kafka, &self.config)?;
+        let consumer = membership::join(&self.kafka, &self.config, false)?;
         let mut watch =
             OwnershipWatch::new(&self.kafka, &self.config.group_id, &topic, self.partitions_ok.clone())
                 .map_err(|source| ProcessorError::Kafka { what: "creating the ownership probe", source })?;
@@ -251,11 +251,13 @@ impl Pipeline {
         let mut batch = Batch::default();
         loop {
             let deadline = batch.deadline;
-            let mut rejoin = false;
+            let mut rejoin = None;
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
-                _ = check.tick() => rejoin = matches!(watch.check(&running.consumer).await, Verdict::Rejoin(_)),
+                _ = check.tick() => if let Verdict::Rejoin(how) = watch.check(&running.consumer).await {
+                    rejoin = Some(how.dynamic);
+                },
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
                     self.flush(&running, &mut batch, &shutdown).await;
                 }
@@ -275,10 +277,11 @@ impl Pipeline {
                     }
                 }
             }
-            if rejoin {
+            if let Some(dynamic) = rejoin {
                 // The batch is written first: nothing of the old assignment is written after.
                 self.flush(&running, &mut batch, &shutdown).await;
-                running.consumer = membership::rejoin(running.consumer, &self.kafka, &self.config).await?;
+                running.consumer =
+                    membership::rejoin(running.consumer, &self.kafka, &self.config, dynamic).await?;
             }
         }
         if let Some(reason) = self.fatal.lock().unwrap().take() {

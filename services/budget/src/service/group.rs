@@ -98,7 +98,7 @@ impl SpendGroup {
         instance_id: &str,
         topic: &str,
     ) -> Result<SpendGroup, KafkaError> {
-        let consumer = Self::member(kafka, group, instance_id, topic)?;
+        let consumer = Self::member(kafka, group, Some(instance_id), topic)?;
         let probe: BaseConsumer =
             kafka.consumer_config("budget-probe", &format!("{group}-probe")).create()?;
         Ok(SpendGroup {
@@ -114,23 +114,26 @@ impl SpendGroup {
     fn member(
         kafka: &KafkaConfig,
         group: &str,
-        instance_id: &str,
+        instance_id: Option<&str>,
         topic: &str,
     ) -> Result<StreamConsumer<GroupContext>, KafkaError> {
         let mut config = kafka.consumer_config("budget", group);
-        config.set("group.instance.id", instance_id);
+        if let Some(instance_id) = instance_id {
+            config.set("group.instance.id", instance_id);
+        }
         let consumer: StreamConsumer<GroupContext> = config.create_with_context(GroupContext::default())?;
         consumer.subscribe(&[topic])?;
         Ok(consumer)
     }
 
     /// Close the consumer (off the async runtime: closing waits for the broker) and join the
-    /// group again with the same instance id. Events of the old consumer are dropped; the
-    /// caller drops its assignment's state first.
-    pub(crate) async fn rejoin(self) -> Result<SpendGroup, KafkaError> {
+    /// group again, with the same instance id or, if `dynamic`, as a dynamic member. Events of
+    /// the old consumer are dropped; the caller drops its assignment's state first.
+    pub(crate) async fn rejoin(self, dynamic: bool) -> Result<SpendGroup, KafkaError> {
         let SpendGroup { consumer, probe, topic, kafka, group, instance_id } = self;
         let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
-        let consumer = Self::member(&kafka, &group, &instance_id, &topic)?;
+        let id = (!dynamic).then_some(instance_id.as_str());
+        let consumer = Self::member(&kafka, &group, id, &topic)?;
         Ok(SpendGroup { consumer, probe, topic, kafka, group, instance_id })
     }
 

@@ -301,6 +301,7 @@ pub async fn serve(
         .map_err(|e| BudgetError::Kafka(format!("{}: {e}", t.spend)))?;
     let mut watch = OwnershipWatch::new(&service.kafka, &service.config.group_id, &t.spend, partitions_ok)
         .map_err(|e| BudgetError::Kafka(format!("{}: ownership probe: {e}", t.spend)))?;
+    watch.gate(service.ready.clone());
     let mut check = tokio::time::interval(watch.interval());
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tracing::info!(group = %service.config.group_id, instance = %instance_id, spend = %t.spend, "joined the spend group");
@@ -308,14 +309,16 @@ pub async fn serve(
     let mut ticker = tokio::time::interval(tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let result = loop {
-        let mut rejoin = false;
+        let mut rejoin = None;
         let step = tokio::select! {
             biased;
             _ = shutdown.cancelled() => break Ok(()),
             _ = group.rebalanced() => service.rebalance(&group, &shutdown).await,
             _ = check.tick() => {
                 watch.commit_positions(&group.consumer);
-                rejoin = matches!(watch.check(&group.consumer).await, Verdict::Rejoin(_));
+                if let Verdict::Rejoin(how) = watch.check(&group.consumer).await {
+                    rejoin = Some(how.dynamic);
+                }
                 service.refresh_ready();
                 Ok(())
             }
@@ -365,12 +368,12 @@ pub async fn serve(
             Err(BudgetError::Stopped) => break Ok(()),
             Err(error) => break Err(error),
         }
-        if rejoin {
+        if let Some(dynamic) = rejoin {
             // The state of the old assignment goes; the next assignment rebuilds it.
             if let Err(error) = service.reassign(&group, None, &shutdown).await {
                 break Err(error);
             }
-            group = match group.rejoin().await {
+            group = match group.rejoin(dynamic).await {
                 Ok(group) => group,
                 Err(e) => break Err(BudgetError::Kafka(format!("{}: rejoining: {e}", t.spend))),
             };
