@@ -111,7 +111,8 @@ fn report(process: &mut Process, group: &str) -> Option<(i64, i64, bool)> {
     let after = gauge(&page, "faregate_consumer_owned_partitions", group);
     let ready = status == 200;
     if before.unwrap_or(0) == 0 && after.unwrap_or(0) == 0 {
-        assert!(!ready, "/ready said ready while the process owned no partition: {body}");
+        let consumer: Vec<&str> = page.lines().filter(|l| l.starts_with("faregate_consumer")).collect();
+        assert!(!ready, "/ready said ready while the process owned no partition: {body} {consumer:?}");
     }
     Some((after?, gauge(&page, "faregate_consumer_lag", group)?, ready))
 }

@@ -20,9 +20,9 @@
 //!   WARN on recovery;
 //! - it **rejoins** (the service closes the consumer and creates it again as a dynamic member,
 //!   without `group.instance.id`, see [`Rejoin::dynamic`]) when a partition is stalled, or when
-//!   it has owned nothing for `starved_after_ms`. Rejoins of one episode back off exponentially,
-//!   from `starved_after_ms` up to `max_rejoin_interval_ms`; an assignment with partitions ends
-//!   the episode. Without a stalled partition a member rejoins at most three times per episode:
+//!   it has owned nothing for `starved_after_ms`. The first three rejoins of one episode come
+//!   `starved_after_ms` apart, later ones back off exponentially up to
+//!   `max_rejoin_interval_ms`; an assignment with partitions and no stall ends the episode. Without a stalled partition a member rejoins at most three times per episode:
 //!   a member that owns nothing because the group has more members than partitions (legitimate
 //!   on Apache Kafka) costs the group at most three rebalances and then stays quiet and not
 //!   ready (it does no work); data that then waits unconsumed is a stall and brings the rejoins
@@ -226,7 +226,10 @@ impl Judge {
         } else if starving && seen.partitions > 0 && self.attempts < BLIND_REJOINS {
             format!("owned none of {} partitions for {starved:?}", seen.partitions)
         } else {
-            if !seen.owned.is_empty() {
+            // Healthy (owns partitions, nothing anywhere waits): the episode is over. A
+            // partition behind but not yet stalled keeps it, so a stuck owner elsewhere (its
+            // ledger down) makes this member rejoin ever more rarely, not every few seconds.
+            if !seen.owned.is_empty() && seen.behind.is_empty() {
                 self.next_rejoin = None;
                 self.attempts = 0;
             }
@@ -235,12 +238,15 @@ impl Judge {
         match self.next_rejoin {
             Some((at, _)) if now < at => Verdict::Fine,
             _ => {
-                let wait = self.next_rejoin.map_or(starved, |(_, wait)| wait);
+                // The first three rejoins of an episode come `starved` apart (tansu may need
+                // several), then the wait doubles up to the maximum.
+                self.attempts += 1;
                 let max = Duration::from_millis(self.config.max_rejoin_interval_ms);
-                self.next_rejoin = Some((now + wait, (wait * 2).min(max)));
+                let doublings = self.attempts.saturating_sub(BLIND_REJOINS - 1).min(16);
+                let wait = (starved * 2u32.pow(doublings)).min(max);
+                self.next_rejoin = Some((now + wait, wait));
                 // A stall is judged afresh after the rejoin.
                 self.behind_since.clear();
-                self.attempts += 1;
                 Verdict::Rejoin(Rejoin { reason, dynamic: true })
             }
         }
@@ -505,7 +511,7 @@ mod tests {
                 rejoins.push((s, r.dynamic));
             }
         }
-        assert_eq!(rejoins, vec![(20, true), (40, true)]);
+        assert_eq!(rejoins, vec![(20, true), (30, true)]);
         assert!(judge.unready().is_some());
         // a stall (data nobody consumes) brings rejoins back, with the episode's backoff
         let stalled: Vec<u32> = (131..=250)
