@@ -172,7 +172,8 @@ impl Chain {
         let (kafka, clickhouse, token) = (self.kafka.clone(), self.clickhouse.clone(), stop.clone());
         let handle = tokio::spawn(async move {
             let ok = Arc::new(AtomicBool::new(false));
-            faregate_processor::run(config, kafka, clickhouse, pricer, ok, token)
+            let partitions_ok = Arc::new(AtomicBool::new(false));
+            faregate_processor::run(config, kafka, clickhouse, pricer, ok, partitions_ok, token)
                 .await
                 .expect("the processor runs");
         });

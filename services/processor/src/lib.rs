@@ -7,6 +7,7 @@ pub mod config;
 pub mod dlq;
 pub mod fence;
 pub mod ledger;
+mod membership;
 pub mod pipeline;
 pub mod reprice;
 pub mod session;
@@ -111,15 +112,21 @@ impl FaregateError for ProcessorError {
     }
 }
 
-/// Run the processor against Kafka and ClickHouse until `shutdown` is cancelled.
+/// Run the processor against Kafka and ClickHouse until `shutdown` is cancelled. `ledger_ok` is
+/// set while the ledger answers, `partitions_ok` while the usage topic's partitions are owned
+/// and consumed with a lag within `kafka.ownership.max_lag` (two readiness components).
 pub async fn run(
     config: ProcessorConfig,
     kafka: KafkaConfig,
     clickhouse: ClickHouseConfig,
     pricer: Arc<dyn Pricer>,
     ledger_ok: Arc<AtomicBool>,
+    partitions_ok: Arc<AtomicBool>,
     shutdown: CancellationToken,
 ) -> Result<(), ProcessorError> {
     let ledger = Arc::new(ClickHouseLedger::new(clickhouse.client()));
-    Pipeline::new(config, kafka, ledger, pricer, ledger_ok).run(shutdown).await
+    Pipeline::new(config, kafka, ledger, pricer, ledger_ok)
+        .with_partitions_flag(partitions_ok)
+        .run(shutdown)
+        .await
 }

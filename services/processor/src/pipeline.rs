@@ -45,6 +45,7 @@ use crate::config::ProcessorConfig;
 use crate::dlq::{DeadLetters, Stage};
 use crate::fence::{BatchFences, Fences};
 use crate::ledger::{Ledger, SpendTotals};
+use crate::membership;
 use crate::session::{SESSION_REBUILD, SessionKey, minute_of};
 use crate::validate::validate;
 use crate::{Pricer, ProcessorError};
@@ -53,7 +54,7 @@ use faregate_core::clickhouse::LedgerRow;
 use faregate_core::clickhouse::ledger::{KafkaPosition, PricingStatus};
 use faregate_core::error::FaregateError;
 use faregate_core::event::{SpendAggregate, UsageEvent};
-use faregate_core::kafka::{KafkaConfig, RecordProducer, partition_for};
+use faregate_core::kafka::{KafkaConfig, OwnershipWatch, RecordProducer, Verdict, partition_for};
 
 /// How long the batch in hand at shutdown may take to be written.
 const FINAL_FLUSH: Duration = Duration::from_secs(20);
@@ -163,6 +164,8 @@ pub struct Pipeline {
     ledger_ok: Arc<AtomicBool>,
     /// Why the pipeline had to stop, if a step failed in a way no retry can cure.
     fatal: Mutex<Option<String>>,
+    /// Set while the group's partitions are owned and consumed ([`OwnershipWatch`]).
+    partitions_ok: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -188,7 +191,14 @@ impl Pipeline {
         pricer: Arc<dyn Pricer>,
         ledger_ok: Arc<AtomicBool>,
     ) -> Self {
-        Pipeline { config, kafka, ledger, pricer, ledger_ok, fatal: Mutex::default() }
+        let partitions_ok = Arc::new(AtomicBool::new(false));
+        Pipeline { config, kafka, ledger, pricer, ledger_ok, fatal: Mutex::default(), partitions_ok }
+    }
+
+    /// Export the ownership watchdog's readiness to `flag` (a readiness component).
+    pub fn with_partitions_flag(mut self, flag: Arc<AtomicBool>) -> Self {
+        self.partitions_ok = flag;
+        self
     }
 
     /// Consume until `shutdown`; the batch in hand is written before returning.
@@ -196,17 +206,12 @@ impl Pipeline {
         // Cancelled by shutdown, or by a step that failed for good (see `retry`).
         let shutdown = shutdown.child_token();
         let topic = self.kafka.topics.usage.clone();
-        let mut client_config = self.kafka.consumer_config("processor", &self.config.group_id);
-        client_config.set("max.poll.interval.ms", "600000");
-        if !self.config.instance_id.is_empty() {
-            client_config.set("group.instance.id", &self.config.instance_id);
-        }
-        let consumer: StreamConsumer<RebalanceContext> = client_config
-            .create_with_context(RebalanceContext::default())
-            .map_err(|source| ProcessorError::Kafka { what: "creating the usage consumer", source })?;
-        consumer
-            .subscribe(&[&topic])
-            .map_err(|source| ProcessorError::Kafka { what: "subscribing to the usage topic", source })?;
+        let consumer = membership::join(&self.kafka, &self.config, false)?;
+        let mut watch =
+            OwnershipWatch::new(&self.kafka, &self.config.group_id, &topic, self.partitions_ok.clone())
+                .map_err(|source| ProcessorError::Kafka { what: "creating the ownership probe", source })?;
+        let mut check = tokio::time::interval(watch.interval());
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let registry = self.kafka.schema_registry.registry();
         let codec = AvroCodec::new(SchemaFamily::UsageEvent, &topic, registry)
             .await?
@@ -233,7 +238,7 @@ impl Pipeline {
                 None => Ok(()),
             };
         };
-        let running = Running { consumer, codec, spend, spend_partitions, dlq };
+        let mut running = Running { consumer, codec, spend, spend_partitions, dlq };
 
         self.rebuild_totals(&running, &shutdown).await;
         tracing::info!(topic = %topic, group = %self.config.group_id, "processor consuming");
@@ -242,9 +247,13 @@ impl Pipeline {
         let mut batch = Batch::default();
         loop {
             let deadline = batch.deadline;
+            let mut rejoin = None;
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
+                _ = check.tick() => if let Verdict::Rejoin(how) = watch.check(&running.consumer).await {
+                    rejoin = Some(how.dynamic);
+                },
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
                     self.flush(&running, &mut batch, &shutdown).await;
                 }
@@ -267,6 +276,12 @@ impl Pipeline {
                         Err(error) => tracing::warn!(%error, "usage consumer error"),
                     }
                 }
+            }
+            if let Some(dynamic) = rejoin {
+                // The batch is written first: nothing of the old assignment is written after.
+                self.flush(&running, &mut batch, &shutdown).await;
+                running.consumer =
+                    membership::rejoin(running.consumer, &self.kafka, &self.config, dynamic).await?;
             }
         }
         if let Some(reason) = self.fatal.lock().unwrap().take() {

@@ -9,6 +9,11 @@
 //! [`GroupEvent`] before any message of the new assignment is handled, so the service can drop
 //! the old state and rebuild. [`SpendGroup::layout`] gives the partition count and the end
 //! offsets to read to before the rebuilt state may decide.
+//!
+//! Ownership: the service runs the shared watchdog ([`faregate_core::kafka::ownership`]) on
+//! this consumer; the positions are committed on each check only so that other members see the
+//! partitions progress (they are never read back), and [`SpendGroup::rejoin`] closes the
+//! consumer and joins again with the same instance id when the watchdog asks for it.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -80,6 +85,9 @@ pub(crate) struct SpendGroup {
     pub(crate) consumer: StreamConsumer<GroupContext>,
     probe: Arc<BaseConsumer>,
     topic: String,
+    kafka: KafkaConfig,
+    group: String,
+    instance_id: String,
 }
 
 impl SpendGroup {
@@ -90,13 +98,43 @@ impl SpendGroup {
         instance_id: &str,
         topic: &str,
     ) -> Result<SpendGroup, KafkaError> {
-        let mut config = kafka.consumer_config("budget", group);
-        config.set("group.instance.id", instance_id);
-        let consumer: StreamConsumer<GroupContext> = config.create_with_context(GroupContext::default())?;
-        consumer.subscribe(&[topic])?;
+        let consumer = Self::member(kafka, group, Some(instance_id), topic)?;
         let probe: BaseConsumer =
             kafka.consumer_config("budget-probe", &format!("{group}-probe")).create()?;
-        Ok(SpendGroup { consumer, probe: Arc::new(probe), topic: topic.to_string() })
+        Ok(SpendGroup {
+            consumer,
+            probe: Arc::new(probe),
+            topic: topic.to_string(),
+            kafka: kafka.clone(),
+            group: group.to_string(),
+            instance_id: instance_id.to_string(),
+        })
+    }
+
+    fn member(
+        kafka: &KafkaConfig,
+        group: &str,
+        instance_id: Option<&str>,
+        topic: &str,
+    ) -> Result<StreamConsumer<GroupContext>, KafkaError> {
+        let mut config = kafka.consumer_config("budget", group);
+        if let Some(instance_id) = instance_id {
+            config.set("group.instance.id", instance_id);
+        }
+        let consumer: StreamConsumer<GroupContext> = config.create_with_context(GroupContext::default())?;
+        consumer.subscribe(&[topic])?;
+        Ok(consumer)
+    }
+
+    /// Close the consumer (off the async runtime: closing waits for the broker) and join the
+    /// group again, with the same instance id or, if `dynamic`, as a dynamic member. Events of
+    /// the old consumer are dropped; the caller drops its assignment's state first.
+    pub(crate) async fn rejoin(self, dynamic: bool) -> Result<SpendGroup, KafkaError> {
+        let SpendGroup { consumer, probe, topic, kafka, group, instance_id } = self;
+        let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
+        let id = (!dynamic).then_some(instance_id.as_str());
+        let consumer = Self::member(&kafka, &group, id, &topic)?;
+        Ok(SpendGroup { consumer, probe, topic, kafka, group, instance_id })
     }
 
     /// Rebalance events since the last call, in order.

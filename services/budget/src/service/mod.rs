@@ -18,7 +18,13 @@
 //! it touched and the result is published at once (decisions keyed by scope, acknowledged by
 //! the broker; a failed publication is retried until it succeeds or the service stops). A
 //! ticker moves windows on, so a reset is published on time with no traffic. Records that
-//! cannot be used go to the dead-letter topic ([`intake`]). Nothing is ever committed.
+//! cannot be used go to the dead-letter topic ([`intake`]). Nothing is read back from committed
+//! offsets (positions are committed only to show progress to the ownership watchdog).
+//!
+//! Ready: only while deciding (the assignment's state rebuilt) and the ownership watchdog
+//! ([`faregate_core::kafka::ownership`]) finds the spend partitions owned and consumed with a
+//! lag within bound; when it asks for a rejoin, the state is dropped and the consumer joins the
+//! group again.
 //!
 //! Liveness: while deciding, the service heart-beats every `budget.heartbeat_ms` to the
 //! heartbeats topic ([`heartbeat`]) with the partitions it owns and how far it decided them;
@@ -39,7 +45,9 @@ use tokio_util::sync::CancellationToken;
 
 use faregate_core::avro::{AvroCodec, SchemaFamily};
 use faregate_core::event::{ConfigRecord, Heartbeat, SpendAggregate};
-use faregate_core::kafka::{DeadLetters, KafkaConfig, RecordProducer, ensure_topics};
+use faregate_core::kafka::{
+    DeadLetters, KafkaConfig, OwnershipWatch, RecordProducer, Verdict, ensure_topics,
+};
 
 use crate::clock::Clock;
 use crate::engine::{Engine, Ownership};
@@ -100,7 +108,10 @@ struct Service {
     kafka: KafkaConfig,
     clock: Arc<dyn Clock>,
     engine: Arc<Mutex<Engine>>,
+    /// The service's readiness: deciding and `partitions_ok`.
     ready: Arc<AtomicBool>,
+    /// Set by the ownership watchdog.
+    partitions_ok: Arc<AtomicBool>,
     publisher: Publisher,
     intake: Intake,
     heartbeats: Heartbeats,
@@ -133,6 +144,7 @@ impl Service {
             self.heartbeats.reassigned(count, &BTreeSet::new());
             self.assigned.clear();
             self.phase = Phase::Joining;
+            self.refresh_ready();
             return Ok(());
         };
         let (count, ends) = group.layout(&assigned).await.map_err(|e| BudgetError::Kafka(e.to_string()))?;
@@ -146,6 +158,7 @@ impl Service {
         tracing::info!(partitions = ?assigned, of = count, "rebuilding spend state of the assigned partitions");
         self.assigned = assigned;
         self.phase = Phase::CatchingUp(ends);
+        self.refresh_ready();
         self.warm_if_caught_up(shutdown).await
     }
 
@@ -194,8 +207,14 @@ impl Service {
         };
         self.phase = Phase::Deciding;
         self.publisher.publish(out, shutdown).await?;
-        self.ready.store(true, Ordering::Release);
+        self.refresh_ready();
         Ok(())
+    }
+
+    /// Ready while deciding and the watchdog finds the partitions owned and consumed.
+    fn refresh_ready(&self) {
+        let ready = matches!(self.phase, Phase::Deciding) && self.partitions_ok.load(Ordering::Acquire);
+        self.ready.store(ready, Ordering::Release);
     }
 
     /// Take one spend message of the group.
@@ -277,12 +296,15 @@ pub async fn serve(
         &t.spend,
         heartbeat_every,
     );
+    let partitions_ok = Arc::new(AtomicBool::new(false));
+    ready.store(false, Ordering::Release);
     let mut service = Service {
         config,
         kafka,
         clock,
         engine,
         ready,
+        partitions_ok: partitions_ok.clone(),
         publisher,
         intake,
         heartbeats,
@@ -295,8 +317,13 @@ pub async fn serve(
     while let Some(m) = next_until_caught_up(&mut budgets, &shutdown).await? {
         service.intake.config(&service.engine, &m, &shutdown).await?;
     }
-    let group = SpendGroup::join(&service.kafka, &service.config.group_id, &instance_id, &t.spend)
+    let mut group = SpendGroup::join(&service.kafka, &service.config.group_id, &instance_id, &t.spend)
         .map_err(|e| BudgetError::Kafka(format!("{}: {e}", t.spend)))?;
+    let mut watch = OwnershipWatch::new(&service.kafka, &service.config.group_id, &t.spend, partitions_ok)
+        .map_err(|e| BudgetError::Kafka(format!("{}: ownership probe: {e}", t.spend)))?;
+    watch.gate(service.ready.clone());
+    let mut check = tokio::time::interval(watch.interval());
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tracing::info!(group = %service.config.group_id, instance = %instance_id, spend = %t.spend, "joined the spend group");
 
     let mut ticker = tokio::time::interval(tick);
@@ -304,12 +331,21 @@ pub async fn serve(
     let mut heartbeat_ticker = tokio::time::interval(heartbeat_every);
     heartbeat_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let result = loop {
+        let mut rejoin = None;
         let step = tokio::select! {
             biased;
             _ = shutdown.cancelled() => break Ok(()),
             _ = group.rebalanced() => service.rebalance(&group, &shutdown).await,
             _ = heartbeat_ticker.tick() => {
                 service.heartbeat(&group);
+                Ok(())
+            }
+            _ = check.tick() => {
+                watch.commit_positions(&group.consumer);
+                if let Verdict::Rejoin(how) = watch.check(&group.consumer).await {
+                    rejoin = Some(how.dynamic);
+                }
+                service.refresh_ready();
                 Ok(())
             }
             _ = ticker.tick() => {
@@ -357,6 +393,16 @@ pub async fn serve(
             Ok(()) => {}
             Err(BudgetError::Stopped) => break Ok(()),
             Err(error) => break Err(error),
+        }
+        if let Some(dynamic) = rejoin {
+            // The state of the old assignment goes; the next assignment rebuilds it.
+            if let Err(error) = service.reassign(&group, None, &shutdown).await {
+                break Err(error);
+            }
+            group = match group.rejoin(dynamic).await {
+                Ok(group) => group,
+                Err(e) => break Err(BudgetError::Kafka(format!("{}: rejoining: {e}", t.spend))),
+            };
         }
     };
     service.publisher.flush();

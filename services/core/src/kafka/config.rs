@@ -7,6 +7,7 @@ use std::sync::Arc;
 use rdkafka::ClientConfig;
 use serde::{Deserialize, Serialize};
 
+use super::ownership::OwnershipConfig;
 use crate::avro::{ConfluentRegistry, LocalRegistry, SchemaRegistry};
 use crate::config::{ConfigError, Secret, Validate};
 
@@ -36,6 +37,9 @@ pub struct KafkaConfig {
     pub topics: TopicsConfig,
     /// Where Avro schema ids come from.
     pub schema_registry: SchemaRegistryConfig,
+    /// When a consumer group member counts as not ready and rejoins (see
+    /// [`crate::kafka::ownership`]).
+    pub ownership: OwnershipConfig,
 }
 
 impl Default for KafkaConfig {
@@ -50,6 +54,7 @@ impl Default for KafkaConfig {
             properties: BTreeMap::new(),
             topics: TopicsConfig::default(),
             schema_registry: SchemaRegistryConfig::default(),
+            ownership: OwnershipConfig::default(),
         }
     }
 }
@@ -168,7 +173,7 @@ impl Validate for KafkaConfig {
         if !self.schema_registry.url.is_empty() && !self.schema_registry.url.starts_with("http") {
             return Err(ConfigError::field("kafka.schema_registry.url", "must be an http(s) URL"));
         }
-        Ok(())
+        self.ownership.validate()
     }
 }
 

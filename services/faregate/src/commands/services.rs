@@ -168,9 +168,6 @@ async fn run_services(
     let readiness = Readiness::default();
     let Listeners { ops, ingress: mut ingress_listener } = listeners;
     tracing::info!(addr = %config.telemetry.metrics_listen, "ops endpoint: /metrics /health /ready");
-    let router = telemetry::ops_router(readiness.clone());
-    let token = tasks.token().clone();
-    tasks.spawn("ops", async move { Ok(telemetry::serve(ops, router, token).await?) });
     for service in services {
         let token = tasks.token().clone();
         let ready = readiness.component(match service {
@@ -190,8 +187,12 @@ async fn run_services(
                 let (processor, kafka, clickhouse) =
                     (config.processor.clone(), config.kafka.clone(), config.clickhouse.clone());
                 let pricer = faregate_processor::catalog_pricer(&processor, &tasks)?;
+                let partitions = readiness.component("processor partitions");
                 tasks.spawn("processor", async move {
-                    Ok(faregate_processor::run(processor, kafka, clickhouse, pricer, ready, token).await?)
+                    Ok(faregate_processor::run(
+                        processor, kafka, clickhouse, pricer, ready, partitions, token,
+                    )
+                    .await?)
                 });
             }
             Service::Budget => {
@@ -203,6 +204,11 @@ async fn run_services(
             }
         }
     }
+    // Served only once every component is registered: with none registered, `/ready` would
+    // say ready.
+    let router = telemetry::ops_router(readiness.clone());
+    let token = tasks.token().clone();
+    tasks.spawn("ops", async move { Ok(telemetry::serve(ops, router, token).await?) });
     if let Some(demo) = demo {
         let token = tasks.token().clone();
         tasks.spawn("demo", async move { Ok(demo.run(token).await?) });
