@@ -15,7 +15,7 @@
 //!     FAREGATE_TEST_CHFRONT_DIR=$CHFRONT_DIR target/release/fault-soak
 //!
 //! Settings: FAREGATE_SOAK_ROUNDS (10), FAREGATE_SOAK_FREEZE_SECS (30: how long the front stays
-//! frozen), FAREGATE_SOAK_ACKS (3000 acknowledgements between faults), FAREGATE_BIN (the
+//! frozen), FAREGATE_SOAK_ACKS (2000 acknowledgements between faults), FAREGATE_BIN (the
 //! `faregate` binary; default: beside this one).
 
 use std::path::PathBuf;

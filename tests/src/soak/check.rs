@@ -140,6 +140,13 @@ impl Ledger {
         Some(ids + requests)
     }
 
+    /// Raw rows in the ledger: a cheap necessary condition before [`Ledger::fetch`] (every
+    /// identity owed is a row of its own).
+    pub async fn count(&self) -> Option<usize> {
+        let rows: u64 = self.client.query("SELECT count() FROM usage_ledger").fetch_one().await.ok()?;
+        usize::try_from(rows).ok()
+    }
+
     /// The ledger's exact cost total (raw rows).
     pub async fn total(&self) -> Option<Decimal> {
         let total: String = self

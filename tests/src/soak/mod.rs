@@ -105,20 +105,20 @@ pub struct SoakSettings {
 }
 
 impl SoakSettings {
-    /// The soak: 30 s freezes, 30 s limits, 3 partitions, about 300 events a second.
+    /// The soak: 30 s freezes, 30 s limits, 3 partitions, about 200 events a second.
     pub fn new(bin: PathBuf, faults: Vec<Fault>) -> SoakSettings {
         let subjects =
             ORGS.iter().flat_map(|org| (0..6).map(move |u| (org.to_string(), format!("c{u}")))).collect();
         SoakSettings {
             bin,
             faults,
-            acks_per_round: 3_000,
+            acks_per_round: 2_000,
             freeze: Duration::from_secs(30),
             recovery_limit: Duration::from_secs(30),
             partitions: 3,
             load: LoadShape {
                 collector_clients: 2,
-                records_per_batch: 20,
+                records_per_batch: 10,
                 gateway_clients: 4,
                 pause: Duration::from_millis(100),
                 subjects,
@@ -256,7 +256,7 @@ pub async fn run(settings: SoakSettings) -> SoakReport {
     }
     let mut load = Load::start(stack.gateway().expect("the gateway's address"), &settings.load, &load_keys);
     // Reads overlap by more than any batch can wait between pricing and writing.
-    let mut ledger = Ledger::new(&stack.clickhouse, settings.freeze * 2 + Duration::from_secs(120));
+    let mut ledger = Ledger::new(&stack.clickhouse, settings.freeze + Duration::from_secs(60));
     let mut round_reports = Vec::new();
     let mut ingress_kills: Vec<Instant> = Vec::new();
     for (i, fault) in settings.faults.iter().copied().enumerate() {
@@ -401,8 +401,9 @@ async fn recover(
         for role in Role::ALL {
             ready &= stack.ready(role).await;
         }
-        let caught_up =
-            ready && refresh(load, ledger, false).await && owed.iter().all(|id| ledger.contains(id));
+        let caught_up = ready
+            && refresh(load, ledger, false, owed.len()).await
+            && owed.iter().all(|id| ledger.contains(id));
         if caught_up && ledger.partitions_since(ended_wall).await == Some(partitions as u64) {
             return Some(ended.elapsed());
         }
@@ -413,8 +414,12 @@ async fn recover(
     }
 }
 
-/// Read the ledger's new rows and check them against the book as it is after the read.
-async fn refresh(load: &Load, ledger: &mut Ledger, full: bool) -> bool {
+/// Read the ledger's new rows and check them against the book as it is after the read; false
+/// when the ledger did not answer or holds fewer rows than `owed` (not read then).
+async fn refresh(load: &Load, ledger: &mut Ledger, full: bool, owed: usize) -> bool {
+    if ledger.count().await.is_none_or(|rows| rows < owed) {
+        return false;
+    }
     let Some(rows) = ledger.fetch(full).await else { return false };
     let book = load.book.lock().unwrap();
     ledger.absorb(rows, &book);
@@ -444,15 +449,18 @@ fn near_kill(at: &Instant, ingress_kills: &[Instant]) -> bool {
 /// Wait (up to 60 s) until the ledger holds everything acknowledged so far, then check it.
 async fn settle(load: &Load, ledger: &mut Ledger, ingress_kills: &[Instant], full: bool) -> RoundReport {
     let owed = owed(load, ingress_kills, None);
+    let mut problems = Vec::new();
     let start = Instant::now();
-    let mut first = full;
-    loop {
-        let read = refresh(load, ledger, first).await;
-        first = false;
-        if read && owed.iter().all(|id| ledger.contains(id)) || start.elapsed() > Duration::from_secs(60) {
+    while start.elapsed() < Duration::from_secs(60) {
+        if refresh(load, ledger, false, owed.len()).await && owed.iter().all(|id| ledger.contains(id)) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // One more read, whatever the count says (of everything at the end), so that what is
+    // counted lost was not there.
+    if !refresh(load, ledger, full, 0).await {
+        problems.push("the ledger did not answer".to_string());
     }
     let lost = owed.iter().filter(|id| !ledger.contains(id)).count();
     let (acknowledged, unmetered_at_kill) = {
@@ -466,7 +474,6 @@ async fn settle(load: &Load, ledger: &mut Ledger, ingress_kills: &[Instant], ful
             .count();
         (book.acknowledged(), unmetered)
     };
-    let mut problems = Vec::new();
     let doubled = ledger.doubled().await.unwrap_or_else(|| {
         problems.push("the duplicate query failed".into());
         0
