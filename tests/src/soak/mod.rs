@@ -385,7 +385,10 @@ async fn restart(stack: &mut Stack, load: &Load, role: Role, ingress_kills: &mut
     at
 }
 
-/// Wait until recovered (see the module's contract); the time from `ended`, or `None` after 2 min.
+/// Wait until recovered (see the module's contract); the time from `ended`, or `None` after
+/// 2 min. When everything else holds but some owed rows stay missing for 20 s, the ledger has
+/// caught up with all it will get: the time it last caught up is returned, and the missing rows
+/// are reported lost by [`settle`].
 async fn recover(
     stack: &Stack,
     load: &Load,
@@ -396,22 +399,32 @@ async fn recover(
     partitions: i32,
 ) -> Option<Duration> {
     let owed = owed(load, ingress_kills, Some(ended));
-    loop {
+    let mut missing_since: Option<(usize, Duration)> = None;
+    while ended.elapsed() < Duration::from_secs(120) {
         let mut ready = true;
         for role in Role::ALL {
             ready &= stack.ready(role).await;
         }
-        let caught_up = ready
+        if ready
             && refresh(load, ledger, false, owed.len()).await
-            && owed.iter().all(|id| ledger.contains(id));
-        if caught_up && ledger.partitions_since(ended_wall).await == Some(partitions as u64) {
-            return Some(ended.elapsed());
+            && ledger.partitions_since(ended_wall).await == Some(partitions as u64)
+        {
+            let missing = owed.iter().filter(|id| !ledger.contains(id)).count();
+            if missing == 0 {
+                return Some(ended.elapsed());
+            }
+            match missing_since {
+                Some((before, since)) if before == missing => {
+                    if ended.elapsed() - since > Duration::from_secs(20) {
+                        return Some(since);
+                    }
+                }
+                _ => missing_since = Some((missing, ended.elapsed())),
+            }
         }
-        if ended.elapsed() > Duration::from_secs(120) {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    None
 }
 
 /// Read the ledger's new rows and check them against the book as it is after the read; false
@@ -462,7 +475,8 @@ async fn settle(load: &Load, ledger: &mut Ledger, ingress_kills: &[Instant], ful
     if !refresh(load, ledger, full, 0).await {
         problems.push("the ledger did not answer".to_string());
     }
-    let lost = owed.iter().filter(|id| !ledger.contains(id)).count();
+    let lost: Vec<&Identity> = owed.iter().filter(|id| !ledger.contains(id)).collect();
+    problems.extend(lost.iter().take(5).map(|id| describe_lost(load, id, ingress_kills)));
     let (acknowledged, unmetered_at_kill) = {
         let book = load.book.lock().unwrap();
         let unmetered = book
@@ -493,10 +507,22 @@ async fn settle(load: &Load, ledger: &mut Ledger, ingress_kills: &[Instant], ful
         acknowledged,
         in_flight: 0,
         unmetered_at_kill,
-        lost,
+        lost: lost.len(),
         doubled,
         wrong_costs: ledger.wrong.len(),
         rollups,
         problems,
     }
+}
+
+/// A lost identity, when it was acknowledged and how long before the next ingress kill.
+fn describe_lost(load: &Load, id: &Identity, ingress_kills: &[Instant]) -> String {
+    let book = load.book.lock().unwrap();
+    let at = match id {
+        Identity::Record(id) => book.acked_records.get(id).copied(),
+        Identity::Request(tag) => book.acked_requests.get(tag).map(|(at, _)| *at),
+    };
+    let next_kill =
+        at.and_then(|at| ingress_kills.iter().filter(|k| **k >= at).map(|k| k.duration_since(at)).min());
+    format!("lost {id:?}: acknowledged {next_kill:?} before the next ingress kill")
 }
