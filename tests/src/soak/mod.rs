@@ -20,6 +20,7 @@ pub mod check;
 pub mod load;
 pub mod stack;
 
+use std::collections::HashSet;
 use std::fmt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -259,6 +260,7 @@ pub async fn run(settings: SoakSettings) -> SoakReport {
     let mut ledger = Ledger::new(&stack.clickhouse, settings.freeze + Duration::from_secs(60));
     let mut round_reports = Vec::new();
     let mut ingress_kills: Vec<Instant> = Vec::new();
+    let mut known_lost = HashSet::new();
     for (i, fault) in settings.faults.iter().copied().enumerate() {
         let round = i + 1;
         let mut problems = Vec::new();
@@ -269,11 +271,20 @@ pub async fn run(settings: SoakSettings) -> SoakReport {
         let in_flight = load.in_flight();
         let ended = strike(&mut stack, &load, fault, settings.freeze, &mut ingress_kills).await;
         let ended_wall = Utc::now() - chrono::TimeDelta::from_std(ended.elapsed()).unwrap();
-        let recovery =
-            recover(&stack, &load, &mut ledger, &ingress_kills, ended, ended_wall, settings.partitions).await;
+        let recovery = recover(
+            &stack,
+            &load,
+            &mut ledger,
+            &ingress_kills,
+            ended,
+            ended_wall,
+            settings.partitions,
+            &known_lost,
+        )
+        .await;
         let enforcement = load.until_blocked(&crossing[i], settings.recovery_limit).await;
         problems.extend(stack.exited());
-        let mut report = settle(&load, &mut ledger, &ingress_kills, false).await;
+        let mut report = settle(&load, &mut ledger, &ingress_kills, &mut known_lost, false).await;
         report.round = round;
         report.fault = fault.to_string();
         report.recovery = recovery;
@@ -284,7 +295,7 @@ pub async fn run(settings: SoakSettings) -> SoakReport {
         round_reports.push(report);
     }
     load.stop().await;
-    let mut last = settle(&load, &mut ledger, &ingress_kills, true).await;
+    let mut last = settle(&load, &mut ledger, &ingress_kills, &mut known_lost, true).await;
     last.round = rounds + 1;
     last.fault = "end (load stopped)".into();
     last.recovery = Some(Duration::ZERO);
@@ -397,8 +408,10 @@ async fn recover(
     ended: Instant,
     ended_wall: chrono::DateTime<Utc>,
     partitions: i32,
+    known_lost: &HashSet<Identity>,
 ) -> Option<Duration> {
-    let owed = owed(load, ingress_kills, Some(ended));
+    let mut owed = owed(load, ingress_kills, Some(ended));
+    owed.retain(|id| !known_lost.contains(id));
     let mut missing_since: Option<(usize, Duration)> = None;
     while ended.elapsed() < Duration::from_secs(120) {
         let mut ready = true;
@@ -460,12 +473,21 @@ fn near_kill(at: &Instant, ingress_kills: &[Instant]) -> bool {
 }
 
 /// Wait (up to 60 s) until the ledger holds everything acknowledged so far, then check it.
-async fn settle(load: &Load, ledger: &mut Ledger, ingress_kills: &[Instant], full: bool) -> RoundReport {
+/// Rows found lost in an earlier round are not waited for again (they are counted again).
+async fn settle(
+    load: &Load,
+    ledger: &mut Ledger,
+    ingress_kills: &[Instant],
+    known_lost: &mut HashSet<Identity>,
+    full: bool,
+) -> RoundReport {
     let owed = owed(load, ingress_kills, None);
     let mut problems = Vec::new();
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(60) {
-        if refresh(load, ledger, false, owed.len()).await && owed.iter().all(|id| ledger.contains(id)) {
+        if refresh(load, ledger, false, owed.len()).await
+            && owed.iter().all(|id| ledger.contains(id) || known_lost.contains(id))
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -476,6 +498,7 @@ async fn settle(load: &Load, ledger: &mut Ledger, ingress_kills: &[Instant], ful
         problems.push("the ledger did not answer".to_string());
     }
     let lost: Vec<&Identity> = owed.iter().filter(|id| !ledger.contains(id)).collect();
+    known_lost.extend(lost.iter().map(|id| (*id).clone()));
     problems.extend(lost.iter().take(5).map(|id| describe_lost(load, id, ingress_kills)));
     let (acknowledged, unmetered_at_kill) = {
         let book = load.book.lock().unwrap();
