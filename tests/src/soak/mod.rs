@@ -270,18 +270,9 @@ pub async fn run(settings: SoakSettings) -> SoakReport {
         }
         let in_flight = load.in_flight();
         let ended = strike(&mut stack, &load, fault, settings.freeze, &mut ingress_kills).await;
-        let ended_wall = Utc::now() - chrono::TimeDelta::from_std(ended.elapsed()).unwrap();
-        let recovery = recover(
-            &stack,
-            &load,
-            &mut ledger,
-            &ingress_kills,
-            ended,
-            ended_wall,
-            settings.partitions,
-            &known_lost,
-        )
-        .await;
+        let recovery =
+            recover(&stack, &load, &mut ledger, &ingress_kills, ended, settings.partitions, &known_lost)
+                .await;
         let enforcement = load.until_blocked(&crossing[i], settings.recovery_limit).await;
         problems.extend(stack.exited());
         let mut report = settle(&load, &mut ledger, &ingress_kills, &mut known_lost, false).await;
@@ -406,10 +397,10 @@ async fn recover(
     ledger: &mut Ledger,
     ingress_kills: &[Instant],
     ended: Instant,
-    ended_wall: chrono::DateTime<Utc>,
     partitions: i32,
     known_lost: &HashSet<Identity>,
 ) -> Option<Duration> {
+    let ended_wall = Utc::now() - chrono::TimeDelta::from_std(ended.elapsed()).unwrap();
     let mut owed = owed(load, ingress_kills, Some(ended));
     owed.retain(|id| !known_lost.contains(id));
     let mut missing_since: Option<(usize, Duration)> = None;
@@ -498,8 +489,9 @@ async fn settle(
         problems.push("the ledger did not answer".to_string());
     }
     let lost: Vec<&Identity> = owed.iter().filter(|id| !ledger.contains(id)).collect();
+    let newly_lost = lost.iter().filter(|id| !known_lost.contains(**id));
+    problems.extend(newly_lost.take(5).map(|id| describe_lost(load, id, ingress_kills)));
     known_lost.extend(lost.iter().map(|id| (*id).clone()));
-    problems.extend(lost.iter().take(5).map(|id| describe_lost(load, id, ingress_kills)));
     let (acknowledged, unmetered_at_kill) = {
         let book = load.book.lock().unwrap();
         let unmetered = book
