@@ -229,8 +229,8 @@ impl SoakReport {
             "\n{} rounds; ledger {} rows, ${} exactly = ${} priced by hand; recovery max {}; enforcement max {}; logs in {}",
             self.rounds.len(),
             self.ledger_rows,
-            self.ledger_total,
-            self.oracle_total,
+            self.ledger_total.normalize(),
+            self.oracle_total.normalize(),
             secs(recoveries.iter().max().copied()),
             secs(enforcement.iter().max().copied()),
             self.logs.display()
