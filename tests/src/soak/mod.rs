@@ -18,6 +18,8 @@
 
 pub mod check;
 pub mod load;
+mod report;
+mod round;
 pub mod stack;
 
 use std::collections::HashSet;
@@ -25,15 +27,16 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use faregate_core::avro::SchemaFamily;
 use faregate_core::event::{ConfigEntity, ConfigRecord};
 use faregate_core::kafka::RecordProducer;
 use faregate_fake_upstream::{FakeConfig, FakeUpstream};
 use rust_decimal::Decimal;
 
-use check::{Identity, Ledger};
+use check::Ledger;
 use load::{Load, LoadKey, LoadShape};
+pub use report::{RoundReport, SoakReport};
+use round::{recover, settle, strike};
 use stack::{Role, Stack};
 
 /// A gateway response read this close before an ingress SIGKILL may be unmetered.
@@ -125,116 +128,6 @@ impl SoakSettings {
                 subjects,
             },
         }
-    }
-}
-
-/// What one round measured.
-#[derive(Debug, Clone)]
-pub struct RoundReport {
-    pub round: usize,
-    /// The fault, or `end` for the final check.
-    pub fault: String,
-    /// From the fault's end (the last kill, or the thaw) to recovered; `None`: not within 2 min.
-    pub recovery: Option<Duration>,
-    /// From the crossing request's response to a 402; `None`: not within the limit.
-    pub enforcement: Option<Duration>,
-    pub acknowledged: usize,
-    /// Records and requests sent and unanswered when the fault struck.
-    pub in_flight: usize,
-    /// Gateway responses read within [`IN_FLIGHT_WINDOW`] before an ingress kill, not metered.
-    pub unmetered_at_kill: usize,
-    pub lost: usize,
-    pub doubled: u64,
-    pub wrong_costs: usize,
-    /// Rollup buckets unequal to the ledger: minute, hour, day.
-    pub rollups: [u64; 3],
-    pub problems: Vec<String>,
-}
-
-/// The whole soak's outcome.
-#[derive(Debug)]
-pub struct SoakReport {
-    pub rounds: Vec<RoundReport>,
-    /// The final check over the whole ledger, after the load stopped.
-    pub last: RoundReport,
-    pub ledger_rows: usize,
-    pub ledger_total: Decimal,
-    pub oracle_total: Decimal,
-    pub logs: PathBuf,
-}
-
-impl SoakReport {
-    /// Every failed expectation, with its round; empty when the soak passed.
-    pub fn failures(&self, limit: Duration) -> Vec<String> {
-        let mut failures = Vec::new();
-        for r in self.rounds.iter().chain([&self.last]) {
-            let mut fail = |what: String| failures.push(format!("round {} ({}): {what}", r.round, r.fault));
-            match r.recovery {
-                Some(d) if d <= limit => {}
-                Some(d) => fail(format!("recovery took {d:?}")),
-                None => fail("did not recover".into()),
-            }
-            if r.round <= self.rounds.len() && r.enforcement.is_none() {
-                fail(format!("the crossed budget did not block within {limit:?}"));
-            }
-            if r.lost > 0 {
-                fail(format!("{} acknowledged lost", r.lost));
-            }
-            if r.doubled > 0 {
-                fail(format!("{} doubled", r.doubled));
-            }
-            if r.wrong_costs > 0 {
-                fail(format!("{} rows priced wrong or unknown", r.wrong_costs));
-            }
-            if r.rollups != [0; 3] {
-                fail(format!("rollup buckets unequal to the ledger (minute, hour, day): {:?}", r.rollups));
-            }
-            for problem in &r.problems {
-                fail(problem.clone());
-            }
-        }
-        if self.ledger_total != self.oracle_total {
-            failures
-                .push(format!("ledger total {} != priced by hand {}", self.ledger_total, self.oracle_total));
-        }
-        failures
-    }
-
-    /// The per-round table and the summary, for people.
-    pub fn print(&self) {
-        let secs = |d: Option<Duration>| d.map_or("-".to_string(), |d| format!("{:.1} s", d.as_secs_f64()));
-        println!(
-            "\n| round | fault | recovery | enforcement | acknowledged | in flight at the fault | unmetered at a kill | lost | doubled | wrong costs | rollups off |"
-        );
-        println!("|---|---|---|---|---|---|---|---|---|---|---|");
-        for r in self.rounds.iter().chain([&self.last]) {
-            println!(
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                r.round,
-                r.fault,
-                secs(r.recovery),
-                secs(r.enforcement),
-                r.acknowledged,
-                r.in_flight,
-                r.unmetered_at_kill,
-                r.lost,
-                r.doubled,
-                r.wrong_costs,
-                r.rollups.iter().sum::<u64>()
-            );
-        }
-        let recoveries: Vec<Duration> = self.rounds.iter().filter_map(|r| r.recovery).collect();
-        let enforcement: Vec<Duration> = self.rounds.iter().filter_map(|r| r.enforcement).collect();
-        println!(
-            "\n{} rounds; ledger {} rows, ${} exactly = ${} priced by hand; recovery max {}; enforcement max {}; logs in {}",
-            self.rounds.len(),
-            self.ledger_rows,
-            self.ledger_total.normalize(),
-            self.oracle_total.normalize(),
-            secs(recoveries.iter().max().copied()),
-            secs(enforcement.iter().max().copied()),
-            self.logs.display()
-        );
     }
 }
 
@@ -339,205 +232,4 @@ async fn write_config(stack: &Stack, rounds: usize) {
         let record = crate::config_record(entity);
         producer.send(&record.topic_key(), &record).await.expect("the config topic takes the record");
     }
-}
-
-/// Apply `fault`; the instant it ended (the last kill, or the thaw).
-async fn strike(
-    stack: &mut Stack,
-    load: &Load,
-    fault: Fault,
-    freeze: Duration,
-    ingress_kills: &mut Vec<Instant>,
-) -> Instant {
-    match fault {
-        Fault::Kill(role) => restart(stack, load, role, ingress_kills).await,
-        Fault::DoubleRestart(role) => {
-            restart(stack, load, role, ingress_kills).await;
-            restart(stack, load, role, ingress_kills).await
-        }
-        Fault::KillBroker => {
-            stack.broker.kill();
-            let at = Instant::now();
-            tokio::task::block_in_place(|| stack.broker.restart());
-            at
-        }
-        Fault::FreezeClickHouse => {
-            stack.front.freeze();
-            tokio::time::sleep(freeze).await;
-            stack.front.thaw();
-            Instant::now()
-        }
-        Fault::KillClickHouse => {
-            let at = Instant::now();
-            tokio::task::block_in_place(|| stack.front.kill_and_restart());
-            at
-        }
-    }
-}
-
-async fn restart(stack: &mut Stack, load: &Load, role: Role, ingress_kills: &mut Vec<Instant>) -> Instant {
-    let at = stack.kill(role);
-    if role == Role::Ingress {
-        ingress_kills.push(at);
-    }
-    stack.start(role).await;
-    if role == Role::Ingress {
-        load.set_url(stack.gateway().expect("the gateway's address"));
-    }
-    at
-}
-
-/// Wait until recovered (see the module's contract); the time from `ended`, or `None` after
-/// 2 min. When everything else holds but some owed rows stay missing for 20 s, the ledger has
-/// caught up with all it will get: the time it last caught up is returned, and the missing rows
-/// are reported lost by [`settle`].
-async fn recover(
-    stack: &Stack,
-    load: &Load,
-    ledger: &mut Ledger,
-    ingress_kills: &[Instant],
-    ended: Instant,
-    partitions: i32,
-    known_lost: &HashSet<Identity>,
-) -> Option<Duration> {
-    let ended_wall = Utc::now() - chrono::TimeDelta::from_std(ended.elapsed()).unwrap();
-    let mut owed = owed(load, ingress_kills, Some(ended));
-    owed.retain(|id| !known_lost.contains(id));
-    let mut missing_since: Option<(usize, Duration)> = None;
-    while ended.elapsed() < Duration::from_secs(120) {
-        let mut ready = true;
-        for role in Role::ALL {
-            ready &= stack.ready(role).await;
-        }
-        if ready
-            && refresh(load, ledger, false, owed.len()).await
-            && ledger.partitions_since(ended_wall).await == Some(partitions as u64)
-        {
-            let missing = owed.iter().filter(|id| !ledger.contains(id)).count();
-            if missing == 0 {
-                return Some(ended.elapsed());
-            }
-            match missing_since {
-                Some((before, since)) if before == missing => {
-                    if ended.elapsed() - since > Duration::from_secs(20) {
-                        return Some(since);
-                    }
-                }
-                _ => missing_since = Some((missing, ended.elapsed())),
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    None
-}
-
-/// Read the ledger's new rows and check them against the book as it is after the read; false
-/// when the ledger did not answer or holds fewer rows than `owed` (not read then).
-async fn refresh(load: &Load, ledger: &mut Ledger, full: bool, owed: usize) -> bool {
-    if ledger.count().await.is_none_or(|rows| rows < owed) {
-        return false;
-    }
-    let Some(rows) = ledger.fetch(full).await else { return false };
-    let book = load.book.lock().unwrap();
-    ledger.absorb(rows, &book);
-    true
-}
-
-/// What the ledger must hold: everything acknowledged (up to `until`), except gateway responses
-/// read within [`IN_FLIGHT_WINDOW`] before an ingress kill.
-fn owed(load: &Load, ingress_kills: &[Instant], until: Option<Instant>) -> Vec<Identity> {
-    let book = load.book.lock().unwrap();
-    let before = |at: &Instant| until.is_none_or(|until| *at <= until);
-    let mut owed: Vec<Identity> =
-        book.acked_records.iter().filter(|(_, at)| before(at)).map(|(id, _)| Identity::Record(*id)).collect();
-    owed.extend(
-        book.acked_requests
-            .iter()
-            .filter(|(_, (at, _))| before(at) && !near_kill(at, ingress_kills))
-            .map(|(tag, _)| Identity::Request(tag.clone())),
-    );
-    owed
-}
-
-fn near_kill(at: &Instant, ingress_kills: &[Instant]) -> bool {
-    ingress_kills.iter().any(|kill| *kill >= *at && kill.duration_since(*at) <= IN_FLIGHT_WINDOW)
-}
-
-/// Wait (up to 60 s) until the ledger holds everything acknowledged so far, then check it.
-/// Rows found lost in an earlier round are not waited for again (they are counted again).
-async fn settle(
-    load: &Load,
-    ledger: &mut Ledger,
-    ingress_kills: &[Instant],
-    known_lost: &mut HashSet<Identity>,
-    full: bool,
-) -> RoundReport {
-    let owed = owed(load, ingress_kills, None);
-    let mut problems = Vec::new();
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(60) {
-        if refresh(load, ledger, false, owed.len()).await
-            && owed.iter().all(|id| ledger.contains(id) || known_lost.contains(id))
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    // One more read, whatever the count says (of everything at the end), so that what is
-    // counted lost was not there.
-    if !refresh(load, ledger, full, 0).await {
-        problems.push("the ledger did not answer".to_string());
-    }
-    let lost: Vec<&Identity> = owed.iter().filter(|id| !ledger.contains(id)).collect();
-    let newly_lost = lost.iter().filter(|id| !known_lost.contains(**id));
-    problems.extend(newly_lost.take(5).map(|id| describe_lost(load, id, ingress_kills)));
-    known_lost.extend(lost.iter().map(|id| (*id).clone()));
-    let (acknowledged, unmetered_at_kill) = {
-        let book = load.book.lock().unwrap();
-        let unmetered = book
-            .acked_requests
-            .iter()
-            .filter(|(tag, (at, _))| {
-                near_kill(at, ingress_kills) && !ledger.contains(&Identity::Request((*tag).clone()))
-            })
-            .count();
-        (book.acknowledged(), unmetered)
-    };
-    let doubled = ledger.doubled().await.unwrap_or_else(|| {
-        problems.push("the duplicate query failed".into());
-        0
-    });
-    let rollups = ledger.rollup_mismatches().await.unwrap_or_else(|| {
-        problems.push("the rollup query failed".into());
-        [0; 3]
-    });
-    for wrong in ledger.wrong.iter().take(5) {
-        problems.push(wrong.clone());
-    }
-    RoundReport {
-        round: 0,
-        fault: String::new(),
-        recovery: None,
-        enforcement: None,
-        acknowledged,
-        in_flight: 0,
-        unmetered_at_kill,
-        lost: lost.len(),
-        doubled,
-        wrong_costs: ledger.wrong.len(),
-        rollups,
-        problems,
-    }
-}
-
-/// A lost identity, when it was acknowledged and how long before the next ingress kill.
-fn describe_lost(load: &Load, id: &Identity, ingress_kills: &[Instant]) -> String {
-    let book = load.book.lock().unwrap();
-    let at = match id {
-        Identity::Record(id) => book.acked_records.get(id).copied(),
-        Identity::Request(tag) => book.acked_requests.get(tag).map(|(at, _)| *at),
-    };
-    let next_kill =
-        at.and_then(|at| ingress_kills.iter().filter(|k| **k >= at).map(|k| k.duration_since(at)).min());
-    format!("lost {id:?}: acknowledged {next_kill:?} before the next ingress kill")
 }
