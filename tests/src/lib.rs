@@ -9,6 +9,7 @@
 //! Waiting is always for a condition with a deadline, never a fixed sleep.
 
 pub mod chain;
+pub mod soak;
 
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -272,6 +273,33 @@ impl PrivateClickHouse {
     pub fn resume(&mut self) {
         self.stop();
         self.spawn();
+    }
+
+    /// Freeze the front (SIGSTOP): connections stay open and nothing is answered, like a hung
+    /// server. [`PrivateClickHouse::thaw`] lets it go on.
+    pub fn freeze(&mut self) {
+        self.signal("-STOP");
+    }
+
+    /// Let a frozen front go on (SIGCONT).
+    pub fn thaw(&mut self) {
+        self.signal("-CONT");
+    }
+
+    /// Kill the front with SIGKILL (no clean shutdown) and start it again on the same port and
+    /// data.
+    pub fn kill_and_restart(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.spawn();
+    }
+
+    fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("the front is running");
+        let status = Command::new("kill").arg(signal).arg(child.id().to_string()).status().unwrap();
+        assert!(status.success(), "kill {signal} {} failed: {status}", child.id());
     }
 }
 

@@ -1,0 +1,25 @@
+//! The fault soak, short (CI): the engine of `faregate-benches`' `fault-soak`
+//! (`faregate_tests::soak`) with 2 rounds, a 5 s freeze and fewer acknowledgements between
+//! faults. The services run as `faregate` processes (this package's binary); see
+//! docs/benchmarks.md for the long run and what each check asserts. The three rounds are the
+//! ingress's SIGKILL (a collector 202 waits for the spool's sync), the processor's double
+//! restart and the broker's SIGKILL.
+
+use std::time::Duration;
+
+use faregate_tests::soak::stack::Role;
+use faregate_tests::soak::{Fault, SoakSettings, run};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_usage_is_metered_once_across_rounds_of_faults() {
+    let faults = vec![Fault::Kill(Role::Ingress), Fault::DoubleRestart(Role::Processor), Fault::KillBroker];
+    let mut settings = SoakSettings::new(env!("CARGO_BIN_EXE_faregate").into(), faults);
+    settings.freeze = Duration::from_secs(5);
+    settings.acks_per_round = 600;
+    let limit = settings.recovery_limit;
+    let report = run(settings).await;
+    report.print();
+    let failures = report.failures(limit);
+    assert!(failures.is_empty(), "the soak failed (logs kept):\n{}", failures.join("\n"));
+    let _ = std::fs::remove_dir_all(&report.logs);
+}
