@@ -92,6 +92,7 @@ async fn rig_full(config: impl FnOnce(&mut IngressConfig), decisions_fresh: bool
         decisions: decisions.clone(),
         decisions_freshness: freshness,
         enforcement: Arc::new(faregate_ingress::enforcement::Enforcement::new(0)),
+        headroom: Arc::default(),
         limiter: Arc::default(),
         sink: Arc::new(sink.clone()),
     });

@@ -4,9 +4,10 @@
 //! exactly one usage event per request through an on-disk spool to the usage topic; the request
 //! path never waits on Kafka. Docs: docs/ingress.md.
 //!
-//! Tasks of one ingress: the HTTP server; three table followers (virtual keys from the config
+//! Tasks of one ingress: the HTTP server; four table followers (virtual keys from the config
 //! topic, decisions from the decisions topic, the budget service's heartbeats from the
-//! heartbeats topic, each read from the beginning); the emitter; and a watcher that turns table
+//! heartbeats topic, each budget's headroom from the headroom topic, each read from the
+//! beginning); the emitter; and a watcher that turns table
 //! state into readiness (ready once keys and decisions caught up) and the decisions-stale and
 //! enforcement-stale signals.
 //!
@@ -24,6 +25,7 @@ pub mod emitter;
 pub mod enforcement;
 pub mod errors;
 pub mod gateway;
+pub mod headroom;
 pub mod keys;
 pub mod limits;
 pub mod meter;
@@ -42,7 +44,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use faregate_core::avro::SchemaFamily;
-use faregate_core::event::{ConfigRecord, Decision, Heartbeat};
+use faregate_core::event::{ConfigRecord, Decision, Headroom, Heartbeat};
 use faregate_core::kafka::KafkaConfig;
 
 pub use config::{AuthMode, FailMode, IngressConfig, Provider, UpstreamConfig};
@@ -131,6 +133,18 @@ pub async fn run_on(
         heartbeats_freshness.set_caught_up();
         tokio::spawn(async { Ok::<(), table::TableError>(()) })
     };
+    let headroom = Arc::new(headroom::HeadroomCache::default());
+    let headroom_task = {
+        let headroom = headroom.clone();
+        tokio::spawn(table::follow::<Headroom, _>(
+            kafka.clone(),
+            kafka.topics.headroom.clone(),
+            SchemaFamily::Headroom,
+            Arc::new(table::Freshness::default()),
+            move |key, record| headroom.apply(key, record),
+            tables.clone(),
+        ))
+    };
     let emitter_stop = CancellationToken::new();
     let (sink, emitter_task) =
         emitter::spawn(&kafka, &config.spool_dir, config.spool_max_bytes, emitter_stop.clone()).await?;
@@ -141,6 +155,7 @@ pub async fn run_on(
         decisions,
         decisions_freshness,
         enforcement,
+        headroom,
         limiter: Arc::default(),
         sink: Arc::new(sink),
     });
@@ -150,7 +165,7 @@ pub async fn run_on(
     tables.cancel();
     emitter_stop.cancel();
     emitter_task.join().await;
-    for task in [keys_task, decisions_task, heartbeats_task] {
+    for task in [keys_task, decisions_task, heartbeats_task, headroom_task] {
         if let Ok(Err(e)) = task.await {
             tracing::warn!(error = %e, "table follower ended with an error");
         }

@@ -291,12 +291,14 @@ async fn forward(gw: &Arc<Gateway>, api: Api, request: Request) -> Result<Respon
         tool: Some(tool_name),
     };
     let decision = gw.decisions.check(&who);
+    let tightest = gw.headroom.tightest(&who);
     let mut rewrite_model = None;
     let mut warning = None;
     if let Some(decision) = &decision {
         match decision.state {
             DecisionState::Block => {
-                let error = ApiError::blocked(decision);
+                let mut error = ApiError::blocked(decision);
+                error.budget = tightest;
                 metrics::counter!("faregate_ingress_blocked_total").increment(1);
                 tracing::info!(subject = %decision.subject, org = %identity.org, user = ?identity.user, "request blocked by budget");
                 meter.finish(Observed::default(), Outcome::Blocked, error.status_for(provider).as_u16());
@@ -352,7 +354,22 @@ async fn forward(gw: &Arc<Gateway>, api: Api, request: Request) -> Result<Respon
     {
         headers.insert("x-faregate-budget-warning", value);
     }
+    budget_headers(headers, tightest);
     Ok(response)
+}
+
+/// `x-faregate-budget-remaining` (dollars, 2-6 places) and `x-faregate-budget-resets`
+/// (RFC 3339) of the tightest covering budget, when one is known.
+pub(crate) fn budget_headers(headers: &mut HeaderMap, tightest: Option<crate::headroom::Tightest>) {
+    let Some(tightest) = tightest else { return };
+    if let Ok(value) = HeaderValue::from_str(&crate::headroom::dollars(tightest.remaining)) {
+        headers.insert("x-faregate-budget-remaining", value);
+    }
+    if let Some(at) = tightest.resets_at
+        && let Ok(value) = HeaderValue::from_str(&at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+    {
+        headers.insert("x-faregate-budget-resets", value);
+    }
 }
 
 /// Build the upstream request from the client's.
