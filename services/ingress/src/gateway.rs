@@ -102,6 +102,7 @@ impl Gateway {
             .route("/v1/responses", post(route(Api::OpenaiResponses)))
             .route("/v1/embeddings", post(route(Api::OpenaiEmbeddings)))
             .route("/v1/models", get(route(Api::OpenaiModels)))
+            .route("/v1/me", get(crate::me::me))
             .route("/v1/usage", post(collector::ingest))
             .route("/v1/decisions", get(collector::decisions))
             .route("/v1/decisions/stream", get(collector::decision_stream))

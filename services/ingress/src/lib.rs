@@ -28,6 +28,7 @@ pub mod gateway;
 pub mod headroom;
 pub mod keys;
 pub mod limits;
+pub mod me;
 pub mod meter;
 pub mod proxy;
 pub mod spool;

@@ -92,11 +92,11 @@ struct Metadata {
 }
 
 /// The identity a request runs under.
-struct Identity {
-    org: String,
-    team: Option<String>,
-    user: Option<String>,
-    key_id: Option<String>,
+pub(crate) struct Identity {
+    pub(crate) org: String,
+    pub(crate) team: Option<String>,
+    pub(crate) user: Option<String>,
+    pub(crate) key_id: Option<String>,
     allowed_models: Vec<String>,
     rpm: Option<i32>,
     tpm: Option<i64>,
@@ -114,7 +114,7 @@ fn presented_key(headers: &HeaderMap) -> &str {
         .unwrap_or("")
 }
 
-fn identify(gw: &Gateway, headers: &HeaderMap) -> Result<Identity, ApiError> {
+pub(crate) fn identify(gw: &Gateway, headers: &HeaderMap) -> Result<Identity, ApiError> {
     let secret = presented_key(headers);
     match gw.config.auth {
         AuthMode::VirtualKeys => {
