@@ -24,6 +24,7 @@ pub mod decisions;
 pub mod emitter;
 pub mod enforcement;
 pub mod errors;
+pub mod funds;
 pub mod gateway;
 pub mod headroom;
 pub mod keys;

@@ -516,7 +516,7 @@ async fn proxy_metered(
         *out.headers_mut() = headers;
         return Ok(out);
     }
-    let headers = response_headers(response.headers(), true);
+    let mut headers = response_headers(response.headers(), true);
     let limit = gw.config.max_response_bytes;
     let bytes = match read_limited(response.into_body(), limit, deadline, gw.client.timeout()).await {
         Ok(bytes) => bytes,
@@ -532,6 +532,18 @@ async fn proxy_metered(
     let observed = if status.is_success() { Observed::from_body(api, &bytes) } else { Observed::default() };
     let outcome = if status.is_success() { Outcome::Ok } else { Outcome::UpstreamError };
     meter.finish(observed, outcome, status.as_u16());
+    let upstream = gw.config.upstream_for(provider, model).map(|u| u.name.as_str()).unwrap_or_default();
+    let bytes = match crate::funds::rewrite(provider, upstream, status.as_u16(), &bytes) {
+        Some(rewritten) => {
+            metrics::counter!("faregate_ingress_provider_out_of_funds_total", "provider" => provider.name())
+                .increment(1);
+            tracing::warn!(provider = provider.name(), upstream, "the provider account is out of funds");
+            headers.remove("content-length");
+            headers.insert(crate::funds::HEADER, HeaderValue::from_static("true"));
+            rewritten
+        }
+        None => bytes,
+    };
     let mut out = Response::new(Body::from(bytes));
     *out.status_mut() = status;
     *out.headers_mut() = headers;
