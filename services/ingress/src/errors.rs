@@ -27,7 +27,7 @@ pub struct ApiError {
     /// Anthropic routes answer with this status instead (402 for a block).
     pub anthropic_status: Option<StatusCode>,
     /// The tightest covering budget, sent as the budget headers (on a block).
-    pub budget: Option<crate::headroom::Tightest>,
+    pub budget: Option<Box<crate::headroom::Tightest>>,
 }
 
 impl ApiError {
@@ -160,7 +160,7 @@ impl ApiError {
         {
             headers.insert("retry-after", value);
         }
-        crate::proxy::budget_headers(headers, self.budget);
+        crate::proxy::budget_headers(headers, self.budget.map(|b| *b));
         response
     }
 }

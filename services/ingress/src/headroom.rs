@@ -26,12 +26,15 @@ pub struct HeadroomCache {
     inner: RwLock<Inner>,
 }
 
+/// (record key, remaining, resets) of one budget in the index.
+type Entry = (String, Usd, Option<DateTime<Utc>>);
+
 #[derive(Debug, Default)]
 struct Inner {
     /// Record key -> (parsed scope, record).
     latest: HashMap<String, (BudgetScope, Headroom)>,
     /// shape -> lookup key of the pinned values -> (record key -> remaining, resets).
-    index: BTreeMap<Shape, HashMap<String, Vec<(String, Usd, Option<DateTime<Utc>>)>>>,
+    index: BTreeMap<Shape, HashMap<String, Vec<Entry>>>,
 }
 
 /// The tightest covering budget's position, for the response headers.

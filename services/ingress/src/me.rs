@@ -171,7 +171,7 @@ mod tests {
     fn the_status_line_prefers_the_most_specific_day_then_the_month() {
         assert_eq!(statusline(&[]), "no Faregate budget");
         let month = h("org=acme", "m", "month", "40.5", "100");
-        assert_eq!(statusline(&[month.clone()]), "$40.50 of $100.00 this month");
+        assert_eq!(statusline(std::slice::from_ref(&month)), "$40.50 of $100.00 this month");
         let team_day = h("org=acme/team=infra", "td", "day", "30", "50");
         let user_day = h("org=acme/team=infra/user=ana", "ud", "day", "3.195", "10");
         assert_eq!(statusline(&[month, team_day, user_day]), "$3.20 of $10.00 today");

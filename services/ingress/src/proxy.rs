@@ -298,7 +298,7 @@ async fn forward(gw: &Arc<Gateway>, api: Api, request: Request) -> Result<Respon
         match decision.state {
             DecisionState::Block => {
                 let mut error = ApiError::blocked(decision);
-                error.budget = tightest;
+                error.budget = tightest.map(Box::new);
                 metrics::counter!("faregate_ingress_blocked_total").increment(1);
                 tracing::info!(subject = %decision.subject, org = %identity.org, user = ?identity.user, "request blocked by budget");
                 meter.finish(Observed::default(), Outcome::Blocked, error.status_for(provider).as_u16());
