@@ -42,6 +42,7 @@ pub async fn fresh_topics(brokers: &str, prefix: &str, fetch_wait_ms: u32) -> (K
         ("dlq", &mut t.dlq),
         ("alerts", &mut t.alerts),
         ("heartbeats", &mut t.heartbeats),
+        ("headroom", &mut t.headroom),
     ] {
         *topic = format!("{prefix}-{name}-{suffix}");
     }

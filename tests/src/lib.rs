@@ -50,6 +50,7 @@ pub fn kafka_config_for(brokers: &str) -> KafkaConfig {
     t.dlq = unique("dlq");
     t.alerts = unique("alerts");
     t.heartbeats = unique("heartbeats");
+    t.headroom = unique("headroom");
     t.partitions = 1;
     config
 }

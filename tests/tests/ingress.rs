@@ -92,6 +92,7 @@ async fn rig_full(config: impl FnOnce(&mut IngressConfig), decisions_fresh: bool
         decisions: decisions.clone(),
         decisions_freshness: freshness,
         enforcement: Arc::new(faregate_ingress::enforcement::Enforcement::new(0)),
+        headroom: Arc::default(),
         limiter: Arc::default(),
         sink: Arc::new(sink.clone()),
     });
@@ -391,6 +392,52 @@ async fn upstream_errors_and_cut_streams_are_metered_once() {
     let events = rig.sink.wait_for(2).await;
     assert_eq!(events[1].outcome, Outcome::UpstreamError);
     assert_eq!(events[1].tokens.cache_read, 1000, "what the provider reported before the cut counts");
+}
+
+#[tokio::test]
+async fn a_provider_out_of_funds_is_told_apart_from_a_budget_block() {
+    let rig = rig().await;
+    rig.fake.push_script(Script::OutOfFunds);
+    let response = rig.anthropic(messages(true)).send().await.unwrap();
+    assert_eq!(response.status(), 400, "the provider's status is kept");
+    assert_eq!(response.headers()["x-faregate-provider-out-of-funds"], "true");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        (body["type"].as_str(), body["error"]["type"].as_str()),
+        (Some("error"), Some("invalid_request_error"))
+    );
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("anthropic provider account") && message.contains("out of funds"), "{message}");
+    assert!(
+        message.contains("not a Faregate budget block") && message.contains("credit balance is too low"),
+        "{message}"
+    );
+
+    rig.fake.push_script(Script::OutOfFunds);
+    let response =
+        rig.openai("/v1/chat/completions", json!({"model": "gpt-5", "messages": []})).send().await.unwrap();
+    assert_eq!(response.status(), 429);
+    assert!(response.headers().get("x-should-retry").is_none(), "not Faregate's final answer");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        (body["error"]["code"].as_str(), body["error"]["type"].as_str()),
+        (Some("insufficient_quota"), Some("insufficient_quota"))
+    );
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("openai provider account") && message.contains("exceeded your current quota"),
+        "{message}"
+    );
+
+    // Any other provider error passes through unchanged.
+    rig.fake.push_script(Script::Status { status: 429, body: Value::Null, headers: vec![] });
+    let response =
+        rig.openai("/v1/chat/completions", json!({"model": "gpt-5", "messages": []})).send().await.unwrap();
+    assert!(response.headers().get("x-faregate-provider-out-of-funds").is_none());
+    let message = response.json::<Value>().await.unwrap()["error"]["message"].as_str().unwrap().to_string();
+    assert_eq!(message, "scripted status 429");
+    let events = rig.sink.wait_for(3).await;
+    assert!(events.iter().all(|e| e.outcome == Outcome::UpstreamError), "{events:?}");
 }
 
 #[tokio::test]

@@ -189,6 +189,7 @@ config = "bench-config-{suffix}"
 dlq = "bench-dlq-{suffix}"
 alerts = "bench-alerts-{suffix}"
 heartbeats = "bench-heartbeats-{suffix}"
+headroom = "bench-headroom-{suffix}"
 partitions = 1
 
 [telemetry]

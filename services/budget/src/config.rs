@@ -32,6 +32,10 @@ pub struct BudgetConfig {
     /// `faregate status` read), in milliseconds, while it owns spend partitions and has caught
     /// up on them. Keep it well below the gateways' `ingress.enforcement_stale_after_secs`.
     pub heartbeat_ms: u64,
+    /// How often budgets whose spend or window changed get their headroom (limit, spent,
+    /// remaining) published to `kafka.topics.headroom`, in milliseconds: a busy budget publishes
+    /// at most one record per interval, an idle one none; gateways show it within about this.
+    pub headroom_interval_ms: u64,
     /// Webhooks (Slack-compatible) that receive every alert, besides each budget's own `notify`.
     pub webhooks: Vec<String>,
     /// Anomaly tripwires.
@@ -47,6 +51,7 @@ impl Default for BudgetConfig {
             admin_token: Secret::default(),
             tick_ms: 1000,
             heartbeat_ms: 2000,
+            headroom_interval_ms: 250,
             webhooks: Vec::new(),
             anomaly: AnomalyConfig::default(),
         }
@@ -132,6 +137,9 @@ impl Validate for BudgetConfig {
         }
         if !(50..=60_000).contains(&self.heartbeat_ms) {
             return Err(ConfigError::field("budget.heartbeat_ms", "must be within 50..=60000"));
+        }
+        if !(10..=60_000).contains(&self.headroom_interval_ms) {
+            return Err(ConfigError::field("budget.headroom_interval_ms", "must be within 10..=60000"));
         }
         for (i, hook) in self.webhooks.iter().enumerate() {
             if !(hook.starts_with("https://") || hook.starts_with("http://")) {

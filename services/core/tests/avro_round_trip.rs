@@ -86,6 +86,17 @@ proptest! {
     }
 
     #[test]
+    fn headroom_round_trips(headroom in arbitrary::headroom()) {
+        let codec = codec(SchemaFamily::Headroom);
+        prop_assert_eq!(round_trip(&codec, &headroom), headroom);
+    }
+
+    #[test]
+    fn resolving_headroom_agrees(headroom in arbitrary::headroom()) {
+        prop_assert_eq!(resolve(SchemaFamily::Headroom, &headroom), headroom);
+    }
+
+    #[test]
     fn resolving_heartbeats_agrees(heartbeat in arbitrary::heartbeat()) {
         prop_assert_eq!(resolve(SchemaFamily::Heartbeat, &heartbeat), heartbeat);
     }

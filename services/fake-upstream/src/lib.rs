@@ -5,7 +5,8 @@
 //! Usage is deterministic and set per request by the `x-fake-usage` header (see [`FakeUsage`]);
 //! `x-fake-model` changes the served model reported. Every request is recorded in order
 //! ([`FakeUpstream::requests`]) and [`Script`]s queued with [`FakeUpstream::push_script`] change
-//! the behaviour of the next requests (an error status, a stream cut, a delay). Request bodies
+//! the behaviour of the next requests (an error status, a stream cut, a delay, an account out
+//! of funds). Request bodies
 //! may be gzip or zstd encoded. Responses are built with no work beyond formatting, so the
 //! server is cheap enough to benchmark a gateway against.
 
@@ -68,6 +69,10 @@ pub enum Script {
     CutStreamAfter { events: usize },
     /// Wait this long, then answer normally.
     Delay(Duration),
+    /// The provider account is out of funds, as each provider says it: Anthropic a 400
+    /// `invalid_request_error` about a too-low credit balance, OpenAI a 429
+    /// `insufficient_quota`.
+    OutOfFunds,
 }
 
 /// A running fake upstream; dropping it without [`FakeUpstream::shutdown`] leaves the server
@@ -224,6 +229,7 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
         }
         Some(Script::CutStreamAfter { events }) => plan.cut_after = Some(events),
         Some(Script::Delay(delay)) => tokio::time::sleep(delay).await,
+        Some(Script::OutOfFunds) => return request::out_of_funds(provider, id),
     }
     let body = match incoming.take_json_body() {
         Ok(body) => body,

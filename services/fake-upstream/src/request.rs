@@ -228,6 +228,23 @@ pub(crate) fn scripted_status(
     response
 }
 
+/// What each provider answers when the account cannot pay (shapes observed from the providers).
+pub(crate) fn out_of_funds(provider: Provider, id: u64) -> Response {
+    let (status, body) = match provider {
+        Provider::Anthropic => (
+            StatusCode::BAD_REQUEST,
+            json!({"type": "error", "error": {"type": "invalid_request_error",
+                "message": "Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing to upgrade or purchase credits."}}),
+        ),
+        Provider::OpenAi => (
+            StatusCode::TOO_MANY_REQUESTS,
+            json!({"error": {"message": "You exceeded your current quota, please check your plan and billing details.",
+                "type": "insufficient_quota", "param": null, "code": "insufficient_quota"}}),
+        ),
+    };
+    json_response(provider, id, status, &body)
+}
+
 /// A response whose connection is dropped before any body.
 pub(crate) fn dropped_connection() -> Response {
     let error =

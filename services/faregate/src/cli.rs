@@ -78,6 +78,32 @@ pub enum Command {
     /// the budget service's heartbeat watermark, dead letters, the ledger's last write and the
     /// ingresses' spool backlog. Exits 0 when live, 2 when anything is blind.
     Status(StatusArgs),
+    /// Your own budget: the key's attribution and every budget covering it (spent, limit,
+    /// remaining, reset), from a gateway's `GET /v1/me`.
+    Me(MeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MeArgs {
+    /// The gateway's base URL (default: ANTHROPIC_BASE_URL, else http://127.0.0.1:8787).
+    #[arg(long, value_name = "URL")]
+    pub gateway: Option<String>,
+    /// Your virtual key (default: FAREGATE_KEY, else ANTHROPIC_API_KEY). Prefer the variables:
+    /// a command line is visible to other users of the machine.
+    #[arg(long)]
+    pub key: Option<String>,
+    /// `table` for people, `json` for scripts.
+    #[arg(long, value_enum, default_value_t = MeFormat::Table)]
+    pub format: MeFormat,
+    /// Print one line for an editor's status line, e.g. `$3.20 of $10.00 today`.
+    #[arg(long, conflicts_with = "format")]
+    pub statusline: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MeFormat {
+    Table,
+    Json,
 }
 
 #[derive(Debug, Args)]

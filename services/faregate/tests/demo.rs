@@ -33,6 +33,7 @@ fn the_demo_meters_every_tool_and_blocks_the_runaway_agent() {
         .env("FAREGATE__KAFKA__TOPICS__DLQ", &t.dlq)
         .env("FAREGATE__KAFKA__TOPICS__ALERTS", &t.alerts)
         .env("FAREGATE__KAFKA__TOPICS__HEARTBEATS", &t.heartbeats)
+        .env("FAREGATE__KAFKA__TOPICS__HEADROOM", &t.headroom)
         .env("FAREGATE__KAFKA__TOPICS__PARTITIONS", "1")
         .env("FAREGATE__CLICKHOUSE__URL", &clickhouse.url)
         .env("FAREGATE__CLICKHOUSE__DATABASE", &clickhouse.database)

@@ -43,6 +43,7 @@ config = "{config}"
 dlq = "{dlq}"
 alerts = "{alerts}"
 heartbeats = "{heartbeats}"
+headroom = "{headroom}"
 partitions = 1
 [ingress]
 listen = "127.0.0.1:0"
@@ -66,6 +67,7 @@ log_filter = "info"
         dlq = t.dlq,
         alerts = t.alerts,
         heartbeats = t.heartbeats,
+        headroom = t.headroom,
         spool = spool.display(),
     )
 }

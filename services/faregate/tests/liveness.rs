@@ -41,6 +41,7 @@ fn deployment_env(
         ("FAREGATE__KAFKA__TOPICS__DLQ", &t.dlq),
         ("FAREGATE__KAFKA__TOPICS__ALERTS", &t.alerts),
         ("FAREGATE__KAFKA__TOPICS__HEARTBEATS", &t.heartbeats),
+        ("FAREGATE__KAFKA__TOPICS__HEADROOM", &t.headroom),
         ("FAREGATE__KAFKA__TOPICS__PARTITIONS", "1"),
         ("FAREGATE__CLICKHOUSE__URL", &clickhouse.url),
         ("FAREGATE__CLICKHOUSE__DATABASE", &clickhouse.database),

@@ -31,24 +31,24 @@ struct Inner {
 }
 
 /// Which optional dimensions (team, user, key, project, model, tool: bits 0-5) a scope pins.
-type Shape = u8;
+pub(crate) type Shape = u8;
 
 /// The optional dimensions in scope-key order.
-fn scope_dims(scope: &BudgetScope) -> [Option<&str>; 6] {
+pub(crate) fn scope_dims(scope: &BudgetScope) -> [Option<&str>; 6] {
     [&scope.team, &scope.user, &scope.key_id, &scope.project, &scope.model, &scope.tool].map(|d| d.as_deref())
 }
 
-fn who_dims<'a>(who: &Attribution<'a>) -> [Option<&'a str>; 6] {
+pub(crate) fn who_dims<'a>(who: &Attribution<'a>) -> [Option<&'a str>; 6] {
     [who.team, who.user, who.key_id, who.project, who.model, who.tool]
 }
 
-fn shape_of(dims: &[Option<&str>; 6]) -> Shape {
+pub(crate) fn shape_of(dims: &[Option<&str>; 6]) -> Shape {
     dims.iter().enumerate().filter(|(_, d)| d.is_some()).fold(0, |shape, (i, _)| shape | 1 << i)
 }
 
 /// The org and the values of the dimensions `shape` pins, length-prefixed so no two value
 /// lists share a key; `None` when `dims` lacks one of them.
-fn lookup_key(org: &str, dims: &[Option<&str>; 6], shape: Shape) -> Option<String> {
+pub(crate) fn lookup_key(org: &str, dims: &[Option<&str>; 6], shape: Shape) -> Option<String> {
     let mut key = String::with_capacity(64);
     for value in std::iter::once(Some(org))
         .chain(dims.iter().enumerate().filter(|(i, _)| shape & 1 << i != 0).map(|(_, d)| *d))

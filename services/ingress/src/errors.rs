@@ -26,6 +26,8 @@ pub struct ApiError {
     pub retry_after_secs: Option<i64>,
     /// Anthropic routes answer with this status instead (402 for a block).
     pub anthropic_status: Option<StatusCode>,
+    /// The tightest covering budget, sent as the budget headers (on a block).
+    pub budget: Option<Box<crate::headroom::Tightest>>,
 }
 
 impl ApiError {
@@ -44,6 +46,7 @@ impl ApiError {
             final_answer: false,
             retry_after_secs: None,
             anthropic_status: None,
+            budget: None,
         }
     }
 
@@ -157,6 +160,7 @@ impl ApiError {
         {
             headers.insert("retry-after", value);
         }
+        crate::proxy::budget_headers(headers, self.budget.map(|b| *b));
         response
     }
 }

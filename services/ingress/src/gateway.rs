@@ -13,6 +13,7 @@ use crate::decisions::DecisionCache;
 use crate::emitter::UsageSink;
 use crate::enforcement::Enforcement;
 use crate::errors::ApiError;
+use crate::headroom::HeadroomCache;
 use crate::keys::KeyStore;
 use crate::limits::RateLimiter;
 use crate::proxy;
@@ -29,6 +30,8 @@ pub struct Gateway {
     pub decisions_freshness: Arc<Freshness>,
     /// Whether the budget service is deciding, from its heartbeats.
     pub enforcement: Arc<Enforcement>,
+    /// Each budget's headroom, for the budget headers and `/v1/me`.
+    pub headroom: Arc<HeadroomCache>,
     pub limiter: Arc<RateLimiter>,
     pub sink: Arc<dyn UsageSink>,
 }
@@ -99,6 +102,7 @@ impl Gateway {
             .route("/v1/responses", post(route(Api::OpenaiResponses)))
             .route("/v1/embeddings", post(route(Api::OpenaiEmbeddings)))
             .route("/v1/models", get(route(Api::OpenaiModels)))
+            .route("/v1/me", get(crate::me::me))
             .route("/v1/usage", post(collector::ingest))
             .route("/v1/decisions", get(collector::decisions))
             .route("/v1/decisions/stream", get(collector::decision_stream))

@@ -4,9 +4,10 @@
 //! exactly one usage event per request through an on-disk spool to the usage topic; the request
 //! path never waits on Kafka. Docs: docs/ingress.md.
 //!
-//! Tasks of one ingress: the HTTP server; three table followers (virtual keys from the config
+//! Tasks of one ingress: the HTTP server; four table followers (virtual keys from the config
 //! topic, decisions from the decisions topic, the budget service's heartbeats from the
-//! heartbeats topic, each read from the beginning); the emitter; and a watcher that turns table
+//! heartbeats topic, each budget's headroom from the headroom topic, each read from the
+//! beginning); the emitter; and a watcher that turns table
 //! state into readiness (ready once keys and decisions caught up) and the decisions-stale and
 //! enforcement-stale signals. The followers and the watcher are named tasks of the ingress's own
 //! shutdown tree ([`Tasks`], below the caller's token): one failing stops the ingress, which
@@ -26,9 +27,12 @@ pub mod decisions;
 pub mod emitter;
 pub mod enforcement;
 pub mod errors;
+pub mod funds;
 pub mod gateway;
+pub mod headroom;
 pub mod keys;
 pub mod limits;
+pub mod me;
 pub mod meter;
 pub mod proxy;
 pub mod spool;
@@ -45,7 +49,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use faregate_core::avro::SchemaFamily;
-use faregate_core::event::{ConfigRecord, Decision, Heartbeat};
+use faregate_core::event::{ConfigRecord, Decision, Headroom, Heartbeat};
 use faregate_core::kafka::KafkaConfig;
 use faregate_core::shutdown::Tasks;
 
@@ -139,6 +143,19 @@ pub async fn run_on(
         );
         tasks.spawn("heartbeats-follower", async move { Ok(follow.await?) });
     }
+    let headroom = Arc::new(headroom::HeadroomCache::default());
+    {
+        let headroom = headroom.clone();
+        let follow = table::follow::<Headroom, _>(
+            kafka.clone(),
+            kafka.topics.headroom.clone(),
+            SchemaFamily::Headroom,
+            Arc::new(table::Freshness::default()),
+            move |key, record| headroom.apply(key, record),
+            tasks.token().clone(),
+        );
+        tasks.spawn("headroom-follower", async move { Ok(follow.await?) });
+    }
     // Cancelled after the server stopped (or if this future is dropped), never before it.
     let emitter_stop = CancellationToken::new();
     let _emitter_stop_on_drop = emitter_stop.clone().drop_guard();
@@ -158,6 +175,7 @@ pub async fn run_on(
         decisions,
         decisions_freshness,
         enforcement,
+        headroom,
         limiter: Arc::default(),
         sink: Arc::new(sink),
     });

@@ -92,11 +92,11 @@ struct Metadata {
 }
 
 /// The identity a request runs under.
-struct Identity {
-    org: String,
-    team: Option<String>,
-    user: Option<String>,
-    key_id: Option<String>,
+pub(crate) struct Identity {
+    pub(crate) org: String,
+    pub(crate) team: Option<String>,
+    pub(crate) user: Option<String>,
+    pub(crate) key_id: Option<String>,
     allowed_models: Vec<String>,
     rpm: Option<i32>,
     tpm: Option<i64>,
@@ -114,7 +114,7 @@ fn presented_key(headers: &HeaderMap) -> &str {
         .unwrap_or("")
 }
 
-fn identify(gw: &Gateway, headers: &HeaderMap) -> Result<Identity, ApiError> {
+pub(crate) fn identify(gw: &Gateway, headers: &HeaderMap) -> Result<Identity, ApiError> {
     let secret = presented_key(headers);
     match gw.config.auth {
         AuthMode::VirtualKeys => {
@@ -291,12 +291,14 @@ async fn forward(gw: &Arc<Gateway>, api: Api, request: Request) -> Result<Respon
         tool: Some(tool_name),
     };
     let decision = gw.decisions.check(&who);
+    let tightest = gw.headroom.tightest(&who);
     let mut rewrite_model = None;
     let mut warning = None;
     if let Some(decision) = &decision {
         match decision.state {
             DecisionState::Block => {
-                let error = ApiError::blocked(decision);
+                let mut error = ApiError::blocked(decision);
+                error.budget = tightest.map(Box::new);
                 metrics::counter!("faregate_ingress_blocked_total").increment(1);
                 tracing::info!(subject = %decision.subject, org = %identity.org, user = ?identity.user, "request blocked by budget");
                 meter.finish(Observed::default(), Outcome::Blocked, error.status_for(provider).as_u16());
@@ -352,7 +354,22 @@ async fn forward(gw: &Arc<Gateway>, api: Api, request: Request) -> Result<Respon
     {
         headers.insert("x-faregate-budget-warning", value);
     }
+    budget_headers(headers, tightest);
     Ok(response)
+}
+
+/// `x-faregate-budget-remaining` (dollars, 2-6 places) and `x-faregate-budget-resets`
+/// (RFC 3339) of the tightest covering budget, when one is known.
+pub(crate) fn budget_headers(headers: &mut HeaderMap, tightest: Option<crate::headroom::Tightest>) {
+    let Some(tightest) = tightest else { return };
+    if let Ok(value) = HeaderValue::from_str(&crate::headroom::dollars(tightest.remaining)) {
+        headers.insert("x-faregate-budget-remaining", value);
+    }
+    if let Some(at) = tightest.resets_at
+        && let Ok(value) = HeaderValue::from_str(&at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+    {
+        headers.insert("x-faregate-budget-resets", value);
+    }
 }
 
 /// Build the upstream request from the client's.
@@ -499,7 +516,7 @@ async fn proxy_metered(
         *out.headers_mut() = headers;
         return Ok(out);
     }
-    let headers = response_headers(response.headers(), true);
+    let mut headers = response_headers(response.headers(), true);
     let limit = gw.config.max_response_bytes;
     let bytes = match read_limited(response.into_body(), limit, deadline, gw.client.timeout()).await {
         Ok(bytes) => bytes,
@@ -515,6 +532,18 @@ async fn proxy_metered(
     let observed = if status.is_success() { Observed::from_body(api, &bytes) } else { Observed::default() };
     let outcome = if status.is_success() { Outcome::Ok } else { Outcome::UpstreamError };
     meter.finish(observed, outcome, status.as_u16());
+    let upstream = gw.config.upstream_for(provider, model).map(|u| u.name.as_str()).unwrap_or_default();
+    let bytes = match crate::funds::rewrite(provider, upstream, status.as_u16(), &bytes) {
+        Some(rewritten) => {
+            metrics::counter!("faregate_ingress_provider_out_of_funds_total", "provider" => provider.name())
+                .increment(1);
+            tracing::warn!(provider = provider.name(), upstream, "the provider account is out of funds");
+            headers.remove("content-length");
+            headers.insert(crate::funds::HEADER, HeaderValue::from_static("true"));
+            rewritten
+        }
+        None => bytes,
+    };
     let mut out = Response::new(Body::from(bytes));
     *out.status_mut() = status;
     *out.headers_mut() = headers;

@@ -152,6 +152,10 @@ async fn an_unacknowledged_dead_letter_keeps_its_offset_uncommitted() {
 async fn rows_of_a_revoked_partition_are_not_written_after_the_revocation() {
     let (mock, mut kafka) = setup(2);
     kafka.properties.insert("heartbeat.interval.ms".into(), "100".into());
+    // The second member below is a bare consumer that never commits, so the ownership watchdog
+    // would rightly take its partition for stalled and rejoin; this test is about the fence, so
+    // the watchdog waits longer than the test runs.
+    kafka.ownership.starved_after_ms = 3_600_000;
     let usage: RecordProducer<UsageEvent> =
         RecordProducer::new(&kafka, "test", SchemaFamily::UsageEvent, &kafka.topics.usage).await.unwrap();
     let sent = events(10, 10);

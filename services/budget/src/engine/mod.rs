@@ -9,6 +9,8 @@
 //!   strictest wins (block and downgrade over warn over allow; then the one closest to its
 //!   limit). A decision is emitted only when the scope's state, deciding budget, window or reset
 //!   time changes, never for spend moving within a state.
+//! - [`Engine::take_headroom`] reports each budget's limit, spent and remaining when they
+//!   changed (see [`headroom`]).
 //! - [`Engine::tick`] moves windows: a calendar reset emits `allow` on time with no traffic.
 //! - Threshold alerts fire once per window and budget (only the highest threshold crossed at
 //!   once); rolling windows re-arm a threshold once spend falls below it. Restored decisions and
@@ -23,6 +25,7 @@
 
 pub mod anomaly;
 mod evaluate;
+pub mod headroom;
 pub mod store;
 
 #[cfg(test)]
@@ -38,6 +41,7 @@ use faregate_core::kafka::partition_for;
 
 use crate::window::{Span, Window};
 use anomaly::{Anomalies, AnomalySettings};
+pub use headroom::HeadroomOutput;
 use store::{Dims, SpendStore, Sym, hour_index};
 
 /// Hour buckets older than this are forgotten (longer than any window: a quarter is at most 92 days).
@@ -110,6 +114,16 @@ pub struct Engine {
     pub(crate) ownership: Ownership,
     warm: bool,
     last_revision: i64,
+    /// The highest spend aggregate revision applied.
+    spend_revision: i64,
+    /// Budgets whose headroom may have changed since it was last taken.
+    headroom_dirty: HashSet<String>,
+    /// Per budget, the window its headroom was last taken in.
+    headroom_spans: HashMap<String, Span>,
+    /// Per budget, what was last reported.
+    headroom_reported: HashMap<String, headroom::Reported>,
+    /// Keys of reported budgets removed since.
+    headroom_removed: Vec<String>,
     last_prune: i32,
     last_forecast: i64,
 }
@@ -124,6 +138,7 @@ impl Engine {
         self.warm = true;
         self.dirty.extend(self.by_scope.keys().cloned());
         self.dirty.extend(self.published.keys().cloned());
+        self.headroom_dirty.extend(self.budgets.keys().cloned());
     }
 
     pub fn is_warm(&self) -> bool {
@@ -193,6 +208,7 @@ impl Engine {
         let id = state.budget.id.clone();
         self.by_org.entry(scope[0]).or_default().insert(id.clone());
         self.by_scope.entry(scope_key.clone()).or_default().insert(id.clone());
+        self.headroom_dirty.insert(id.clone());
         self.budgets.insert(id, state);
         self.dirty.insert(scope_key);
         Ok(())
@@ -203,6 +219,7 @@ impl Engine {
         let Some(state) = self.budgets.remove(id) else {
             return false;
         };
+        self.headroom_budget_removed(id);
         if let Some(ids) = self.by_org.get_mut(&state.scope[0]) {
             ids.remove(id);
         }
@@ -274,6 +291,7 @@ impl Engine {
         let Some(change) = self.store.upsert(aggregate) else {
             return;
         };
+        self.spend_revision = self.spend_revision.max(aggregate.revision);
         if let Some(ids) = self.by_org.get(&change.dims[0]) {
             for id in ids {
                 let Some(state) = self.budgets.get_mut(id) else { continue };
@@ -285,6 +303,9 @@ impl Engine {
                     }
                     if !self.dirty.contains(&state.scope_key) {
                         self.dirty.insert(state.scope_key.clone());
+                    }
+                    if !self.headroom_dirty.contains(id) {
+                        self.headroom_dirty.insert(id.clone());
                     }
                 }
             }

@@ -26,6 +26,11 @@
 //! lag within bound; when it asks for a rejoin, the state is dropped and the consumer joins the
 //! group again.
 //!
+//! Headroom: every `budget.headroom_interval_ms` while deciding, the budgets whose spend,
+//! definition or window changed get their limit, spent and remaining published to the
+//! compacted headroom topic (absolute values as of a spend revision), so a busy budget
+//! publishes at most once per interval and gateways show each developer's remaining budget.
+//!
 //! Liveness: while deciding, the service heart-beats every `budget.heartbeat_ms` to the
 //! heartbeats topic ([`heartbeat`]) with the partitions it owns and how far it decided them;
 //! while joining or catching up it does not, so every reader can tell enforcement is stale.
@@ -269,7 +274,10 @@ pub async fn serve(
     let specs: Vec<_> = kafka
         .topic_specs()
         .into_iter()
-        .filter(|s| [&t.spend, &t.decisions, &t.config, &t.alerts, &t.dlq, &t.heartbeats].contains(&&s.name))
+        .filter(|s| {
+            [&t.spend, &t.decisions, &t.config, &t.alerts, &t.dlq, &t.heartbeats, &t.headroom]
+                .contains(&&s.name)
+        })
         .collect();
     ensure_topics(&kafka, &specs).await.map_err(|e| BudgetError::Kafka(e.to_string()))?;
     let registry = kafka.schema_registry.registry();
@@ -281,6 +289,7 @@ pub async fn serve(
     let publisher = Publisher {
         decisions: RecordProducer::new(&kafka, "budget", SchemaFamily::Decision, &t.decisions).await?,
         alerts: RecordProducer::new(&kafka, "budget", SchemaFamily::Alert, &t.alerts).await?,
+        headroom: RecordProducer::new(&kafka, "budget", SchemaFamily::Headroom, &t.headroom).await?,
         notifier: Notifier::new(config.webhooks.clone()),
     };
     let instance_id = match config.instance_id.trim() {
@@ -330,6 +339,9 @@ pub async fn serve(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut heartbeat_ticker = tokio::time::interval(heartbeat_every);
     heartbeat_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut headroom_ticker =
+        tokio::time::interval(Duration::from_millis(service.config.headroom_interval_ms));
+    headroom_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let result = loop {
         let mut rejoin = None;
         let step = tokio::select! {
@@ -347,6 +359,14 @@ pub async fn serve(
                 }
                 service.refresh_ready();
                 Ok(())
+            }
+            _ = headroom_ticker.tick() => {
+                let out = if matches!(service.phase, Phase::Deciding) {
+                    service.engine.lock().unwrap().take_headroom(service.clock.now())
+                } else {
+                    Default::default()
+                };
+                service.publisher.publish_headroom(out, &shutdown).await
             }
             _ = ticker.tick() => {
                 let out = {

@@ -1,23 +1,25 @@
 //! Where the engine's output goes: decisions to the compacted decisions topic (keyed by scope),
 //! alerts to the alerts topic and to webhooks. Each publication waits for the broker's
 //! acknowledgement and is retried until it succeeds or the service stops; a failure no retry can
-//! cure stops the service with its reason.
+//! cure stops the service with its reason. Headroom goes to the compacted headroom topic keyed
+//! by `<scope key>#budget=<id>` (a tombstone for a removed budget), the same way.
 
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
 use faregate_core::error::FaregateError;
-use faregate_core::event::{Alert, Decision};
+use faregate_core::event::{Alert, Decision, Headroom};
 use faregate_core::kafka::RecordProducer;
 
 use crate::BudgetError;
-use crate::engine::Output;
+use crate::engine::{HeadroomOutput, Output};
 use crate::notify::Notifier;
 
 pub(crate) struct Publisher {
     pub(crate) decisions: RecordProducer<Decision>,
     pub(crate) alerts: RecordProducer<Alert>,
+    pub(crate) headroom: RecordProducer<Headroom>,
     pub(crate) notifier: Notifier,
 }
 
@@ -38,9 +40,27 @@ impl Publisher {
         Ok(())
     }
 
+    pub(crate) async fn publish_headroom(
+        &self,
+        out: HeadroomOutput,
+        shutdown: &CancellationToken,
+    ) -> Result<(), BudgetError> {
+        metrics::counter!("faregate_budget_headroom_records_total").increment(out.records.len() as u64);
+        let sends = out.records.iter().map(|h| {
+            let key = h.key();
+            async move { retry(shutdown, || self.headroom.send(&key, h)).await }
+        });
+        futures::future::try_join_all(sends).await?;
+        for key in &out.removed {
+            retry(shutdown, || self.headroom.send_tombstone(key)).await?;
+        }
+        Ok(())
+    }
+
     pub(crate) fn flush(&self) {
         let _ = self.decisions.flush(Duration::from_secs(5));
         let _ = self.alerts.flush(Duration::from_secs(5));
+        let _ = self.headroom.flush(Duration::from_secs(5));
     }
 }
 

@@ -3,7 +3,8 @@
 //!
 //! A file is named `<family>.v<version>.avsc`. Its id is `100 × family number + version`, with the
 //! family numbers fixed forever: usage_event = 1, spend_aggregate = 2, decision = 3,
-//! config_record = 4, alert = 5, heartbeat = 6. So usage_event v1 is id 101 and decision v2 would be 302. Ids never change
+//! config_record = 4, alert = 5, heartbeat = 6,
+//! headroom = 7. So usage_event v1 is id 101 and decision v2 would be 302. Ids never change
 //! meaning, because a version file, once released, is never edited (only new versions are added).
 
 use std::sync::LazyLock;
@@ -24,16 +25,18 @@ pub enum SchemaFamily {
     ConfigRecord,
     Alert,
     Heartbeat,
+    Headroom,
 }
 
 impl SchemaFamily {
-    pub const ALL: [SchemaFamily; 6] = [
+    pub const ALL: [SchemaFamily; 7] = [
         SchemaFamily::UsageEvent,
         SchemaFamily::SpendAggregate,
         SchemaFamily::Decision,
         SchemaFamily::ConfigRecord,
         SchemaFamily::Alert,
         SchemaFamily::Heartbeat,
+        SchemaFamily::Headroom,
     ];
 
     /// The fixed family number of the id rule.
@@ -45,6 +48,7 @@ impl SchemaFamily {
             SchemaFamily::ConfigRecord => 4,
             SchemaFamily::Alert => 5,
             SchemaFamily::Heartbeat => 6,
+            SchemaFamily::Headroom => 7,
         }
     }
 
@@ -57,6 +61,7 @@ impl SchemaFamily {
             SchemaFamily::ConfigRecord => "config_record",
             SchemaFamily::Alert => "alert",
             SchemaFamily::Heartbeat => "heartbeat",
+            SchemaFamily::Headroom => "headroom",
         }
     }
 

@@ -457,3 +457,35 @@ pub fn heartbeat() -> impl Strategy<Value = Heartbeat> {
             },
         )
 }
+
+pub fn headroom() -> impl Strategy<Value = Headroom> {
+    (
+        (text(), text(), text(), text(), option::of(any::<i32>()), any::<bool>(), text()),
+        (usd(), usd(), usd(), timestamp(), timestamp(), option::of(timestamp())),
+        (any::<i64>(), timestamp(), any::<i64>()),
+    )
+        .prop_map(
+            |(
+                (scope_key, budget_id, budget_name, period, days, rolling, time_zone),
+                (limit_usd, spent_usd, remaining_usd, window_start, window_end, resets_at),
+                (spend_revision, published_at, revision),
+            )| Headroom {
+                scope_key,
+                budget_id,
+                budget_name,
+                period,
+                days,
+                rolling,
+                time_zone,
+                limit_usd,
+                spent_usd,
+                remaining_usd,
+                window_start,
+                window_end,
+                resets_at,
+                spend_revision,
+                published_at,
+                revision,
+            },
+        )
+}

@@ -7,6 +7,7 @@ pub mod alert;
 pub mod arbitrary;
 pub mod config_record;
 pub mod decision;
+pub mod headroom;
 pub mod heartbeat;
 pub mod scope;
 pub mod spend;
@@ -18,6 +19,7 @@ pub use config_record::{
     DirectoryKind, KeyStatus, VirtualKey, WindowPeriod,
 };
 pub use decision::{Decision, DecisionJson, DecisionState};
+pub use headroom::Headroom;
 pub use heartbeat::{Coverage, Heartbeat, PartitionPosition};
 pub use scope::{Attribution, ScopeKeyError};
 pub use spend::{BucketWidth, SpendAggregate};

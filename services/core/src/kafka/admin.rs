@@ -56,6 +56,7 @@ impl KafkaConfig {
             spec(&t.dlq, false),
             spec(&t.alerts, true),
             spec(&t.heartbeats, true),
+            spec(&t.headroom, true),
         ]
     }
 }

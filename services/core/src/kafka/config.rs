@@ -79,6 +79,9 @@ pub struct TopicsConfig {
     /// Budget service heartbeats (the enforcement watermark), keyed by instance; compacted.
     /// Gateways and `faregate status` read it to tell whether enforcement is live.
     pub heartbeats: String,
+    /// Each budget's headroom (limit, spent, remaining as of a spend revision), keyed by
+    /// `<scope key>#budget=<id>`; compacted. Gateways read it for the budget headers and `/v1/me`.
+    pub headroom: String,
     /// Partitions of topics Faregate creates.
     pub partitions: i32,
     /// Replication factor of topics Faregate creates (1 on a single broker, 3 in production).
@@ -97,6 +100,7 @@ impl Default for TopicsConfig {
             dlq: "faregate.dlq.v1".into(),
             alerts: "faregate.alerts.v1".into(),
             heartbeats: "faregate.heartbeats.v1".into(),
+            headroom: "faregate.headroom.v1".into(),
             partitions: 3,
             replication: 1,
             retention_hours: 7 * 24,
@@ -153,6 +157,7 @@ impl Validate for KafkaConfig {
             ("dlq", &t.dlq),
             ("alerts", &t.alerts),
             ("heartbeats", &t.heartbeats),
+            ("headroom", &t.headroom),
         ] {
             let valid = !name.is_empty()
                 && name.len() <= 249

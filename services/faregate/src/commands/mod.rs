@@ -5,6 +5,7 @@ mod budgets;
 mod demo;
 mod fake;
 mod keys;
+mod me;
 mod prices;
 mod report;
 mod services;
@@ -38,5 +39,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Report(args) => report::report(&config, args).await,
         Command::Status(args) => status::status(&config, args).await,
+        Command::Me(args) => me::me(args).await,
     }
 }

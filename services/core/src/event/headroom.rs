@@ -1,0 +1,59 @@
+//! Headroom: one budget's position in its current window (limit, spent, remaining) as absolute
+//! values as of a spend revision, published by the budget service to the compacted headroom
+//! topic keyed by [`Headroom::key`]. Absolute values make a replay or a duplicate harmless: the
+//! latest record per key (highest `revision`) is the truth. Gateways read it to tell every
+//! developer their remaining budget; admission by reservation (a later stage) subtracts what a
+//! replica reserved or spent since `spend_revision`.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::money::Usd;
+
+/// One budget's headroom (schema `headroom.v1`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Headroom {
+    /// The budget's scope key, e.g. `org=acme/team=infra`.
+    pub scope_key: String,
+    pub budget_id: String,
+    pub budget_name: String,
+    /// `hour`, `day`, `week`, `month`, `quarter` or `days`.
+    pub period: String,
+    /// The block length when `period` is `days`.
+    pub days: Option<i32>,
+    pub rolling: bool,
+    pub time_zone: String,
+    #[serde(with = "crate::money::avro_decimal")]
+    pub limit_usd: Usd,
+    /// Spend in the current window as of `spend_revision`.
+    #[serde(with = "crate::money::avro_decimal")]
+    pub spent_usd: Usd,
+    /// `limit_usd - spent_usd`; negative when overspent.
+    #[serde(with = "crate::money::avro_decimal")]
+    pub remaining_usd: Usd,
+    #[serde(with = "crate::time::micros")]
+    pub window_start: DateTime<Utc>,
+    #[serde(with = "crate::time::micros")]
+    pub window_end: DateTime<Utc>,
+    /// When the window resets (calendar), or when enough spend rolls out (rolling, over the
+    /// limit); `None` for a rolling window under its limit.
+    #[serde(with = "crate::time::micros::option")]
+    pub resets_at: Option<DateTime<Utc>>,
+    /// The highest spend aggregate revision applied when this was computed (0 when none).
+    pub spend_revision: i64,
+    #[serde(with = "crate::time::micros")]
+    pub published_at: DateTime<Utc>,
+    /// Orders the records of one key.
+    pub revision: i64,
+}
+
+impl Headroom {
+    /// The compaction key of a budget's headroom: `<scope key>#budget=<id>`.
+    pub fn key_of(scope_key: &str, budget_id: &str) -> String {
+        format!("{scope_key}#budget={budget_id}")
+    }
+
+    pub fn key(&self) -> String {
+        Headroom::key_of(&self.scope_key, &self.budget_id)
+    }
+}

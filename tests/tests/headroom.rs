@@ -1,0 +1,148 @@
+//! Every developer sees their own budget, through the whole chain (fake provider, ingress,
+//! broker, processor, ClickHouse front, budget service): the headroom the budget service
+//! publishes reaches the gateway, whose responses carry `x-faregate-budget-remaining` and
+//! `x-faregate-budget-resets`; `GET /v1/me` lists the covering budgets; and the Claude Code
+//! status line script prints the day's budget from a live gateway.
+//!
+//! The oracle is arithmetic on what the fake provider was told to report: $3 per million input
+//! tokens, so 10,000 input tokens are $0.03.
+
+use std::time::Duration;
+
+use chrono::{Datelike, TimeZone, Utc};
+use faregate_core::event::{Budget, BudgetAction, BudgetScope, BudgetWindow, WindowPeriod};
+use faregate_core::money::Usd;
+use faregate_fake_upstream::USAGE_HEADER;
+use faregate_tests::chain::{Chain, ChainSetup, KeySpec};
+use faregate_tests::{clickhouse_config, eventually_within, kafka_config};
+
+const WITHIN: Duration = Duration::from_secs(60);
+
+fn budget(id: &str, scope: BudgetScope, period: WindowPeriod, limit: &str) -> Budget {
+    Budget {
+        id: id.into(),
+        name: id.into(),
+        scope,
+        window: BudgetWindow { period, days: None, rolling: false, time_zone: "UTC".into() },
+        limit_usd: Usd(limit.parse().unwrap()),
+        action: BudgetAction::Block,
+        downgrade_to: None,
+        thresholds_pct: vec![50, 80, 100],
+        owner: None,
+        notify: vec![],
+    }
+}
+
+/// One Anthropic call reporting `input` input tokens: (status, remaining, resets).
+async fn call(chain: &Chain, key: &KeySpec, input: u32) -> (u16, Option<String>, Option<String>) {
+    let response = chain
+        .http
+        .post(format!("{}/v1/messages", chain.url()))
+        .header("x-api-key", &key.secret)
+        .header("anthropic-version", "2023-06-01")
+        .header(USAGE_HEADER, format!("input={input},output=0"))
+        .json(&serde_json::json!({"model": "claude-sonnet-4-5", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    let header = |name: &str| response.headers().get(name).map(|v| v.to_str().unwrap().to_string());
+    (response.status().as_u16(), header("x-faregate-budget-remaining"), header("x-faregate-budget-resets"))
+}
+
+/// Free calls until the remaining header reads `want`.
+async fn remaining_becomes(chain: &Chain, key: &KeySpec, want: &str) -> (u16, Option<String>) {
+    eventually_within(&format!("x-faregate-budget-remaining: {want}"), WITHIN, || async {
+        let (status, remaining, resets) = call(chain, key, 0).await;
+        (remaining.as_deref() == Some(want)).then_some((status, resets))
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_budget_headers_me_and_the_status_line_follow_spend() {
+    let ana = KeySpec::new("acme", "infra", "ana");
+    let user = BudgetScope { org: "acme".into(), user: Some("ana".into()), ..BudgetScope::default() };
+    let team = BudgetScope { org: "acme".into(), team: Some("infra".into()), ..BudgetScope::default() };
+    let mut setup = ChainSetup::new(kafka_config(), clickhouse_config());
+    setup.keys = vec![ana.clone()];
+    setup.budgets = vec![
+        budget("ana-month", user, WindowPeriod::Month, "1"),
+        budget("infra-day", team, WindowPeriod::Day, "10"),
+    ];
+    let chain = Chain::start(setup).await;
+
+    // Before any spend: the tightest is the month's $1, resetting at the next month.
+    let (_, resets) = remaining_becomes(&chain, &ana, "1.00").await;
+    let now = Utc::now();
+    let next_month = if now.month() == 12 {
+        Utc.with_ymd_and_hms(now.year() + 1, 1, 1, 0, 0, 0).unwrap()
+    } else {
+        Utc.with_ymd_and_hms(now.year(), now.month() + 1, 1, 0, 0, 0).unwrap()
+    };
+    assert_eq!(
+        resets.as_deref(),
+        Some(next_month.to_rfc3339_opts(chrono::SecondsFormat::Secs, true).as_str())
+    );
+
+    // $0.03 of spend shows within the deadline; then a call crossing the limit ($1.20) turns
+    // it negative, and the block that follows carries the headers too.
+    assert_eq!(call(&chain, &ana, 10_000).await.0, 200);
+    remaining_becomes(&chain, &ana, "0.97").await;
+    assert_eq!(call(&chain, &ana, 400_000).await.0, 200);
+    let (status, _) = remaining_becomes(&chain, &ana, "-0.23").await;
+    assert!(status == 200 || status == 402, "{status}");
+    eventually_within("the block", WITHIN, || async {
+        let (status, remaining, _) = call(&chain, &ana, 0).await;
+        (status == 402).then(|| assert_eq!(remaining.as_deref(), Some("-0.23")))
+    })
+    .await;
+
+    // GET /v1/me: who the key is, both budgets, today's and this month's spend.
+    let me: serde_json::Value = chain
+        .http
+        .get(format!("{}/v1/me", chain.url()))
+        .bearer_auth(&ana.secret)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["key"]["user"], "ana", "{me}");
+    assert_eq!((me["key"]["team"].as_str(), me["key"]["key_id"].as_str()), (Some("infra"), Some("k-ana")));
+    let ids: Vec<&str> =
+        me["budgets"].as_array().unwrap().iter().map(|b| b["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["ana-month", "infra-day"], "tightest first: {me}");
+    assert_eq!(me["budgets"][0]["spent_usd"], "1.23", "{me}");
+    assert_eq!(me["budgets"][0]["remaining_usd"], "-0.23", "{me}");
+    assert_eq!(me["budgets"][1]["limit_usd"], "10", "{me}");
+    assert_eq!(me["today"]["spent_usd"], "1.23", "{me}");
+    assert_eq!(me["today"]["scope"], "org=acme/team=infra", "{me}");
+    assert_eq!(me["this_month"]["budget_id"], "ana-month", "{me}");
+    assert_eq!(me["tightest"]["remaining_usd"], "-0.23", "{me}");
+    let refused =
+        chain.http.get(format!("{}/v1/me", chain.url())).bearer_auth("fgk_wrong").send().await.unwrap();
+    assert_eq!(refused.status().as_u16(), 401);
+
+    // The status line script, as Claude Code runs it: session JSON on stdin, first line out.
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/integrations/claude-code/statusline.sh");
+    let mut child = tokio::process::Command::new("sh")
+        .arg(script)
+        .env("ANTHROPIC_BASE_URL", chain.url())
+        .env("ANTHROPIC_API_KEY", &ana.secret)
+        .env_remove("FAREGATE_KEY")
+        .env_remove("FAREGATE_GATEWAY")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("sh runs the status line script");
+    {
+        use tokio::io::AsyncWriteExt as _;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(br#"{"session_id":"s","model":{"display_name":"Sonnet"}}"#).await.unwrap();
+    }
+    let output = tokio::time::timeout(WITHIN, child.wait_with_output()).await.unwrap().unwrap();
+    let line = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(line.lines().next(), Some("$1.23 of $10.00 today"), "{line}");
+    chain.assert_running();
+}
