@@ -97,6 +97,7 @@ pub async fn run_on(
         let keys = keys.clone();
         tokio::spawn(table::follow::<ConfigRecord, _>(
             kafka.clone(),
+            table::Lane::Background,
             kafka.topics.config.clone(),
             SchemaFamily::ConfigRecord,
             keys_freshness.clone(),
@@ -108,6 +109,7 @@ pub async fn run_on(
         let decisions = decisions.clone();
         tokio::spawn(table::follow::<Decision, _>(
             kafka.clone(),
+            table::Lane::DecisionPath,
             kafka.topics.decisions.clone(),
             SchemaFamily::Decision,
             decisions_freshness.clone(),
@@ -121,6 +123,7 @@ pub async fn run_on(
         let enforcement = enforcement.clone();
         tokio::spawn(table::follow::<Heartbeat, _>(
             kafka.clone(),
+            table::Lane::Background,
             kafka.topics.heartbeats.clone(),
             SchemaFamily::Heartbeat,
             heartbeats_freshness.clone(),

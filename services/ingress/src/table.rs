@@ -4,6 +4,9 @@
 //! reading started (an end-of-partition event), which is what readiness waits for. Freshness:
 //! the broker's watermarks are fetched every few seconds; the time of the last success tells
 //! the gateway how stale its view may be.
+//!
+//! Only the decisions table is on the path of a budget crossing; the others (keys, heartbeats)
+//! follow with `kafka.background_fetch_wait_max_ms` ([`Lane`]), so an idle gateway polls less.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -76,9 +79,19 @@ pub enum TableError {
     Setup { topic: String, message: String },
 }
 
+/// Which fetch wait a table follows with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// A budget crossing waits on this table (decisions): `kafka.fetch_wait_max_ms`.
+    DecisionPath,
+    /// Nothing waits on it at request speed (keys, heartbeats): `kafka.background_fetch_wait_max_ms`.
+    Background,
+}
+
 /// Read `topic` from the beginning until `shutdown`, calling `apply` for every record.
 pub async fn follow<T, F>(
     kafka: KafkaConfig,
+    lane: Lane,
     topic: String,
     family: SchemaFamily,
     freshness: Arc<Freshness>,
@@ -96,8 +109,11 @@ where
     let codec = AvroCodec::<T>::new(family, &topic, kafka.schema_registry.registry())
         .await
         .map_err(|e| TableError::Setup { topic: topic.clone(), message: e.to_string() })?;
-    let mut config =
-        kafka.consumer_config("ingress-table", &format!("faregate-table-{}", uuid::Uuid::now_v7()));
+    let group = format!("faregate-table-{}", uuid::Uuid::now_v7());
+    let mut config = match lane {
+        Lane::DecisionPath => kafka.consumer_config("ingress-table", &group),
+        Lane::Background => kafka.background_consumer_config("ingress-table", &group),
+    };
     config.set("enable.partition.eof", "true");
     let consumer: Arc<StreamConsumer<TableContext>> =
         Arc::new(config.create_with_context(TableContext).map_err(kafka_err("creating the consumer"))?);
