@@ -2,6 +2,10 @@
 //! them with `cargo bench -p faregate-benches` and the bins in `src/bin`. Every figure is reported beside a baseline measured in the
 //! same run (see docs/benchmarks.md).
 
+mod latency;
+
+pub use latency::{blocked_everywhere, follow_decisions, kafka_baseline, pct, sorted};
+
 use faregate_core::event::{UsageEvent, arbitrary};
 use faregate_core::kafka::{KafkaConfig, TopicSpec, ensure_topics};
 use proptest::strategy::{Strategy, ValueTree};
@@ -31,8 +35,12 @@ pub fn cpu_seconds() -> f64 {
 /// created; returns the settings and the echo topic's name.
 pub async fn fresh_topics(brokers: &str, prefix: &str, fetch_wait_ms: u32) -> (KafkaConfig, String) {
     let suffix = uuid::Uuid::now_v7().simple().to_string();
-    let mut kafka =
-        KafkaConfig { brokers: brokers.into(), fetch_wait_max_ms: fetch_wait_ms, ..KafkaConfig::default() };
+    let mut kafka = KafkaConfig {
+        brokers: brokers.into(),
+        fetch_wait_max_ms: fetch_wait_ms,
+        background_fetch_wait_max_ms: fetch_wait_ms.max(KafkaConfig::default().background_fetch_wait_max_ms),
+        ..KafkaConfig::default()
+    };
     let t = &mut kafka.topics;
     for (name, topic) in [
         ("usage", &mut t.usage),

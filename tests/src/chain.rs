@@ -320,7 +320,8 @@ fn encode_path(subject: &str) -> String {
     subject.replace('%', "%25").replace('/', "%2F").replace('=', "%3D")
 }
 
-async fn write_config(kafka: &KafkaConfig, keys: &[KeySpec], budgets: &[Budget]) {
+/// Write `keys` and `budgets` to the config topic.
+pub async fn write_config(kafka: &KafkaConfig, keys: &[KeySpec], budgets: &[Budget]) {
     let producer: RecordProducer<ConfigRecord> =
         RecordProducer::new(kafka, "test", SchemaFamily::ConfigRecord, &kafka.topics.config).await.unwrap();
     let record = |entity| ConfigRecord { updated_at: Utc::now(), updated_by: None, entity };

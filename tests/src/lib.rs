@@ -241,6 +241,11 @@ impl PrivateClickHouse {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// The front's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     fn spawn(&mut self) {
         let python = required_env("FAREGATE_TEST_CHFRONT_PYTHON");
         let log = std::fs::OpenOptions::new()

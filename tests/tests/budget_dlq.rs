@@ -37,7 +37,7 @@ async fn raw(kafka: &KafkaConfig, topic: &str, key: &str, payload: &[u8]) {
 
 /// (reason, stage, source topic) of every dead letter, read to the end of the topic.
 async fn dead_letters(kafka: &KafkaConfig) -> Vec<(String, String, String)> {
-    let mut reader = TopicReader::open(kafka, &kafka.topics.dlq, &unique("dlq")).await.unwrap();
+    let mut reader = TopicReader::open(kafka, &kafka.topics.dlq, &unique("dlq"), false).await.unwrap();
     let mut letters = Vec::new();
     while !reader.caught_up() {
         let message = reader.next().await.unwrap();

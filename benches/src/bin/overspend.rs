@@ -22,22 +22,17 @@
 // Latencies and ratios are measurements printed for people; money is Decimal throughout.
 #![allow(clippy::float_arithmetic)]
 
-use faregate_benches::env_or;
+use faregate_benches::{blocked_everywhere, env_or, follow_decisions, kafka_baseline, pct, sorted};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use faregate_core::clickhouse::ClickHouseConfig;
-use faregate_core::event::{Budget, Decision, DecisionState};
-use faregate_core::kafka::{KafkaConfig, TopicSpec, ensure_topics};
+use faregate_core::event::Budget;
 use faregate_processor::ProcessorConfig;
 use faregate_tests::chain::{COLLECTOR_TOKEN, Chain, ChainSetup, KeySpec};
 use faregate_tests::{kafka_config_for, unique};
-use futures::StreamExt;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use rust_decimal::Decimal;
-use tokio::sync::mpsc;
 
 const LOOPS: usize = 3;
 /// 1,000 input tokens at $3 per million (the chain's test catalog).
@@ -60,99 +55,6 @@ fn budget(user: &str, limit: &str) -> Budget {
         &format!("{user} day"),
         limit,
     )
-}
-
-/// Nearest-rank percentile of sorted durations, in milliseconds.
-fn pct(sorted: &[Duration], p: usize) -> f64 {
-    let rank = (sorted.len() * p).div_ceil(100).max(1);
-    sorted[rank - 1].as_secs_f64() * 1000.0
-}
-
-fn sorted(mut samples: Vec<Duration>) -> Vec<Duration> {
-    samples.sort_unstable();
-    samples
-}
-
-/// Plain produce -> consume latency of one message at a time on `kafka`'s broker.
-async fn kafka_baseline(kafka: &KafkaConfig, samples: usize) -> Vec<Duration> {
-    let topic = unique("baseline");
-    let spec = TopicSpec {
-        name: topic.clone(),
-        partitions: 1,
-        replication: 1,
-        compacted: false,
-        retention_hours: 1,
-    };
-    ensure_topics(kafka, &[spec]).await.expect("the baseline topic is created");
-    let producer: FutureProducer = kafka.producer_config("bench").create().unwrap();
-    let consumer: StreamConsumer = kafka.consumer_config("bench", &unique("baseline")).create().unwrap();
-    let mut partitions = rdkafka::TopicPartitionList::new();
-    partitions.add_partition_offset(&topic, 0, rdkafka::Offset::Beginning).unwrap();
-    consumer.assign(&partitions).unwrap();
-    let mut latencies = Vec::with_capacity(samples);
-    for i in 0..samples + 10 {
-        let payload = format!("{i}");
-        let start = Instant::now();
-        producer
-            .send(FutureRecord::to(&topic).key("k").payload(&payload), Duration::from_secs(10))
-            .await
-            .expect("the broker takes the message");
-        let message = tokio::time::timeout(Duration::from_secs(30), consumer.recv()).await.unwrap().unwrap();
-        let elapsed = start.elapsed();
-        assert_eq!(rdkafka::Message::payload(&message), Some(payload.as_bytes()));
-        if i >= 10 {
-            latencies.push(elapsed);
-        }
-    }
-    sorted(latencies)
-}
-
-/// Follow every replica's decisions stream: (replica, decision, when it arrived).
-fn follow_decisions(chain: &Chain) -> mpsc::UnboundedReceiver<(usize, Decision, Instant)> {
-    let (sender, receiver) = mpsc::unbounded_channel();
-    for (replica, ingress) in chain.ingresses.iter().enumerate() {
-        let (sender, request) = (
-            sender.clone(),
-            chain.http.get(format!("{}/v1/decisions/stream", ingress.url)).bearer_auth(COLLECTOR_TOKEN),
-        );
-        tokio::spawn(async move {
-            let mut body = request.send().await.expect("the decisions stream opens").bytes_stream();
-            let mut buffer = String::new();
-            while let Some(Ok(chunk)) = body.next().await {
-                buffer.push_str(&String::from_utf8_lossy(&chunk));
-                while let Some(end) = buffer.find('\n') {
-                    let line: String = buffer.drain(..=end).collect();
-                    if let Some(data) = line.trim_end().strip_prefix("data:")
-                        && let Ok(decision) = serde_json::from_str::<Decision>(data.trim())
-                        && sender.send((replica, decision, Instant::now())).is_err()
-                    {
-                        return;
-                    }
-                }
-            }
-        });
-    }
-    receiver
-}
-
-/// Wait until every replica holds a block for `subject`; (first, last) arrival times.
-async fn blocked_everywhere(
-    decisions: &mut mpsc::UnboundedReceiver<(usize, Decision, Instant)>,
-    subject: &str,
-    replicas: usize,
-) -> (Instant, Instant) {
-    let mut seen: Vec<Option<Instant>> = vec![None; replicas];
-    while seen.iter().any(Option::is_none) {
-        let (replica, decision, at) = tokio::time::timeout(Duration::from_secs(120), decisions.recv())
-            .await
-            .unwrap_or_else(|_| panic!("no block for {subject} within 120 s"))
-            .expect("the decision streams are open");
-        if decision.subject == subject && decision.state == DecisionState::Block {
-            seen[replica].get_or_insert(at);
-        }
-    }
-    let times: Vec<Instant> = seen.into_iter().flatten().collect();
-    (*times.iter().min().unwrap(), *times.iter().max().unwrap())
 }
 
 async fn post(chain: &Chain, url: &str, key: &KeySpec, usage: &str) -> reqwest::StatusCode {
@@ -227,6 +129,7 @@ async fn series(Series { brokers, clickhouse_url, replicas, trials, limit, fetch
     let looper = KeySpec::new("bench", "agents", "runaway");
     let mut kafka = kafka_config_for(brokers);
     kafka.fetch_wait_max_ms = fetch_wait_ms;
+    kafka.background_fetch_wait_max_ms = kafka.background_fetch_wait_max_ms.max(fetch_wait_ms);
     let mut setup = ChainSetup::new(
         kafka,
         ClickHouseConfig {
@@ -242,7 +145,8 @@ async fn series(Series { brokers, clickhouse_url, replicas, trials, limit, fetch
     setup.keys = crossing.clone();
     setup.keys.push(looper.clone());
     let chain = Arc::new(Chain::start(setup).await);
-    let mut decisions = follow_decisions(&chain);
+    let urls: Vec<String> = chain.ingresses.iter().map(|i| i.url.clone()).collect();
+    let mut decisions = follow_decisions(&chain.http, &urls, COLLECTOR_TOKEN);
 
     let baseline = kafka_baseline(&chain.kafka, 200).await;
     let (mut first, mut last) = (Vec::new(), Vec::new());

@@ -49,8 +49,15 @@ fn ends(consumer: &BaseConsumer, topic: &str) -> Result<(Vec<i32>, HashMap<i32, 
 }
 
 impl TopicReader {
-    /// Open `topic` from its beginning; `group` is only a label (nothing is committed).
-    pub async fn open(kafka: &KafkaConfig, topic: &str, group: &str) -> Result<TopicReader, KafkaError> {
+    /// Open `topic` from its beginning; `group` is only a label (nothing is committed). A
+    /// `background` reader fetches with `kafka.background_fetch_wait_max_ms` (for a topic that
+    /// is followed while nothing urgent waits on it), any other with `kafka.fetch_wait_max_ms`.
+    pub async fn open(
+        kafka: &KafkaConfig,
+        topic: &str,
+        group: &str,
+        background: bool,
+    ) -> Result<TopicReader, KafkaError> {
         let group = format!("{group}-{}", uuid::Uuid::now_v7().simple());
         let probe: BaseConsumer = kafka.consumer_config("budget", &group).create()?;
         let topic_name = topic.to_string();
@@ -62,7 +69,12 @@ impl TopicReader {
         .map_err(|_| KafkaError::Canceled)?;
         drop(probe);
         let (partitions, pending) = pending?;
-        let consumer: StreamConsumer = kafka.consumer_config("budget", &group).create()?;
+        let config = if background {
+            kafka.background_consumer_config("budget", &group)
+        } else {
+            kafka.consumer_config("budget", &group)
+        };
+        let consumer: StreamConsumer = config.create()?;
         let mut assignment = TopicPartitionList::new();
         for p in partitions {
             assignment.add_partition_offset(topic, p, Offset::Beginning)?;
@@ -103,7 +115,7 @@ pub async fn read_budgets(
     let codec =
         AvroCodec::<ConfigRecord>::new(SchemaFamily::ConfigRecord, topic, kafka.schema_registry.registry())
             .await?;
-    let mut reader = TopicReader::open(kafka, topic, "faregate-budgets-cli")
+    let mut reader = TopicReader::open(kafka, topic, "faregate-budgets-cli", false)
         .await
         .map_err(|e| crate::BudgetError::Kafka(e.to_string()))?;
     let mut budgets = std::collections::BTreeMap::new();

@@ -110,6 +110,7 @@ pub async fn run_on(
         let keys = keys.clone();
         let follow = table::follow::<ConfigRecord, _>(
             kafka.clone(),
+            table::Lane::Background,
             kafka.topics.config.clone(),
             SchemaFamily::ConfigRecord,
             keys_freshness.clone(),
@@ -122,6 +123,7 @@ pub async fn run_on(
         let decisions = decisions.clone();
         let follow = table::follow::<Decision, _>(
             kafka.clone(),
+            table::Lane::DecisionPath,
             kafka.topics.decisions.clone(),
             SchemaFamily::Decision,
             decisions_freshness.clone(),
@@ -135,6 +137,7 @@ pub async fn run_on(
         let enforcement = enforcement.clone();
         let follow = table::follow::<Heartbeat, _>(
             kafka.clone(),
+            table::Lane::Background,
             kafka.topics.heartbeats.clone(),
             SchemaFamily::Heartbeat,
             Arc::new(table::Freshness::default()),
@@ -148,6 +151,8 @@ pub async fn run_on(
         let headroom = headroom.clone();
         let follow = table::follow::<Headroom, _>(
             kafka.clone(),
+            // Only the response headers read it today (no budget crossing waits on it).
+            table::Lane::Background,
             kafka.topics.headroom.clone(),
             SchemaFamily::Headroom,
             Arc::new(table::Freshness::default()),

@@ -8,6 +8,10 @@
 //! Broker trouble is waited out; an error no retry can cure (the topic's authorization refused,
 //! an invalid topic: see [`FaregateError::retryable`]) ends the follower with it, and the
 //! ingress stops with that reason rather than serve from a table that can never be read.
+//!
+//! Only the decisions table is on the path of a budget crossing; the others (keys, heartbeats,
+//! headroom)
+//! follow with `kafka.background_fetch_wait_max_ms` ([`Lane`]), so an idle gateway polls less.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -81,9 +85,19 @@ pub enum TableError {
     Setup { topic: String, message: String },
 }
 
+/// Which fetch wait a table follows with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// A budget crossing waits on this table (decisions): `kafka.fetch_wait_max_ms`.
+    DecisionPath,
+    /// Nothing waits on it at request speed (keys, heartbeats): `kafka.background_fetch_wait_max_ms`.
+    Background,
+}
+
 /// Read `topic` from the beginning until `shutdown`, calling `apply` for every record.
 pub async fn follow<T, F>(
     kafka: KafkaConfig,
+    lane: Lane,
     topic: String,
     family: SchemaFamily,
     freshness: Arc<Freshness>,
@@ -101,8 +115,11 @@ where
     let codec = AvroCodec::<T>::new(family, &topic, kafka.schema_registry.registry())
         .await
         .map_err(|e| TableError::Setup { topic: topic.clone(), message: e.to_string() })?;
-    let mut config =
-        kafka.consumer_config("ingress-table", &format!("faregate-table-{}", uuid::Uuid::now_v7()));
+    let group = format!("faregate-table-{}", uuid::Uuid::now_v7());
+    let mut config = match lane {
+        Lane::DecisionPath => kafka.consumer_config("ingress-table", &group),
+        Lane::Background => kafka.background_consumer_config("ingress-table", &group),
+    };
     config.set("enable.partition.eof", "true");
     let consumer: Arc<StreamConsumer<TableContext>> =
         Arc::new(config.create_with_context(TableContext).map_err(kafka_err("creating the consumer"))?);

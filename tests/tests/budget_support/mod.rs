@@ -43,7 +43,7 @@ pub async fn read_all<T: serde::Serialize + serde::de::DeserializeOwned>(
     family: SchemaFamily,
 ) -> Vec<T> {
     let codec = AvroCodec::<T>::new(family, topic, kafka.schema_registry.registry()).await.unwrap();
-    let mut reader = TopicReader::open(kafka, topic, &unique("reader")).await.unwrap();
+    let mut reader = TopicReader::open(kafka, topic, &unique("reader"), false).await.unwrap();
     let mut values = Vec::new();
     while !reader.caught_up() {
         let message = reader.next().await.unwrap();

@@ -125,8 +125,9 @@ struct Service {
 }
 
 impl Service {
-    async fn open(&self, topic: &str) -> Result<TopicReader, BudgetError> {
-        TopicReader::open(&self.kafka, topic, &self.config.group_id)
+    /// A reader of `topic`; see [`TopicReader::open`] for `background`.
+    async fn open(&self, topic: &str, background: bool) -> Result<TopicReader, BudgetError> {
+        TopicReader::open(&self.kafka, topic, &self.config.group_id, background)
             .await
             .map_err(|e| BudgetError::Kafka(format!("{topic}: {e}")))
     }
@@ -171,7 +172,7 @@ impl Service {
     async fn restore_published(&mut self, shutdown: &CancellationToken) -> Result<(), BudgetError> {
         let t = &self.kafka.topics;
         let decision_codec = self.publisher.decisions.codec();
-        let mut decisions = self.open(&t.decisions).await?;
+        let mut decisions = self.open(&t.decisions, false).await?;
         while let Some(m) = next_until_caught_up(&mut decisions, shutdown).await? {
             match m.payload() {
                 Some(p) => match decision_codec.decode(p).await {
@@ -186,7 +187,7 @@ impl Service {
             }
         }
         let alert_codec = self.publisher.alerts.codec();
-        let mut alerts = self.open(&t.alerts).await?;
+        let mut alerts = self.open(&t.alerts, false).await?;
         while let Some(m) = next_until_caught_up(&mut alerts, shutdown).await? {
             if let Some(p) = m.payload() {
                 match alert_codec.decode(p).await {
@@ -321,8 +322,9 @@ pub async fn serve(
         phase: Phase::Joining,
     };
 
-    // Budgets first, to their end: a decision never sees a partial set of budgets.
-    let mut budgets = service.open(&t.config).await?;
+    // Budgets first, to their end: a decision never sees a partial set of budgets. The reader
+    // stays open for live changes, which no budget crossing waits on (the background wait).
+    let mut budgets = service.open(&t.config, true).await?;
     while let Some(m) = next_until_caught_up(&mut budgets, &shutdown).await? {
         service.intake.config(&service.engine, &m, &shutdown).await?;
     }

@@ -31,6 +31,12 @@ pub struct KafkaConfig {
     /// consumer hop (usage -> processor, spend -> budget, decisions -> ingress) costs up to this
     /// much. The local stack sets 10.
     pub fetch_wait_max_ms: u32,
+    /// The same wait for consumers off the decision path, whose latency no budget crossing
+    /// waits on: the ingress's keys (config topic) and enforcement heartbeats tables, and the
+    /// budget service's live budgets reader. On Kafka a longer wait only means fewer idle
+    /// fetches; on tansu it also delays a new key, budget or heartbeat by up to this much (a
+    /// heartbeat comes every 2 s and counts as stale after 10 s). At least `fetch_wait_max_ms`.
+    pub background_fetch_wait_max_ms: u32,
     /// Extra librdkafka properties, e.g. `security.protocol = "SASL_SSL"`; they win over Faregate's.
     pub properties: BTreeMap<String, String>,
     /// Topic names and layout.
@@ -51,6 +57,7 @@ impl Default for KafkaConfig {
             sasl_password: Secret::default(),
             idempotent_producer: true,
             fetch_wait_max_ms: 100,
+            background_fetch_wait_max_ms: 500,
             properties: BTreeMap::new(),
             topics: TopicsConfig::default(),
             schema_registry: SchemaRegistryConfig::default(),
@@ -138,6 +145,21 @@ impl Validate for KafkaConfig {
         }
         if self.fetch_wait_max_ms > 300_000 {
             return Err(ConfigError::field("kafka.fetch_wait_max_ms", "must be at most 300000 (5 minutes)"));
+        }
+        if self.background_fetch_wait_max_ms > 300_000 {
+            return Err(ConfigError::field(
+                "kafka.background_fetch_wait_max_ms",
+                "must be at most 300000 (5 minutes)",
+            ));
+        }
+        if self.background_fetch_wait_max_ms < self.fetch_wait_max_ms {
+            return Err(ConfigError::field(
+                "kafka.background_fetch_wait_max_ms",
+                format!(
+                    "must be at least kafka.fetch_wait_max_ms ({}): it is the wait of consumers whose latency matters less",
+                    self.fetch_wait_max_ms
+                ),
+            ));
         }
         for broker in self.brokers.split(',') {
             let broker = broker.trim();
@@ -227,6 +249,16 @@ impl KafkaConfig {
         self.with_overrides(config)
     }
 
+    /// A consumer off the decision path (see `background_fetch_wait_max_ms`): the same as
+    /// [`KafkaConfig::consumer_config`] with the longer fetch wait (`kafka.properties` still win).
+    pub fn background_consumer_config(&self, role: &str, group: &str) -> ClientConfig {
+        let mut config = self.consumer_config(role, group);
+        if !self.properties.contains_key("fetch.wait.max.ms") {
+            config.set("fetch.wait.max.ms", self.background_fetch_wait_max_ms.to_string());
+        }
+        config
+    }
+
     /// An admin client.
     pub fn admin_config(&self) -> ClientConfig {
         self.with_overrides(self.base("admin"))
@@ -263,5 +295,29 @@ mod tests {
         assert!(error.contains("kafka.topics.dlq"), "{error}");
         let config = KafkaConfig { brokers: "localhost".into(), ..KafkaConfig::default() };
         assert!(config.validate().unwrap_err().to_string().contains("kafka.brokers"));
+    }
+
+    #[test]
+    fn background_consumers_wait_longer_and_never_shorter_than_the_hot_path() {
+        let config = KafkaConfig::default();
+        config.validate().unwrap();
+        assert_eq!(config.background_consumer_config("ingress", "g").get("fetch.wait.max.ms"), Some("500"));
+        assert_eq!(config.consumer_config("ingress", "g").get("fetch.wait.max.ms"), Some("100"));
+        // The local stack's values.
+        let local =
+            KafkaConfig { fetch_wait_max_ms: 10, background_fetch_wait_max_ms: 500, ..config.clone() };
+        local.validate().unwrap();
+        let shorter = KafkaConfig { fetch_wait_max_ms: 600, ..config.clone() };
+        let error = shorter.validate().unwrap_err().to_string();
+        assert!(error.contains("kafka.background_fetch_wait_max_ms") && error.contains("600"), "{error}");
+        let huge = KafkaConfig { background_fetch_wait_max_ms: 300_001, ..config.clone() };
+        assert!(huge.validate().unwrap_err().to_string().contains("kafka.background_fetch_wait_max_ms"));
+        // An operator's librdkafka property wins over both.
+        let mut overridden = config;
+        overridden.properties.insert("fetch.wait.max.ms".into(), "50".into());
+        assert_eq!(
+            overridden.background_consumer_config("ingress", "g").get("fetch.wait.max.ms"),
+            Some("50")
+        );
     }
 }

@@ -128,6 +128,8 @@ pub async fn read_all(config: &AppConfig) -> anyhow::Result<BTreeMap<String, Vir
     let sink = keys.clone();
     let follower = tokio::spawn(table::follow::<ConfigRecord, _>(
         config.kafka.clone(),
+        // Read to its end and stop: a person waits on it.
+        table::Lane::DecisionPath,
         config.kafka.topics.config.clone(),
         SchemaFamily::ConfigRecord,
         freshness.clone(),

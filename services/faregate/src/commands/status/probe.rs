@@ -149,7 +149,7 @@ pub async fn heartbeats(kafka: &KafkaConfig) -> anyhow::Result<Vec<Heartbeat>> {
     let topic = &kafka.topics.heartbeats;
     let codec =
         AvroCodec::<Heartbeat>::new(SchemaFamily::Heartbeat, topic, kafka.schema_registry.registry()).await?;
-    let mut reader = faregate_budget::topic::TopicReader::open(kafka, topic, "faregate-status")
+    let mut reader = faregate_budget::topic::TopicReader::open(kafka, topic, "faregate-status", false)
         .await
         .with_context(|| format!("opening {topic}"))?;
     let mut latest: BTreeMap<String, Heartbeat> = BTreeMap::new();
