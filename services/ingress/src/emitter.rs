@@ -31,8 +31,10 @@
 //! what is left is sent at the next start. Batching per tick costs an event up to `TICK` before
 //! it is appended, and saves a thread wake-up per request.
 //!
-//! [`UsageSink::emit_durable`] (the collector) puts a batch into the inbox with a waiter. The
-//! tick that appends the batch hands the waiter to the syncer thread (`syncer.rs`), which syncs
+//! [`UsageSink::emit_durable`] (the collector) puts a batch into the inbox with a waiter and
+//! wakes the emitter at once (it waits for its tick with `park_timeout`, not a sleep, so a
+//! durable batch does not wait for the tick). The round that appends the batch hands the waiter
+//! to the syncer thread (`syncer.rs`), which syncs
 //! the spool once for every waiter queued meanwhile (group commit) and answers them; the
 //! emitter never waits for a sync, so a slow disk does not hold back the gateway's events.
 
@@ -213,7 +215,11 @@ impl UsageSink for KafkaSink {
         let (tx, rx) = tokio::sync::oneshot::channel();
         inbox.events.extend(events);
         inbox.waiters.push(tx);
-        inbox.wake();
+        // Busy or parked, the emitter takes it now: a sender is waiting for the sync.
+        inbox.parked = false;
+        if let Some(thread) = &inbox.emitter {
+            thread.unpark();
+        }
         Durable(rx)
     }
 
@@ -422,7 +428,9 @@ impl Task {
             }
             self.publish_state();
             if !idle || !self.park() {
-                std::thread::sleep(TICK);
+                // Not a sleep: a durable batch (the collector waiting for its 202) wakes the
+                // emitter at once instead of waiting for the tick.
+                std::thread::park_timeout(TICK);
             }
         }
         self.drain();
