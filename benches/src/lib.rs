@@ -41,20 +41,10 @@ pub async fn fresh_topics(brokers: &str, prefix: &str, fetch_wait_ms: u32) -> (K
         background_fetch_wait_max_ms: fetch_wait_ms.max(KafkaConfig::default().background_fetch_wait_max_ms),
         ..KafkaConfig::default()
     };
-    let t = &mut kafka.topics;
-    for (name, topic) in [
-        ("usage", &mut t.usage),
-        ("spend", &mut t.spend),
-        ("decisions", &mut t.decisions),
-        ("config", &mut t.config),
-        ("dlq", &mut t.dlq),
-        ("alerts", &mut t.alerts),
-        ("heartbeats", &mut t.heartbeats),
-        ("headroom", &mut t.headroom),
-    ] {
+    for (name, topic) in kafka.topics.names_mut() {
         *topic = format!("{prefix}-{name}-{suffix}");
     }
-    t.partitions = 1;
+    kafka.topics.partitions = 1;
     let echo = format!("{prefix}-echo-{suffix}");
     let mut specs = kafka.topic_specs();
     specs.push(TopicSpec { name: echo.clone(), compacted: false, ..specs[0].clone() });
@@ -115,4 +105,21 @@ pub fn usage_events(n: usize) -> Vec<UsageEvent> {
             e
         })
         .collect()
+}
+
+/// The `faregate` binary a harness runs: `FAREGATE_BIN`, else the one beside the harness's own
+/// binary; a missing one stops the run with how to build it.
+pub fn faregate_bin() -> std::path::PathBuf {
+    let path = std::env::var_os("FAREGATE_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::env::current_exe().unwrap().parent().unwrap().join("faregate"));
+    if !path.exists() {
+        eprintln!(
+            "{} does not exist: build it with `cargo build --release -p faregate -p faregate-benches` \
+             or point FAREGATE_BIN at a faregate binary",
+            path.display()
+        );
+        std::process::exit(2);
+    }
+    path
 }

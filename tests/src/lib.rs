@@ -42,16 +42,10 @@ pub fn kafka_config_for(brokers: &str) -> KafkaConfig {
     // tansu answers a fetch only when its wait expires: keep every consumer hop short.
     let mut config =
         KafkaConfig { brokers: brokers.to_string(), fetch_wait_max_ms: 10, ..KafkaConfig::default() };
-    let t = &mut config.topics;
-    t.usage = unique("usage");
-    t.spend = unique("spend");
-    t.decisions = unique("decisions");
-    t.config = unique("config");
-    t.dlq = unique("dlq");
-    t.alerts = unique("alerts");
-    t.heartbeats = unique("heartbeats");
-    t.headroom = unique("headroom");
-    t.partitions = 1;
+    for (name, topic) in config.topics.names_mut() {
+        *topic = unique(name);
+    }
+    config.topics.partitions = 1;
     config
 }
 

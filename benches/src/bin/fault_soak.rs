@@ -18,25 +18,10 @@
 //! frozen), FAREGATE_SOAK_ACKS (2000 acknowledgements between faults), FAREGATE_BIN (the
 //! `faregate` binary; default: beside this one).
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use faregate_benches::env_or;
+use faregate_benches::{env_or, faregate_bin};
 use faregate_tests::soak::{Fault, SoakSettings, run};
-
-fn faregate_bin() -> PathBuf {
-    let path = std::env::var_os("FAREGATE_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| std::env::current_exe().unwrap().parent().unwrap().join("faregate"));
-    if !path.exists() {
-        eprintln!(
-            "{} does not exist: build it (`cargo build --release -p faregate`) or set FAREGATE_BIN",
-            path.display()
-        );
-        std::process::exit(2);
-    }
-    path
-}
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {

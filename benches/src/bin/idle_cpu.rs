@@ -32,7 +32,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use faregate_benches::{blocked_everywhere, env_or, follow_decisions, kafka_baseline, pct, sorted};
+use faregate_benches::{
+    blocked_everywhere, env_or, faregate_bin, follow_decisions, kafka_baseline, pct, sorted,
+};
 use faregate_core::kafka::KafkaConfig;
 use faregate_tests::chain::{KeySpec, rolling_day_budget, write_config};
 use faregate_tests::{PrivateBroker, PrivateClickHouse};
@@ -68,21 +70,6 @@ fn loadavg() -> String {
         .take(3)
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-fn faregate_bin() -> PathBuf {
-    let path = std::env::var_os("FAREGATE_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| std::env::current_exe().unwrap().parent().unwrap().join("faregate"));
-    if !path.exists() {
-        eprintln!(
-            "{} does not exist: build it with `cargo build --release -p faregate -p faregate-benches` \
-             or point FAREGATE_BIN at a faregate binary",
-            path.display()
-        );
-        std::process::exit(2);
-    }
-    path
 }
 
 /// `faregate up`, stopped (SIGTERM, then SIGKILL) when dropped.
@@ -219,16 +206,7 @@ async fn series(
         background_fetch_wait_max_ms: waits.background,
         ..KafkaConfig::default()
     };
-    let t = &mut kafka.topics;
-    for (name, topic) in [
-        ("usage", &mut t.usage),
-        ("spend", &mut t.spend),
-        ("decisions", &mut t.decisions),
-        ("config", &mut t.config),
-        ("dlq", &mut t.dlq),
-        ("alerts", &mut t.alerts),
-        ("heartbeats", &mut t.heartbeats),
-    ] {
+    for (name, topic) in kafka.topics.names_mut() {
         *topic = format!("idle-{name}-{suffix}");
     }
     faregate_core::kafka::ensure_topics(&kafka, &kafka.topic_specs()).await.expect("the series' topics");

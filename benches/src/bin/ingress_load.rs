@@ -40,7 +40,7 @@
 #![allow(clippy::float_arithmetic)]
 
 use axum::serve::ListenerExt as _;
-use faregate_benches::env_or;
+use faregate_benches::{env_or, faregate_bin};
 
 /// The same allocator as the `faregate` binary, so the plain proxy (this binary) is compared
 /// like for like.
@@ -49,7 +49,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -128,21 +128,6 @@ fn cpu_ticks(pid: &str) -> u64 {
     let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
     fields.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
         + fields.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
-}
-
-fn faregate_bin() -> PathBuf {
-    let path = std::env::var_os("FAREGATE_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| std::env::current_exe().unwrap().parent().unwrap().join("faregate"));
-    if !path.exists() {
-        eprintln!(
-            "{} does not exist: build it with `cargo build --release -p faregate -p faregate-benches` \
-             or point FAREGATE_BIN at a faregate binary",
-            path.display()
-        );
-        std::process::exit(2);
-    }
-    path
 }
 
 /// Run a `faregate` command to completion; its stdout.

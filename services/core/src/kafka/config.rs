@@ -97,6 +97,23 @@ pub struct TopicsConfig {
     pub retention_hours: i64,
 }
 
+impl TopicsConfig {
+    /// Every topic name with its field name, for code that renames or checks them all (a new
+    /// topic is added here once, not in every harness).
+    pub fn names_mut(&mut self) -> [(&'static str, &mut String); 8] {
+        [
+            ("usage", &mut self.usage),
+            ("spend", &mut self.spend),
+            ("decisions", &mut self.decisions),
+            ("config", &mut self.config),
+            ("dlq", &mut self.dlq),
+            ("alerts", &mut self.alerts),
+            ("heartbeats", &mut self.heartbeats),
+            ("headroom", &mut self.headroom),
+        ]
+    }
+}
+
 impl Default for TopicsConfig {
     fn default() -> Self {
         TopicsConfig {
@@ -170,17 +187,9 @@ impl Validate for KafkaConfig {
                 return Err(ConfigError::field("kafka.brokers", format!("{broker:?} is not host:port")));
             }
         }
+        let mut names = self.topics.clone();
         let t = &self.topics;
-        for (field, name) in [
-            ("usage", &t.usage),
-            ("spend", &t.spend),
-            ("decisions", &t.decisions),
-            ("config", &t.config),
-            ("dlq", &t.dlq),
-            ("alerts", &t.alerts),
-            ("heartbeats", &t.heartbeats),
-            ("headroom", &t.headroom),
-        ] {
+        for (field, name) in names.names_mut() {
             let valid = !name.is_empty()
                 && name.len() <= 249
                 && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
