@@ -19,7 +19,9 @@
 //!   FAREGATE_TEST_TANSU=~/.cache/faregate/tansu-0.6.0/bin/tansu \
 //!   FAREGATE_TEST_CHFRONT_PYTHON=<chfront venv>/bin/python FAREGATE_TEST_CHFRONT_DIR=deploy/local/chfront \
 //!     target/release/idle-cpu
-//!   # FAREGATE_IDLE_SECONDS (30, the CPU window), FAREGATE_IDLE_SERIES ("10/10,10/500"),
+//!   # FAREGATE_IDLE_SECONDS (30, the CPU window), FAREGATE_IDLE_SERIES ("10/10,10/500";
+//!   #   HOT/BACKGROUND[/IDLE_AFTER]: fetch waits and `kafka.idle.after_ms`, in ms),
+//!   # FAREGATE_IDLE_GAP_MS (1000: the idle time before each crossing),
 //!   # FAREGATE_IDLE_ROUNDS (1: every series once per round, alternating), FAREGATE_IDLE_TRIALS (10),
 //!   # FAREGATE_BIN (the faregate binary; next to this one by default)
 //!
@@ -115,17 +117,21 @@ impl Drop for Up {
 struct Waits {
     hot: u32,
     background: u32,
+    /// `kafka.idle.after_ms` (0: no idle pacing).
+    idle_after: u64,
 }
 
 fn parse_series(text: &str) -> Vec<Waits> {
     text.split(',')
         .map(|pair| {
-            let (hot, background) = pair.trim().split_once('/').unwrap_or_else(|| {
-                panic!("FAREGATE_IDLE_SERIES: {pair:?} is not HOT/BACKGROUND (fetch waits in ms)")
-            });
+            let parts: Vec<&str> = pair.trim().split('/').collect();
+            if !(2..=3).contains(&parts.len()) {
+                panic!("FAREGATE_IDLE_SERIES: {pair:?} is not HOT/BACKGROUND[/IDLE_AFTER] (ms)");
+            }
             Waits {
-                hot: hot.parse().expect("a hot fetch wait in ms"),
-                background: background.parse().expect("a background fetch wait in ms"),
+                hot: parts[0].parse().expect("a hot fetch wait in ms"),
+                background: parts[1].parse().expect("a background fetch wait in ms"),
+                idle_after: parts.get(2).map_or(0, |v| v.parse().expect("kafka.idle.after_ms")),
             }
         })
         .collect()
@@ -190,6 +196,7 @@ async fn series(
     waits: Waits,
     window: Duration,
     trials: usize,
+    gap: Duration,
 ) -> Measured {
     let bin = faregate_bin();
     let dir = tempfile::tempdir().unwrap();
@@ -225,6 +232,7 @@ async fn series(
         .args(["up", "--fake-upstream"])
         .env("FAREGATE__KAFKA__FETCH_WAIT_MAX_MS", waits.hot.to_string())
         .env("FAREGATE__KAFKA__BACKGROUND_FETCH_WAIT_MAX_MS", waits.background.to_string())
+        .env("FAREGATE__KAFKA__IDLE__AFTER_MS", waits.idle_after.to_string())
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&log).unwrap())
         .stderr(std::fs::File::options().append(true).open(&log).unwrap())
@@ -251,7 +259,8 @@ async fn series(
         (response.status() == 200).then_some(())
     })
     .await;
-    tokio::time::sleep(SETTLE).await;
+    // Paced consumers fall asleep between one and two idle spells after their last message.
+    tokio::time::sleep(SETTLE + Duration::from_millis(2 * waits.idle_after)).await;
 
     let pids = [broker.pid().unwrap(), front.pid().unwrap(), up.child.id()];
     let cpu = tokio::task::spawn_blocking(move || cpu_percent(&pids, window)).await.unwrap();
@@ -260,7 +269,7 @@ async fn series(
     let mut decisions = follow_decisions(&http, std::slice::from_ref(&gateway), TOKEN);
     let mut crossing = Vec::with_capacity(trials);
     for (i, key) in keys.iter().enumerate() {
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::time::sleep(gap).await;
         let response = http
             .post(format!("{gateway}/v1/messages"))
             .header("x-api-key", &key.secret)
@@ -293,6 +302,7 @@ async fn main() {
     let window = Duration::from_secs(env_or("FAREGATE_IDLE_SECONDS", 30));
     let rounds: usize = env_or("FAREGATE_IDLE_ROUNDS", 1);
     let trials: usize = env_or("FAREGATE_IDLE_TRIALS", 10);
+    let gap = Duration::from_millis(env_or("FAREGATE_IDLE_GAP_MS", 1_000));
     let series_list =
         parse_series(&std::env::var("FAREGATE_IDLE_SERIES").unwrap_or_else(|_| "10/10,10/500".into()));
 
@@ -310,14 +320,16 @@ async fn main() {
     );
     for round in 1..=rounds {
         for &waits in &series_list {
-            let m = series(&broker, &front, waits, window, trials).await;
+            let m = series(&broker, &front, waits, window, trials, gap).await;
             println!(
-                "round {round}, fetch waits {} ms (decision path) / {} ms (background), `faregate up` idle {} s: \
+                "round {round}, fetch waits {} ms (decision path) / {} ms (background), idle pacing after {} ms, \
+                 `faregate up` idle {} s: \
                  tansu {:.2} %, front {:.2} %, faregate {:.2} %, total {:.2} % of a core (baseline total {:.2} %); \
-                 Kafka hop p50 {:.1} / p99 {:.1} ms; crossing -> block at the gateway ({} trials) p50 {:.0} / \
+                 Kafka hop p50 {:.1} / p99 {:.1} ms; crossing -> block at the gateway ({} trials, {} ms apart) p50 {:.0} / \
                  p99 {:.0} / max {:.0} ms; load average {}",
                 waits.hot,
                 waits.background,
+                waits.idle_after,
                 window.as_secs(),
                 m.cpu[0],
                 m.cpu[1],
@@ -327,6 +339,7 @@ async fn main() {
                 pct(&m.hop, 50),
                 pct(&m.hop, 99),
                 m.crossing.len(),
+                gap.as_millis(),
                 pct(&m.crossing, 50),
                 pct(&m.crossing, 99),
                 pct(&m.crossing, 100),

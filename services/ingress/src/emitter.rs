@@ -205,6 +205,9 @@ impl UsageSink for KafkaSink {
         }
         inbox.events.push(event);
         inbox.wake();
+        drop(inbox);
+        // Usage is on its way: this process's paced consumers fetch continuously again.
+        faregate_core::kafka::idle::nudge();
     }
 
     fn emit_durable(&self, events: Vec<UsageEvent>) -> Durable {
@@ -220,6 +223,8 @@ impl UsageSink for KafkaSink {
         if let Some(thread) = &inbox.emitter {
             thread.unpark();
         }
+        drop(inbox);
+        faregate_core::kafka::idle::nudge();
         Durable(rx)
     }
 

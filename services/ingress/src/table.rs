@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use faregate_core::avro::{AvroCodec, SchemaFamily};
 use faregate_core::error::FaregateError;
-use faregate_core::kafka::KafkaConfig;
+use faregate_core::kafka::{IdlePacer, KafkaConfig, idle};
 
 /// Reaching the end of a partition is how a table knows it caught up, not an error: librdkafka
 /// also reports it as a global error, which the default context would log as one.
@@ -134,9 +134,31 @@ where
     freshness.contact();
     let mut pending: HashSet<i32> = partitions.into_iter().collect();
     let mut probe = tokio::time::interval(Duration::from_secs(3));
+    // Only the decision path is paced: the background lane's long fetch wait is cheap already.
+    let mut pacer = match lane {
+        Lane::DecisionPath => IdlePacer::new(&kafka, &format!("ingress-table-{topic}")),
+        Lane::Background => IdlePacer::off(),
+    };
+    // While the pacer sleeps, the table looks for new records this often (offsets, no fetch).
+    let mut look = tokio::time::interval(Duration::from_millis(kafka.ownership.check_interval_ms));
+    look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
+            cue = pacer.due() => pacer.step(cue, &*consumer),
+            _ = look.tick(), if pacer.is_asleep() => {
+                let asleep = consumer.clone();
+                let backlog = tokio::task::spawn_blocking(move || {
+                    idle::backlog(&*asleep, Duration::from_secs(2))
+                }).await;
+                // Unreachable: the freshness probe tells; keep looking.
+                if let Ok(Ok(found)) = backlog {
+                    freshness.contact();
+                    if found {
+                        pacer.active(&*consumer);
+                    }
+                }
+            }
             _ = probe.tick() => {
                 let (consumer, topic) = (consumer.clone(), topic.clone());
                 let reachable = tokio::task::spawn_blocking(move || {
@@ -148,6 +170,7 @@ where
             }
             message = consumer.recv() => match message {
                 Ok(message) => {
+                    pacer.active(&*consumer);
                     freshness.contact();
                     let key = message.key().map(String::from_utf8_lossy).unwrap_or_default().into_owned();
                     match message.payload() {

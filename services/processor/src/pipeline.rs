@@ -54,7 +54,9 @@ use faregate_core::clickhouse::LedgerRow;
 use faregate_core::clickhouse::ledger::{KafkaPosition, PricingStatus};
 use faregate_core::error::FaregateError;
 use faregate_core::event::{SpendAggregate, UsageEvent};
-use faregate_core::kafka::{KafkaConfig, OwnershipWatch, RecordProducer, Verdict, partition_for};
+use faregate_core::kafka::{
+    AckProducer, IdlePacer, KafkaConfig, OwnershipWatch, RecordProducer, Verdict, partition_for,
+};
 
 /// How long the batch in hand at shutdown may take to be written.
 const FINAL_FLUSH: Duration = Duration::from_secs(20);
@@ -98,6 +100,8 @@ fn session_keys(rows: &[&LedgerRow]) -> Vec<SessionKey> {
 #[derive(Default)]
 pub struct RebalanceContext {
     revoked: Mutex<Vec<i32>>,
+    /// Partitions were assigned since the loop last looked (the idle pacer resumes them).
+    assigned: AtomicBool,
     fences: Fences,
 }
 
@@ -116,6 +120,7 @@ impl ConsumerContext for RebalanceContext {
     fn post_rebalance(&self, _consumer: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(partitions) = rebalance {
             self.fences.assign(partitions.elements().iter().map(|p| p.partition()));
+            self.assigned.store(true, Ordering::Release);
         }
     }
 }
@@ -221,15 +226,17 @@ impl Pipeline {
         // linger.ms = 0 here, unless `kafka.properties` sets it (the operator's value wins).
         let mut spend_kafka = self.kafka.clone();
         spend_kafka.properties.entry("linger.ms".into()).or_insert_with(|| "0".into());
-        let spend = RecordProducer::new(
-            &spend_kafka,
-            "processor",
+        // One client for the spend topic and the dead letters (rare: no lingering suits them).
+        let producer = AckProducer::new(&spend_kafka, "processor")
+            .map_err(|source| ProcessorError::Kafka { what: "creating the producer", source })?;
+        let spend = RecordProducer::sharing(
+            &producer,
+            &self.kafka,
             SchemaFamily::SpendAggregate,
             &self.kafka.topics.spend,
         )
         .await?;
-        let dlq = DeadLetters::new(&self.kafka, "processor")
-            .map_err(|source| ProcessorError::Kafka { what: "creating the dead-letter producer", source })?;
+        let dlq = DeadLetters::sharing(&producer, &self.kafka);
         let Some(spend_partitions) =
             self.retry("reading the spend topic's partitions", &shutdown, || spend.partition_count()).await
         else {
@@ -245,15 +252,23 @@ impl Pipeline {
 
         let max_wait = Duration::from_millis(self.config.batch_max_wait_ms);
         let mut batch = Batch::default();
+        let mut pacer = IdlePacer::new(&self.kafka, "processor");
         loop {
             let deadline = batch.deadline;
             let mut rejoin = None;
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
-                _ = check.tick() => if let Verdict::Rejoin(how) = watch.check(&running.consumer).await {
-                    rejoin = Some(how.dynamic);
+                _ = check.tick() => {
+                    if let Verdict::Rejoin(how) = watch.check(&running.consumer).await {
+                        rejoin = Some(how.dynamic);
+                    }
+                    // A new assignment, or messages waiting: fetch (if paced while idle).
+                    if running.consumer.context().assigned.swap(false, Ordering::AcqRel) || watch.backlog() {
+                        pacer.active(&running.consumer);
+                    }
                 },
+                cue = pacer.due() => pacer.step(cue, &running.consumer),
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
                     self.flush(&running, &mut batch, &shutdown).await;
                 }
@@ -264,6 +279,7 @@ impl Pipeline {
                     }
                     match received {
                         Ok(message) => {
+                            pacer.active(&running.consumer);
                             if !self.accept(&running, &mut batch, &message, max_wait, &shutdown).await {
                                 // Neither batched nor acknowledged as a dead letter: nothing at or
                                 // past it may be committed, so stop reading here.

@@ -51,7 +51,8 @@ use tokio_util::sync::CancellationToken;
 use faregate_core::avro::{AvroCodec, SchemaFamily};
 use faregate_core::event::{ConfigRecord, Heartbeat, SpendAggregate};
 use faregate_core::kafka::{
-    DeadLetters, KafkaConfig, OwnershipWatch, RecordProducer, Verdict, ensure_topics,
+    AckProducer, DeadLetters, IdlePacer, KafkaConfig, OwnershipWatch, ProduceError, RecordProducer, Verdict,
+    ensure_topics,
 };
 
 use crate::clock::Clock;
@@ -282,15 +283,18 @@ pub async fn serve(
         .collect();
     ensure_topics(&kafka, &specs).await.map_err(|e| BudgetError::Kafka(e.to_string()))?;
     let registry = kafka.schema_registry.registry();
+    // One client for every topic the service writes.
+    let producer = AckProducer::new(&kafka, "budget")
+        .map_err(|source| ProduceError::Create { brokers: kafka.brokers.clone(), source })?;
     let intake = Intake::new(
         AvroCodec::<ConfigRecord>::new(SchemaFamily::ConfigRecord, &t.config, registry.clone()).await?,
         AvroCodec::<SpendAggregate>::new(SchemaFamily::SpendAggregate, &t.spend, registry.clone()).await?,
-        DeadLetters::new(&kafka, "budget")?,
+        DeadLetters::sharing(&producer, &kafka),
     );
     let publisher = Publisher {
-        decisions: RecordProducer::new(&kafka, "budget", SchemaFamily::Decision, &t.decisions).await?,
-        alerts: RecordProducer::new(&kafka, "budget", SchemaFamily::Alert, &t.alerts).await?,
-        headroom: RecordProducer::new(&kafka, "budget", SchemaFamily::Headroom, &t.headroom).await?,
+        decisions: RecordProducer::sharing(&producer, &kafka, SchemaFamily::Decision, &t.decisions).await?,
+        alerts: RecordProducer::sharing(&producer, &kafka, SchemaFamily::Alert, &t.alerts).await?,
+        headroom: RecordProducer::sharing(&producer, &kafka, SchemaFamily::Headroom, &t.headroom).await?,
         notifier: Notifier::new(config.webhooks.clone()),
     };
     let instance_id = match config.instance_id.trim() {
@@ -300,7 +304,8 @@ pub async fn serve(
     let tick = Duration::from_millis(config.tick_ms);
     let heartbeat_every = Duration::from_millis(config.heartbeat_ms);
     let heartbeats = Heartbeats::new(
-        RecordProducer::<Heartbeat>::new(&kafka, "budget", SchemaFamily::Heartbeat, &t.heartbeats).await?,
+        RecordProducer::<Heartbeat>::sharing(&producer, &kafka, SchemaFamily::Heartbeat, &t.heartbeats)
+            .await?,
         &instance_id,
         &config.group_id,
         &t.spend,
@@ -344,12 +349,20 @@ pub async fn serve(
     let mut headroom_ticker =
         tokio::time::interval(Duration::from_millis(service.config.headroom_interval_ms));
     headroom_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut pacer = IdlePacer::new(&service.kafka, "budget");
     let result = loop {
         let mut rejoin = None;
         let step = tokio::select! {
             biased;
             _ = shutdown.cancelled() => break Ok(()),
-            _ = group.rebalanced() => service.rebalance(&group, &shutdown).await,
+            _ = group.rebalanced() => {
+                pacer.active(&group.consumer);
+                service.rebalance(&group, &shutdown).await
+            }
+            cue = pacer.due() => {
+                pacer.step(cue, &group.consumer);
+                Ok(())
+            }
             _ = heartbeat_ticker.tick() => {
                 service.heartbeat(&group);
                 Ok(())
@@ -358,6 +371,10 @@ pub async fn serve(
                 watch.commit_positions(&group.consumer);
                 if let Verdict::Rejoin(how) = watch.check(&group.consumer).await {
                     rejoin = Some(how.dynamic);
+                }
+                if watch.backlog() {
+                    // Spend waiting: fetch (if paced while idle).
+                    pacer.active(&group.consumer);
                 }
                 service.refresh_ready();
                 Ok(())
@@ -399,6 +416,7 @@ pub async fn serve(
             },
             message = group.consumer.recv() => match message {
                 Ok(m) => {
+                    pacer.active(&group.consumer);
                     let m = m.detach();
                     match service.rebalance(&group, &shutdown).await {
                         Ok(()) => service.spend(&m, &shutdown).await,

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use rdkafka::ClientConfig;
 use serde::{Deserialize, Serialize};
 
+use super::idle::IdleConfig;
 use super::ownership::OwnershipConfig;
 use crate::avro::{ConfluentRegistry, LocalRegistry, SchemaRegistry};
 use crate::config::{ConfigError, Secret, Validate};
@@ -46,6 +47,9 @@ pub struct KafkaConfig {
     /// When a consumer group member counts as not ready and rejoins (see
     /// [`crate::kafka::ownership`]).
     pub ownership: OwnershipConfig,
+    /// When the decision-path consumers stop fetching while nothing arrives (see
+    /// [`crate::kafka::idle`]; off by default, on in the local stack).
+    pub idle: IdleConfig,
 }
 
 impl Default for KafkaConfig {
@@ -62,6 +66,7 @@ impl Default for KafkaConfig {
             topics: TopicsConfig::default(),
             schema_registry: SchemaRegistryConfig::default(),
             ownership: OwnershipConfig::default(),
+            idle: IdleConfig::default(),
         }
     }
 }
@@ -209,6 +214,7 @@ impl Validate for KafkaConfig {
         if !self.schema_registry.url.is_empty() && !self.schema_registry.url.starts_with("http") {
             return Err(ConfigError::field("kafka.schema_registry.url", "must be an http(s) URL"));
         }
+        self.idle.validate(self.ownership.check_interval_ms)?;
         self.ownership.validate()
     }
 }

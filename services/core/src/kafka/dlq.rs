@@ -4,12 +4,10 @@
 //! Shared by every consumer of Faregate topics (the processor's usage topic, the budget
 //! service's config and spend topics).
 
-use std::time::Duration;
-
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
 
+use super::acks::{AckProducer, Outgoing};
 use super::config::KafkaConfig;
 
 /// The stage that refused a message.
@@ -39,7 +37,7 @@ pub mod header {
 
 /// Writes refused messages to the dead-letter topic.
 pub struct DeadLetters {
-    producer: FutureProducer,
+    producer: AckProducer,
     topic: String,
 }
 
@@ -50,12 +48,14 @@ impl std::fmt::Debug for DeadLetters {
 }
 
 impl DeadLetters {
-    /// A dead-letter writer identified as `role`-dlq to the broker.
+    /// A dead-letter writer with a client of its own, identified as `role`-dlq to the broker.
     pub fn new(config: &KafkaConfig, role: &str) -> Result<Self, KafkaError> {
-        Ok(DeadLetters {
-            producer: config.producer_config(&format!("{role}-dlq")).create()?,
-            topic: config.topics.dlq.clone(),
-        })
+        Ok(Self::sharing(&AckProducer::new(config, &format!("{role}-dlq"))?, config))
+    }
+
+    /// A dead-letter writer through `producer`, shared with the service's other writers.
+    pub fn sharing(producer: &AckProducer, config: &KafkaConfig) -> Self {
+        DeadLetters { producer: producer.clone(), topic: config.topics.dlq.clone() }
     }
 
     /// Write `message` with `reason`, and wait for the broker's acknowledgement.
@@ -74,13 +74,8 @@ impl DeadLetters {
                 headers = headers.insert(Header { key: h.key, value: h.value });
             }
         }
-        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic).headers(headers);
-        if let Some(key) = message.key() {
-            record = record.key(key);
-        }
-        if let Some(payload) = message.payload() {
-            record = record.payload(payload);
-        }
-        self.producer.send(record, Duration::from_secs(5)).await.map(|_| ()).map_err(|(e, _)| e)
+        let record =
+            Outgoing { topic: &self.topic, key: message.key(), payload: message.payload(), partition: None };
+        self.producer.send(record, headers).await.map(|_| ())
     }
 }

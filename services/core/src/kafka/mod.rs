@@ -7,18 +7,22 @@
 //! message is durable downstream (at-least-once transport, made effectively-once by idempotent
 //! sinks). No Kafka transactions are used: tansu, the single-machine broker, has none.
 
+pub mod acks;
 pub mod admin;
 pub mod config;
 pub mod dlq;
 pub mod error;
+pub mod idle;
 pub mod ownership;
 pub mod partition;
 pub mod producer;
 pub mod trace;
 
+pub use acks::AckProducer;
 pub use admin::{TopicSpec, ensure_topics};
 pub use config::{KafkaConfig, SchemaRegistryConfig, TopicsConfig};
 pub use dlq::DeadLetters;
+pub use idle::{IdleConfig, IdlePacer};
 pub use ownership::{OwnershipConfig, OwnershipWatch, Verdict};
 pub use partition::partition_for;
 pub use producer::{Delivered, ProduceError, RecordProducer};

@@ -266,6 +266,8 @@ pub struct OwnershipWatch {
     observed_at: Instant,
     /// Whether the member was ever ready (the first time is not a recovery).
     was_ever_ready: bool,
+    /// The lag of the last observation (the idle pacer wakes on it: [`OwnershipWatch::backlog`]).
+    last_lag: i64,
     ready: Arc<AtomicBool>,
     /// Flags that must never say ready while this one does not (see [`OwnershipWatch::gate`]).
     gated: Vec<Arc<AtomicBool>>,
@@ -297,6 +299,7 @@ impl OwnershipWatch {
             observing: None,
             observed_at: Instant::now(),
             was_ever_ready: false,
+            last_lag: 0,
             ready,
             gated: Vec::new(),
         })
@@ -316,6 +319,12 @@ impl OwnershipWatch {
     /// The readiness flag this watch maintains.
     pub fn ready(&self) -> Arc<AtomicBool> {
         self.ready.clone()
+    }
+
+    /// The last observation found messages past the member's position on its own partitions:
+    /// a consumer asleep (see [`crate::kafka::idle`]) has something to read.
+    pub fn backlog(&self) -> bool {
+        self.last_lag > 0
     }
 
     /// Commit `consumer`'s positions on its owned partitions (asynchronously), so other members
@@ -377,6 +386,7 @@ impl OwnershipWatch {
             }
         };
         self.observed_at = Instant::now();
+        self.last_lag = seen.lag;
         let verdict = self.judge.observe(Instant::now(), &seen);
         self.export(was_ready, Some(&seen));
         if let Verdict::Rejoin(Rejoin { reason, dynamic }) = &verdict {

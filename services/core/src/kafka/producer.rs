@@ -2,16 +2,19 @@
 //! message, carries the current trace context in headers, and resolves once the broker has
 //! acknowledged the write (`acks=all`, idempotent). The caller decides what an acknowledgement
 //! unlocks; nothing here retries beyond librdkafka's own idempotent retries.
+//!
+//! Writers of one service share one [`AckProducer`] ([`RecordProducer::sharing`]): one client,
+//! one polling thread, whatever the number of topics written.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::error::KafkaError;
 use rdkafka::message::OwnedHeaders;
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::acks::{AckProducer, Outgoing};
 use super::config::KafkaConfig;
 use crate::avro::{AvroCodec, AvroError, SchemaFamily};
 use crate::error::{ErrorClass, FaregateError};
@@ -55,7 +58,7 @@ pub struct Delivered {
 
 /// Produces `T` records to one topic.
 pub struct RecordProducer<T> {
-    producer: FutureProducer,
+    producer: AckProducer,
     codec: Arc<AvroCodec<T>>,
     topic: String,
 }
@@ -67,19 +70,28 @@ impl<T> std::fmt::Debug for RecordProducer<T> {
 }
 
 impl<T: Serialize + DeserializeOwned> RecordProducer<T> {
-    /// A producer of `family` records to `topic`, identified as `role` to the broker.
+    /// A producer of `family` records to `topic` with a client of its own, identified as `role`
+    /// to the broker.
     pub async fn new(
         config: &KafkaConfig,
         role: &str,
         family: SchemaFamily,
         topic: &str,
     ) -> Result<Self, ProduceError> {
-        let codec = Arc::new(AvroCodec::new(family, topic, config.schema_registry.registry()).await?);
-        let producer: FutureProducer = config
-            .producer_config(role)
-            .create()
+        let producer = AckProducer::new(config, role)
             .map_err(|source| ProduceError::Create { brokers: config.brokers.clone(), source })?;
-        Ok(RecordProducer { producer, codec, topic: topic.to_string() })
+        Self::sharing(&producer, config, family, topic).await
+    }
+
+    /// A producer of `family` records to `topic` through `producer`, shared with other writers.
+    pub async fn sharing(
+        producer: &AckProducer,
+        config: &KafkaConfig,
+        family: SchemaFamily,
+        topic: &str,
+    ) -> Result<Self, ProduceError> {
+        let codec = Arc::new(AvroCodec::new(family, topic, config.schema_registry.registry()).await?);
+        Ok(RecordProducer { producer: producer.clone(), codec, topic: topic.to_string() })
     }
 
     /// The codec this producer writes with (readers of the same topic can share it).
@@ -112,13 +124,12 @@ impl<T: Serialize + DeserializeOwned> RecordProducer<T> {
     pub async fn partition_count(&self) -> Result<i32, ProduceError> {
         let (producer, topic) = (self.producer.clone(), self.topic.clone());
         let send_error = |source| ProduceError::Send { topic: self.topic.clone(), source };
-        let metadata = tokio::task::spawn_blocking(move || {
-            producer.client().fetch_metadata(Some(&topic), Duration::from_secs(15))
+        let partitions = tokio::task::spawn_blocking(move || {
+            producer.partition_count_blocking(&topic, Duration::from_secs(15))
         })
         .await
         .map_err(|_| send_error(KafkaError::Canceled))?
         .map_err(send_error)?;
-        let partitions = metadata.topics().iter().map(|t| t.partitions().len()).sum::<usize>();
         match partitions {
             0 => Err(send_error(KafkaError::MetadataFetch(rdkafka::types::RDKafkaErrorCode::UnknownTopic))),
             n => Ok(n as i32),
@@ -136,19 +147,16 @@ impl<T: Serialize + DeserializeOwned> RecordProducer<T> {
         payload: Option<&Vec<u8>>,
     ) -> Result<Delivered, ProduceError> {
         let headers = super::trace::inject_current(OwnedHeaders::new());
-        let mut record = FutureRecord::to(&self.topic).key(key).headers(headers);
-        if let Some(partition) = partition {
-            record = record.partition(partition);
-        }
-        if let Some(payload) = payload {
-            record = record.payload(payload);
-        }
-        let delivery = self
-            .producer
-            .send(record, Duration::from_secs(5))
+        let record = Outgoing {
+            topic: &self.topic,
+            key: Some(key.as_bytes()),
+            payload: payload.map(Vec::as_slice),
+            partition,
+        };
+        self.producer
+            .send(record, headers)
             .await
-            .map_err(|(source, _)| ProduceError::Send { topic: self.topic.clone(), source })?;
-        Ok(Delivered { partition: delivery.partition, offset: delivery.offset })
+            .map_err(|source| ProduceError::Send { topic: self.topic.clone(), source })
     }
 
     /// Wait until every message handed to this producer is acknowledged or `timeout` passes.
