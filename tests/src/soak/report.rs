@@ -105,7 +105,7 @@ impl SoakReport {
                 secs(r.recovery),
                 secs(r.enforcement),
                 r.status.during(),
-                secs(r.status.live_after),
+                r.status.live(),
                 secs((r.status.runs > 0).then_some(r.status.slowest)),
                 r.acknowledged,
                 r.in_flight,

@@ -119,6 +119,9 @@ config = "{config}"
 dlq = "{dlq}"
 alerts = "{alerts}"
 partitions = {partitions}
+# As deploy/local/up sets it: tansu may need repeated dynamic rejoins after a restart.
+[kafka.ownership]
+starved_after_ms = 5000
 [clickhouse]
 url = "{ch_url}"
 database = "{database}"

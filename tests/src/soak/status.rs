@@ -93,6 +93,8 @@ impl StatusCommand {
                 .map_or_else(Vec::new, |a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
         };
         verdict.causes = strings("causes");
+        let mut seen = BTreeSet::new();
+        verdict.causes.retain(|c| seen.insert(c.clone()));
         verdict.problems = strings("problems");
         let said_live = report.as_ref().and_then(|r| r["live"].as_bool());
         match (output.status.code(), said_live) {
@@ -148,6 +150,8 @@ pub struct StatusSeen {
     pub once: Option<Option<Vec<String>>>,
     /// From the fault's end until status said live.
     pub live_after: Option<Duration>,
+    /// The causes status named last before it said live after the recovery.
+    pub blind_before_live: Vec<String>,
     /// The slowest run of the round.
     pub slowest: Duration,
     pub runs: usize,
@@ -210,6 +214,9 @@ impl StatusSeen {
                 self.live_after = Some(ended.elapsed());
                 return;
             }
+            if verdict.live == Some(false) {
+                self.blind_before_live = verdict.causes.clone();
+            }
             if let Some(error) = &verdict.error {
                 self.problems.insert(format!("status after {fault}: {error}"));
             }
@@ -221,6 +228,15 @@ impl StatusSeen {
                 return;
             }
             tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// For the report's table: when status said live, and what it said before.
+    pub fn live(&self) -> String {
+        let Some(after) = self.live_after else { return "-".into() };
+        match self.blind_before_live.is_empty() {
+            true => format!("{:.1} s", after.as_secs_f64()),
+            false => format!("{:.1} s (before: {})", after.as_secs_f64(), self.blind_before_live.join(", ")),
         }
     }
 
