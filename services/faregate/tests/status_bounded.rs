@@ -1,7 +1,7 @@
 //! `faregate status` answers in bounded time, whatever is down, and names each dead part once
-//! (needs no stack): a broker and a ClickHouse that accept connections and never answer (a
-//! listener of the test's own that never accepts, like a SIGSTOPped process), and ones that
-//! refuse them. The hung pair once made status wait for ever; a refused broker took 15 s and
+//! (needs no stack): a broker, a ClickHouse and two ingresses that accept connections and never
+//! answer (a listener of the test's own that never accepts, like a SIGSTOPped process), and
+//! ones that refuse them. The hung pair once made status wait for ever; a refused broker took 15 s and
 //! named three problems.
 
 use std::net::TcpListener;
@@ -12,7 +12,12 @@ use serde_json::Value;
 
 /// `faregate status --format json` with only the broker and ClickHouse addresses configured:
 /// (exit code, report, how long it took). Fails the test past `deadline`.
-async fn status(brokers: &str, clickhouse: &str, deadline: Duration) -> (i32, Value, Duration) {
+async fn status(
+    brokers: &str,
+    clickhouse: &str,
+    ingress: &[String],
+    deadline: Duration,
+) -> (i32, Value, Duration) {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("faregate.toml");
     std::fs::write(
@@ -25,6 +30,7 @@ async fn status(brokers: &str, clickhouse: &str, deadline: Duration) -> (i32, Va
         .arg("--config")
         .arg(&config)
         .args(["status", "--format", "json"])
+        .args(ingress.iter().flat_map(|url| ["--ingress", url.as_str()]))
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .output();
@@ -48,14 +54,20 @@ fn refused() -> String {
 }
 
 #[tokio::test]
-async fn a_hung_broker_and_a_hung_clickhouse_are_named_within_the_probes_bounds() {
+async fn a_hung_broker_clickhouse_and_ingresses_are_named_within_the_probes_bounds() {
     // Connections complete in the kernel's backlog; nothing ever answers.
     let hung = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = hung.local_addr().unwrap();
+    let ingresses = [format!("http://{addr}"), format!("http://{addr}/metrics")];
     let (code, report, took) =
-        status(&addr.to_string(), &format!("http://{addr}"), Duration::from_secs(30)).await;
+        status(&addr.to_string(), &format!("http://{addr}"), &ingresses, Duration::from_secs(40)).await;
     assert_eq!(code, 2, "{report}");
-    assert_eq!(causes(&report), ["broker_unreachable", "ledger_unreachable"], "{report}");
+    assert_eq!(
+        causes(&report),
+        ["broker_unreachable", "ledger_unreachable", "ingress_unreachable", "ingress_unreachable"],
+        "{report}"
+    );
+    assert_eq!(report["ingress"][0]["url"], ingresses[0].as_str(), "in the order given: {report}");
     assert!(took < Duration::from_secs(15), "status took {took:?}");
     assert_eq!(report["broker"]["reachable"], false, "{report}");
     assert!(report["groups"][0]["error"].as_str().unwrap().starts_with("not asked"), "{report}");
@@ -66,7 +78,7 @@ async fn a_hung_broker_and_a_hung_clickhouse_are_named_within_the_probes_bounds(
 #[tokio::test]
 async fn a_refused_broker_is_one_problem_at_once() {
     let (code, report, took) =
-        status(&refused(), &format!("http://{}", refused()), Duration::from_secs(30)).await;
+        status(&refused(), &format!("http://{}", refused()), &[], Duration::from_secs(30)).await;
     assert_eq!(code, 2, "{report}");
     assert_eq!(causes(&report), ["broker_unreachable", "ledger_unreachable"], "{report}");
     assert!(took < Duration::from_secs(3), "status took {took:?}");

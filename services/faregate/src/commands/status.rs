@@ -292,20 +292,30 @@ pub async fn gather(config: &AppConfig, args: &StatusArgs) -> Report {
     }
 }
 
+/// Every `--ingress` at once, each within [`PROBE_DEADLINE`], in the order given.
 async fn ingress_status(urls: &[String]) -> Vec<IngressStatus> {
-    let mut out = Vec::new();
-    for url in urls {
-        out.push(match probe::ingress(url).await {
-            Ok(metrics) => IngressStatus { url: url.clone(), reachable: true, metrics, error: None },
-            Err(e) => IngressStatus {
-                url: url.clone(),
-                reachable: false,
-                metrics: probe::IngressMetrics::default(),
-                error: Some(format!("{e:#}")),
-            },
-        });
+    let mut probes = tokio::task::JoinSet::new();
+    for (i, url) in urls.iter().cloned().enumerate() {
+        probes.spawn(async move { (i, within(PROBE_DEADLINE, probe::ingress(&url)).await, url) });
     }
-    out
+    let mut out = Vec::new();
+    while let Some(joined) = probes.join_next().await {
+        let (i, answer, url) = joined.expect("an ingress probe does not panic");
+        out.push((
+            i,
+            match answer {
+                Ok(metrics) => IngressStatus { url, reachable: true, metrics, error: None },
+                Err(e) => IngressStatus {
+                    url,
+                    reachable: false,
+                    metrics: probe::IngressMetrics::default(),
+                    error: Some(format!("{e:#}")),
+                },
+            },
+        ));
+    }
+    out.sort_by_key(|(i, _)| *i);
+    out.into_iter().map(|(_, status)| status).collect()
 }
 
 fn heartbeat_status(
