@@ -289,10 +289,22 @@ impl PrivateClickHouse {
     /// Kill the front with SIGKILL (no clean shutdown) and start it again on the same port and
     /// data.
     pub fn kill_and_restart(&mut self) {
+        self.kill();
+        self.restart();
+    }
+
+    /// Kill the front with SIGKILL (no clean shutdown); [`PrivateClickHouse::restart`] starts it
+    /// again.
+    pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Start a killed front again on the same port and data.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "the front is running");
         self.spawn();
     }
 

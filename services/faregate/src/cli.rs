@@ -112,8 +112,9 @@ pub struct StatusArgs {
     /// read its spool backlog and enforcement state; repeatable.
     #[arg(long = "ingress", value_name = "URL")]
     pub ingress: Vec<String>,
-    /// The heartbeat watermark may be this old before enforcement counts as stale (default:
-    /// `ingress.enforcement_stale_after_secs`, or 10 when that is 0).
+    /// The heartbeat watermark may be this old before enforcement counts as stale, and the
+    /// ledger's last write this old while usage waits before metering counts as stalled
+    /// (default: `ingress.enforcement_stale_after_secs`, or 10 when that is 0).
     #[arg(long)]
     pub stale_after_secs: Option<u64>,
     /// `table` for people, `json` for scripts.

@@ -1,9 +1,14 @@
 //! The fault soak, short (CI): the engine of `faregate-benches`' `fault-soak`
-//! (`faregate_tests::soak`) with 2 rounds, a 5 s freeze and fewer acknowledgements between
-//! faults. The services run as `faregate` processes (this package's binary); see
-//! docs/benchmarks.md for the long run and what each check asserts. The three rounds are the
-//! ingress's SIGKILL (a collector 202 waits for the spool's sync), the processor's double
-//! restart and the broker's SIGKILL.
+//! (`faregate_tests::soak`) with one round per state `faregate status` must tell apart, a 5 s
+//! freeze and fewer acknowledgements between faults. The services run as `faregate` processes
+//! (this package's binary); see docs/benchmarks.md for the long run and what each check
+//! asserts. The rounds: SIGKILL of the ingress (a collector 202 waits for the spool's sync), of
+//! the processor, of the budget service and of the broker, the ClickHouse front frozen, and the
+//! processor's double restart; in each, status must name the fault while it holds and say live
+//! after the recovery. The front's SIGKILL is left to `fault-soak`: killed in the middle of an
+//! insert, it can keep the ledger's rows without the minute rollup's (docs/benchmarks.md), and
+//! status says the same of it as of the frozen front (`ledger_unreachable`; a refused
+//! connection: `status_bounded.rs`).
 
 use std::time::Duration;
 
@@ -12,7 +17,14 @@ use faregate_tests::soak::{Fault, SoakSettings, run};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_usage_is_metered_once_across_rounds_of_faults() {
-    let faults = vec![Fault::Kill(Role::Ingress), Fault::DoubleRestart(Role::Processor), Fault::KillBroker];
+    let faults = vec![
+        Fault::Kill(Role::Ingress),
+        Fault::Kill(Role::Processor),
+        Fault::Kill(Role::Budget),
+        Fault::KillBroker,
+        Fault::FreezeClickHouse,
+        Fault::DoubleRestart(Role::Processor),
+    ];
     let mut settings = SoakSettings::new(env!("CARGO_BIN_EXE_faregate").into(), faults);
     settings.freeze = Duration::from_secs(5);
     settings.acks_per_round = 600;

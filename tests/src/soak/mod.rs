@@ -12,7 +12,10 @@
 //! - **nothing lost**: every record answered 202 and every gateway response read to its end is in
 //!   the ledger, except a gateway request completed within [`IN_FLIGHT_WINDOW`] before an ingress
 //!   SIGKILL (its event may not have reached the spool yet): those are counted apart;
-//! - **nothing doubled**, every row priced exactly as by hand, every rollup equal to the ledger.
+//! - **nothing doubled**, every row priced exactly as by hand, every rollup equal to the ledger;
+//! - **status tells the truth** ([`status`]): while the fault holds, `faregate status` says
+//!   blind (exit 2) and names the fault, with no false alarm, answering within
+//!   [`status::STATUS_BOUND`]; after the recovery it says live (exit 0) within the limit.
 //!
 //! The bench binary `fault-soak` and the CI test `soak` both call [`run`].
 
@@ -21,6 +24,7 @@ pub mod load;
 mod report;
 mod round;
 pub mod stack;
+pub mod status;
 
 use std::collections::HashSet;
 use std::fmt;
@@ -38,6 +42,7 @@ use load::{Load, LoadKey, LoadShape};
 pub use report::{RoundReport, SoakReport};
 use round::{recover, settle, strike};
 use stack::{Role, Stack};
+use status::StatusSeen;
 
 /// A gateway response read this close before an ingress SIGKILL may be unmetered.
 pub const IN_FLIGHT_WINDOW: Duration = Duration::from_secs(1);
@@ -162,10 +167,12 @@ pub async fn run(settings: SoakSettings) -> SoakReport {
             problems.push(format!("only {} acknowledgements in 3 min", load.acknowledged() - from));
         }
         let in_flight = load.in_flight();
-        let ended = strike(&mut stack, &load, fault, settings.freeze, &mut ingress_kills).await;
+        let mut status = StatusSeen::default();
+        let ended = strike(&mut stack, &load, fault, settings.freeze, &mut ingress_kills, &mut status).await;
         let recovery =
             recover(&stack, &load, &mut ledger, &ingress_kills, ended, settings.partitions, &known_lost)
                 .await;
+        status.until_live(&stack.status_command(), &fault.to_string(), ended).await;
         let enforcement = load.until_blocked(&crossing[i], settings.recovery_limit).await;
         problems.extend(stack.exited());
         let mut report = settle(&load, &mut ledger, &ingress_kills, &mut known_lost, false).await;
@@ -175,6 +182,8 @@ pub async fn run(settings: SoakSettings) -> SoakReport {
         report.enforcement = enforcement;
         report.in_flight = in_flight;
         report.problems.extend(problems);
+        report.problems.extend(status.problems.iter().cloned());
+        report.status = status;
         eprintln!("soak: round {round} ({fault}) done: {report:?}");
         round_reports.push(report);
     }
@@ -183,6 +192,9 @@ pub async fn run(settings: SoakSettings) -> SoakReport {
     last.round = rounds + 1;
     last.fault = "end (load stopped)".into();
     last.recovery = Some(Duration::ZERO);
+    // Idle, with nothing waiting: live.
+    last.status.until_live(&stack.status_command(), &last.fault, Instant::now()).await;
+    last.problems.extend(last.status.problems.iter().cloned());
     last.problems.extend(stack.exited());
     let ledger_total = ledger.total().await.unwrap_or(Decimal::MIN);
     let report = SoakReport {

@@ -6,13 +6,16 @@ use std::time::Duration;
 
 use rust_decimal::Decimal;
 
+use super::status::StatusSeen;
+
 /// What one round measured.
 #[derive(Debug, Clone)]
 pub struct RoundReport {
     pub round: usize,
     /// The fault, or `end` for the final check.
     pub fault: String,
-    /// From the fault's end (the last kill, or the thaw) to recovered; `None`: not within 2 min.
+    /// From the fault's end (the restart of what was killed, or the thaw; a double restart: the
+    /// second kill) to recovered; `None`: not within 2 min.
     pub recovery: Option<Duration>,
     /// From the crossing request's response to a 402; `None`: not within the limit.
     pub enforcement: Option<Duration>,
@@ -26,6 +29,9 @@ pub struct RoundReport {
     pub wrong_costs: usize,
     /// Rollup buckets unequal to the ledger: minute, hour, day.
     pub rollups: [u64; 3],
+    /// What `faregate status` said while the fault held and after the recovery (its problems
+    /// are in `problems` too).
+    pub status: StatusSeen,
     pub problems: Vec<String>,
 }
 
@@ -52,7 +58,13 @@ impl SoakReport {
                 Some(d) => fail(format!("recovery took {d:?}")),
                 None => fail("did not recover".into()),
             }
-            if r.round <= self.rounds.len() && r.enforcement.is_none() {
+            let faulted = r.round <= self.rounds.len();
+            match r.status.live_after {
+                Some(d) if d > limit => fail(format!("status said live only {d:?} after the fault ended")),
+                None => fail("status never said live after the recovery".into()),
+                Some(_) => {}
+            }
+            if faulted && r.enforcement.is_none() {
                 fail(format!("the crossed budget did not block within {limit:?}"));
             }
             if r.lost > 0 {
@@ -82,16 +94,19 @@ impl SoakReport {
     pub fn print(&self) {
         let secs = |d: Option<Duration>| d.map_or("-".to_string(), |d| format!("{:.1} s", d.as_secs_f64()));
         println!(
-            "\n| round | fault | recovery | enforcement | acknowledged | in flight at the fault | unmetered at a kill | lost | doubled | wrong costs | rollups off |"
+            "\n| round | fault | recovery | enforcement | status while faulted | status live | slowest status | acknowledged | in flight at the fault | unmetered at a kill | lost | doubled | wrong costs | rollups off |"
         );
-        println!("|---|---|---|---|---|---|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
         for r in self.rounds.iter().chain([&self.last]) {
             println!(
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 r.round,
                 r.fault,
                 secs(r.recovery),
                 secs(r.enforcement),
+                r.status.during(),
+                r.status.live(),
+                secs((r.status.runs > 0).then_some(r.status.slowest)),
                 r.acknowledged,
                 r.in_flight,
                 r.unmetered_at_kill,

@@ -10,52 +10,78 @@ use super::check::{Identity, Ledger};
 use super::load::Load;
 use super::report::RoundReport;
 use super::stack::{Role, Stack};
+use super::status::StatusSeen;
 use super::{Fault, IN_FLIGHT_WINDOW};
 
-/// Apply `fault`; the instant it ended (the last kill, or the thaw).
+/// Apply `fault` and hold it until `faregate status` names it (see [`super::status`]); the
+/// instant it ended: when the killed process was started again, or the thaw (a double restart:
+/// the second kill, since it is not held).
 pub(super) async fn strike(
     stack: &mut Stack,
     load: &Load,
     fault: Fault,
     freeze: Duration,
     ingress_kills: &mut Vec<Instant>,
+    status: &mut StatusSeen,
 ) -> Instant {
+    let command = stack.status_command();
     match fault {
-        Fault::Kill(role) => restart(stack, load, role, ingress_kills).await,
+        Fault::Kill(role) => {
+            let began = kill(stack, role, ingress_kills);
+            status.until_named(&command, fault, began).await;
+            let ended = Instant::now();
+            start(stack, load, role).await;
+            ended
+        }
         Fault::DoubleRestart(role) => {
-            restart(stack, load, role, ingress_kills).await;
-            restart(stack, load, role, ingress_kills).await
+            kill(stack, role, ingress_kills);
+            start(stack, load, role).await;
+            let second = kill(stack, role, ingress_kills);
+            let once = tokio::spawn({
+                let command = stack.status_command();
+                async move { command.run().await }
+            });
+            start(stack, load, role).await;
+            status.once(fault, &once.await.expect("the status run"));
+            second
         }
         Fault::KillBroker => {
             stack.broker.kill();
-            let at = Instant::now();
+            status.until_named(&command, fault, Instant::now()).await;
+            let ended = Instant::now();
             tokio::task::block_in_place(|| stack.broker.restart());
-            at
+            ended
         }
         Fault::FreezeClickHouse => {
             stack.front.freeze();
-            tokio::time::sleep(freeze).await;
+            // The freeze lasts `freeze` (the fault's definition) and at least until status named it.
+            tokio::join!(tokio::time::sleep(freeze), status.until_named(&command, fault, Instant::now()));
             stack.front.thaw();
             Instant::now()
         }
         Fault::KillClickHouse => {
-            let at = Instant::now();
-            tokio::task::block_in_place(|| stack.front.kill_and_restart());
-            at
+            stack.front.kill();
+            status.until_named(&command, fault, Instant::now()).await;
+            let ended = Instant::now();
+            tokio::task::block_in_place(|| stack.front.restart());
+            ended
         }
     }
 }
 
-async fn restart(stack: &mut Stack, load: &Load, role: Role, ingress_kills: &mut Vec<Instant>) -> Instant {
+fn kill(stack: &mut Stack, role: Role, ingress_kills: &mut Vec<Instant>) -> Instant {
     let at = stack.kill(role);
     if role == Role::Ingress {
         ingress_kills.push(at);
     }
+    at
+}
+
+async fn start(stack: &mut Stack, load: &Load, role: Role) {
     stack.start(role).await;
     if role == Role::Ingress {
         load.set_url(stack.gateway().expect("the gateway's address"));
     }
-    at
 }
 
 /// Wait until recovered (see the module's contract); the time from `ended`, or `None` after
@@ -197,6 +223,7 @@ pub(super) async fn settle(
         doubled,
         wrong_costs: ledger.wrong.len(),
         rollups,
+        status: StatusSeen::default(),
         problems,
     }
 }

@@ -12,6 +12,7 @@ use faregate_core::clickhouse::{ClickHouseConfig, migrations};
 use faregate_core::kafka::{KafkaConfig, ensure_topics};
 use serde_json::Value;
 
+use super::status::StatusCommand;
 use crate::{PrivateBroker, PrivateClickHouse, eventually_within, kafka_config_for, test_catalog, unique};
 
 /// The collector's bearer token in the soak's configuration.
@@ -63,6 +64,8 @@ pub struct Stack {
     dir: PathBuf,
     config: PathBuf,
     services: [Option<Service>; 3],
+    /// The metrics address of the ingress's latest run (kept while it is dead).
+    ingress_ops: Option<String>,
     starts: usize,
     http: reqwest::Client,
 }
@@ -95,6 +98,7 @@ impl Stack {
             dir: dir.to_path_buf(),
             config,
             services: [None, None, None],
+            ingress_ops: None,
             starts: 0,
             http: reqwest::Client::new(),
         }
@@ -115,6 +119,9 @@ config = "{config}"
 dlq = "{dlq}"
 alerts = "{alerts}"
 partitions = {partitions}
+# As deploy/local/up sets it: tansu may need repeated dynamic rejoins after a restart.
+[kafka.ownership]
+starved_after_ms = 5000
 [clickhouse]
 url = "{ch_url}"
 database = "{database}"
@@ -195,6 +202,9 @@ tick_ms = 100
             .await;
         service.ops = format!("http://{ops}");
         service.gateway = gateway.map(|addr| format!("http://{addr}"));
+        if role == Role::Ingress {
+            self.ingress_ops = Some(service.ops.clone());
+        }
         self.services[role.index()] = Some(service);
         self.until_ready(role, START_DEADLINE).await;
     }
@@ -211,6 +221,16 @@ tick_ms = 100
     /// The gateway's URL, while the ingress runs.
     pub fn gateway(&self) -> Option<String> {
         self.services[Role::Ingress.index()].as_ref().and_then(|s| s.gateway.clone())
+    }
+
+    /// `faregate status` with the services' configuration and the ingress's latest metrics
+    /// address.
+    pub fn status_command(&self) -> StatusCommand {
+        StatusCommand {
+            bin: self.bin.clone(),
+            config: self.config.clone(),
+            ingress: self.ingress_ops.clone(),
+        }
     }
 
     /// Whether `role`'s `/ready` answers 200 now.

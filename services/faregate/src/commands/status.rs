@@ -6,14 +6,21 @@
 //! the dead letters, asks ClickHouse when the ledger was last written, and optionally reads each
 //! `--ingress` metrics endpoint (spool backlog, spool full, enforcement stale).
 //!
-//! The report says `live` or lists each problem that makes the deployment blind; the command
-//! exits 0 when live and 2 when blind (1 stays for "could not run", e.g. a bad config).
-//! Informational rows (dead letters, the ledger's last write, lag with an owner) never fail it.
+//! The report says `live` or lists each problem that makes the deployment blind ([`judge`]:
+//! sentences, and a stable cause each); the command exits 0 when live and 2 when blind, a dead
+//! broker or ClickHouse included (1 stays for "could not run", e.g. a bad config).
+//! Informational rows (dead letters, lag with an owner) never fail it.
+//!
+//! It answers in bounded time whatever is down: the broker is asked first (5 s), and when it
+//! does not answer the other Kafka probes are skipped; every other probe has 10 s.
 
+mod judge;
 mod probe;
 mod render;
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::Serialize;
@@ -21,7 +28,11 @@ use serde::Serialize;
 use crate::AppConfig;
 use crate::cli::{StatusArgs, StatusFormat};
 use faregate_core::event::{Coverage, Heartbeat};
+pub use judge::Cause;
 pub use probe::Member;
+
+/// The longest any one probe may take (a frozen ClickHouse or ingress answers nothing).
+const PROBE_DEADLINE: Duration = Duration::from_secs(10);
 
 /// The deployment is blind: the report was printed; exit 2.
 #[derive(Debug, thiserror::Error)]
@@ -33,12 +44,24 @@ pub struct Report {
     pub live: bool,
     /// What makes the deployment blind, one sentence each.
     pub problems: Vec<String>,
+    /// The cause of each problem, in the same order: a stable code for scripts.
+    pub causes: Vec<Cause>,
     pub checked_at: DateTime<Utc>,
+    pub broker: BrokerStatus,
     pub groups: Vec<GroupStatus>,
     pub heartbeat: HeartbeatStatus,
     pub dead_letters: DeadLetterStatus,
     pub ledger: LedgerStatus,
     pub ingress: Vec<IngressStatus>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BrokerStatus {
+    /// `kafka.brokers`.
+    pub brokers: String,
+    pub reachable: bool,
+    /// Why no broker answered (the groups, heartbeats and dead letters were then not asked).
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -131,33 +154,90 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f).await?
 }
 
+/// `probe`'s answer, or an error when it gives none within `deadline`.
+async fn within<T>(deadline: Duration, probe: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    tokio::time::timeout(deadline, probe)
+        .await
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within {}s", deadline.as_secs())))
+}
+
+/// What the Kafka side answered; every probe an error when no broker answered.
+struct KafkaAnswers {
+    broker: anyhow::Result<()>,
+    processor: anyhow::Result<probe::GroupProbe>,
+    budget: anyhow::Result<probe::GroupProbe>,
+    dead_letters: anyhow::Result<i64>,
+    heartbeats: anyhow::Result<Vec<Heartbeat>>,
+}
+
+async fn ask_kafka(config: &AppConfig) -> KafkaAnswers {
+    let kafka = &config.kafka;
+    let t = &kafka.topics;
+    let broker = blocking({
+        let kafka = kafka.clone();
+        move || probe::broker(&kafka)
+    })
+    .await;
+    if let Err(e) = &broker {
+        fn skipped<T>(e: &anyhow::Error) -> anyhow::Result<T> {
+            Err(anyhow::anyhow!("not asked: no broker answered ({e:#})"))
+        }
+        return KafkaAnswers {
+            processor: skipped(e),
+            budget: skipped(e),
+            dead_letters: skipped(e),
+            heartbeats: skipped(e),
+            broker,
+        };
+    }
+    let (processor, budget, dead_letters, heartbeats) = tokio::join!(
+        within(
+            PROBE_DEADLINE,
+            blocking({
+                let (kafka, group, topic) =
+                    (kafka.clone(), config.processor.group_id.clone(), t.usage.clone());
+                move || probe::group(&kafka, &group, &topic)
+            })
+        ),
+        within(
+            PROBE_DEADLINE,
+            blocking({
+                let (kafka, group, topic) = (kafka.clone(), config.budget.group_id.clone(), t.spend.clone());
+                move || probe::group(&kafka, &group, &topic)
+            })
+        ),
+        within(
+            PROBE_DEADLINE,
+            blocking({
+                let kafka = kafka.clone();
+                move || probe::dead_letters(&kafka)
+            })
+        ),
+        within(PROBE_DEADLINE, probe::heartbeats(kafka)),
+    );
+    KafkaAnswers { broker, processor, budget, dead_letters, heartbeats }
+}
+
 /// Ask every component, then judge.
 pub async fn gather(config: &AppConfig, args: &StatusArgs) -> Report {
     let now = Utc::now();
-    let kafka = &config.kafka;
-    let t = &kafka.topics;
+    let t = &config.kafka.topics;
     let stale_after_secs =
         args.stale_after_secs.unwrap_or(match config.ingress.enforcement_stale_after_secs {
             0 => 10,
             secs => secs,
         });
-    let (processor, budget, dead_letters, heartbeats, ledger) = tokio::join!(
-        blocking({
-            let (kafka, group, topic) = (kafka.clone(), config.processor.group_id.clone(), t.usage.clone());
-            move || probe::group(&kafka, &group, &topic)
-        }),
-        blocking({
-            let (kafka, group, topic) = (kafka.clone(), config.budget.group_id.clone(), t.spend.clone());
-            move || probe::group(&kafka, &group, &topic)
-        }),
-        blocking({
-            let kafka = kafka.clone();
-            move || probe::dead_letters(&kafka)
-        }),
-        probe::heartbeats(kafka),
-        probe::last_ledger_write(&config.clickhouse),
+    let (answers, ledger, ingress) = tokio::join!(
+        ask_kafka(config),
+        within(PROBE_DEADLINE, probe::last_ledger_write(&config.clickhouse)),
+        ingress_status(&args.ingress),
     );
-    let ingress = ingress_status(&args.ingress).await;
+    let KafkaAnswers { broker, processor, budget, dead_letters, heartbeats } = answers;
+    let broker = BrokerStatus {
+        brokers: config.kafka.brokers.clone(),
+        reachable: broker.is_ok(),
+        error: broker.err().map(|e| format!("{e:#}")),
+    };
     let (heartbeat, beats) = heartbeat_status(&t.heartbeats, heartbeats, now, stale_after_secs);
     // Spend partition -> (instance, position) of its newest covering heartbeat.
     let covering: BTreeMap<i32, (String, i64)> = Coverage::of(&beats)
@@ -190,11 +270,20 @@ pub async fn gather(config: &AppConfig, args: &StatusArgs) -> Report {
             LedgerStatus { reachable: false, last_write: None, age_ms: None, error: Some(format!("{e:#}")) }
         }
     };
-    let problems = judge(&groups, &heartbeat, &ledger, &ingress);
+    let problems = judge::judge(&judge::Facts {
+        broker: &broker,
+        groups: &groups,
+        heartbeat: &heartbeat,
+        ledger: &ledger,
+        ingress: &ingress,
+        stale_after_secs,
+    });
     Report {
         live: problems.is_empty(),
-        problems,
+        problems: problems.iter().map(|p| p.message.clone()).collect(),
+        causes: problems.iter().map(|p| p.cause).collect(),
         checked_at: now,
+        broker,
         groups,
         heartbeat,
         dead_letters,
@@ -203,20 +292,30 @@ pub async fn gather(config: &AppConfig, args: &StatusArgs) -> Report {
     }
 }
 
+/// Every `--ingress` at once, each within [`PROBE_DEADLINE`], in the order given.
 async fn ingress_status(urls: &[String]) -> Vec<IngressStatus> {
-    let mut out = Vec::new();
-    for url in urls {
-        out.push(match probe::ingress(url).await {
-            Ok(metrics) => IngressStatus { url: url.clone(), reachable: true, metrics, error: None },
-            Err(e) => IngressStatus {
-                url: url.clone(),
-                reachable: false,
-                metrics: probe::IngressMetrics::default(),
-                error: Some(format!("{e:#}")),
-            },
-        });
+    let mut probes = tokio::task::JoinSet::new();
+    for (i, url) in urls.iter().cloned().enumerate() {
+        probes.spawn(async move { (i, within(PROBE_DEADLINE, probe::ingress(&url)).await, url) });
     }
-    out
+    let mut out = Vec::new();
+    while let Some(joined) = probes.join_next().await {
+        let (i, answer, url) = joined.expect("an ingress probe does not panic");
+        out.push((
+            i,
+            match answer {
+                Ok(metrics) => IngressStatus { url, reachable: true, metrics, error: None },
+                Err(e) => IngressStatus {
+                    url,
+                    reachable: false,
+                    metrics: probe::IngressMetrics::default(),
+                    error: Some(format!("{e:#}")),
+                },
+            },
+        ));
+    }
+    out.sort_by_key(|(i, _)| *i);
+    out.into_iter().map(|(_, status)| status).collect()
 }
 
 fn heartbeat_status(
@@ -309,59 +408,4 @@ fn group_status(
         error: None,
         describe_error: probe.describe_error.clone(),
     }
-}
-
-/// Every reason the deployment is blind.
-fn judge(
-    groups: &[GroupStatus],
-    heartbeat: &HeartbeatStatus,
-    ledger: &LedgerStatus,
-    ingress: &[IngressStatus],
-) -> Vec<String> {
-    let mut problems = Vec::new();
-    for g in groups {
-        if let Some(error) = &g.error {
-            problems.push(format!("{} group {} on {}: {error}", g.role, g.group, g.topic));
-            continue;
-        }
-        for p in g.partitions.iter().filter(|p| p.owner.is_none() && p.lag != Some(0)) {
-            let waiting = p.lag.map_or("an unknown number of".to_string(), |l| l.to_string());
-            problems.push(format!(
-                "{} partition {} of {} has {waiting} records waiting and no {} owns it",
-                g.role, p.partition, g.topic, g.role
-            ));
-        }
-    }
-    if let Some(error) = &heartbeat.error {
-        problems.push(format!("heartbeats cannot be read: {error}"));
-    } else if !heartbeat.live {
-        problems.push(match (heartbeat.partition_count, heartbeat.age_ms) {
-            (0, _) => "enforcement is stale: no budget service heartbeat on the heartbeats topic".to_string(),
-            (_, None) => format!(
-                "enforcement is stale: no budget service heart-beats for spend partitions {:?}",
-                heartbeat.uncovered_partitions
-            ),
-            (_, Some(age)) => format!(
-                "enforcement is stale: the heartbeat watermark is {}s old (limit {}s)",
-                age / 1000,
-                heartbeat.stale_after_secs
-            ),
-        });
-    }
-    if let Some(error) = &ledger.error {
-        problems.push(format!("ClickHouse is unreachable: {error}"));
-    }
-    for i in ingress {
-        match (&i.error, &i.metrics) {
-            (Some(error), _) => problems.push(format!("ingress {} is unreachable: {error}", i.url)),
-            (None, m) if m.spool_full == Some(true) => {
-                problems.push(format!("ingress {} has a full spool (it refuses requests)", i.url))
-            }
-            (None, m) if m.enforcement_stale == Some(true) => {
-                problems.push(format!("ingress {} reports enforcement stale", i.url))
-            }
-            _ => {}
-        }
-    }
-    problems
 }

@@ -3,6 +3,7 @@
 //! to the caller.
 
 use std::collections::BTreeMap;
+use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -18,6 +19,8 @@ use faregate_core::event::Heartbeat;
 use faregate_core::kafka::KafkaConfig;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the first question to the broker may take before it counts as unreachable.
+const BROKER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A group member as the broker reports it.
 #[derive(Debug, Clone, Serialize)]
@@ -41,6 +44,35 @@ pub struct GroupProbe {
     pub watermarks: BTreeMap<i32, (i64, i64)>,
     /// Partition -> committed offset (only where the group committed one).
     pub committed: BTreeMap<i32, i64>,
+}
+
+/// Whether a broker answers: one of `kafka.brokers` accepts a TCP connection (a refused one is
+/// known at once, where librdkafka would retry until its timeout), then the usage topic's
+/// metadata arrives within 5 s.
+pub fn broker(kafka: &KafkaConfig) -> anyhow::Result<()> {
+    let mut refused = Vec::new();
+    let accepted = kafka.brokers.split(',').map(str::trim).filter(|b| !b.is_empty()).any(|broker| {
+        let connected = broker.to_socket_addrs().map_err(anyhow::Error::from).and_then(|addrs| {
+            let mut last = anyhow::anyhow!("no address");
+            for addr in addrs {
+                match TcpStream::connect_timeout(&addr, BROKER_TIMEOUT) {
+                    Ok(_) => return Ok(()),
+                    Err(e) => last = e.into(),
+                }
+            }
+            Err(last)
+        });
+        if let Err(e) = &connected {
+            refused.push(format!("{broker}: {e}"));
+        }
+        connected.is_ok()
+    });
+    anyhow::ensure!(accepted, "no broker accepts a connection ({})", refused.join("; "));
+    let client: BaseConsumer = kafka.consumer_config("status", "faregate-status").create()?;
+    client
+        .fetch_metadata(Some(&kafka.topics.usage), BROKER_TIMEOUT)
+        .with_context(|| format!("no answer to a metadata request within {}s", BROKER_TIMEOUT.as_secs()))?;
+    Ok(())
 }
 
 /// The group `group` on `topic`: members, their assignments, watermarks and committed offsets.

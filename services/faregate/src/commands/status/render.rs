@@ -14,10 +14,21 @@ fn age(ms: Option<i64>) -> String {
     }
 }
 
+/// A cause's code as the JSON report spells it.
+fn code(cause: &super::Cause) -> String {
+    serde_json::to_value(cause).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
+}
+
 pub fn table(report: &Report) -> String {
     let mut table = Table::new();
     table.set_header(["check", "state", "detail"]);
     let verdict = |ok: bool| if ok { "ok" } else { "BLIND" };
+    let b = &report.broker;
+    table.add_row([
+        format!("Kafka broker ({})", b.brokers),
+        verdict(b.reachable).into(),
+        b.error.clone().unwrap_or_else(|| "answers".into()),
+    ]);
     for g in &report.groups {
         let name = format!("{} group {} ({})", g.role, g.group, g.topic);
         if let Some(error) = &g.error {
@@ -40,13 +51,14 @@ pub fn table(report: &Report) -> String {
             ),
         ]);
         for p in &g.partitions {
-            let ok = p.owner.is_some() || p.lag == Some(0);
+            let described = g.describe_error.is_none();
+            let ok = p.owner.is_some() || p.lag == Some(0) || !described;
             table.add_row([
                 format!("  {} partition {}", g.role, p.partition),
                 verdict(ok).into(),
                 format!(
                     "owner {}, high {}, position {}, lag {}",
-                    p.owner.as_deref().unwrap_or("none"),
+                    p.owner.as_deref().unwrap_or(if described { "none" } else { "unknown" }),
                     p.high_watermark,
                     p.position.map_or("-".into(), |o| o.to_string()),
                     p.lag.map_or("?".into(), |l| l.to_string())
@@ -118,8 +130,8 @@ pub fn table(report: &Report) -> String {
         out.push_str("live: metering and enforcement are running\n");
     } else {
         out.push_str("BLIND:\n");
-        for problem in &report.problems {
-            out.push_str(&format!("  - {problem}\n"));
+        for (problem, cause) in report.problems.iter().zip(&report.causes) {
+            out.push_str(&format!("  - {problem} [{}]\n", code(cause)));
         }
     }
     out
