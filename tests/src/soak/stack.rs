@@ -122,6 +122,10 @@ partitions = {partitions}
 # As deploy/local/up sets it: tansu may need repeated dynamic rejoins after a restart.
 [kafka.ownership]
 starved_after_ms = 5000
+# As deploy/local/up sets it: the decision-path consumers sleep while nothing arrives, so the
+# faults also hit consumers that pause, resume and rebalance.
+[kafka.idle]
+after_ms = 5000
 [clickhouse]
 url = "{ch_url}"
 database = "{database}"
