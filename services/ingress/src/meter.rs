@@ -62,6 +62,11 @@ impl Meter {
         }
     }
 
+    /// The event as built so far (before `finish`).
+    pub fn event(&self) -> Option<&UsageEvent> {
+        self.event.as_ref()
+    }
+
     pub fn event_id(&self) -> Option<uuid::Uuid> {
         self.event.as_ref().map(|e| e.event_id)
     }

@@ -278,7 +278,6 @@ async fn forward(gw: &Arc<Gateway>, api: Api, request: Request) -> Result<Respon
         // Listing models is not usage: forwarded, not metered.
         return pass(gw, provider, &parts, raw_body, &request_id).await;
     }
-    let estimate_for = gw.reserver.as_ref().map(|_| template.clone());
     let mut meter = Meter::new(template, gw.sink.clone(), Some(gw.limiter.clone()), started, body.len());
     if let Some(reserver) = &gw.reserver {
         meter.teach(reserver.clone());
@@ -327,14 +326,21 @@ async fn forward(gw: &Arc<Gateway>, api: Api, request: Request) -> Result<Respon
         }
     }
     let mut reserved = None;
-    if let (Some(reserver), Some(mut event)) = (&gw.reserver, estimate_for)
+    if let Some(reserver) = &gw.reserver
         && !covering.is_empty()
         && api != Api::AnthropicCountTokens
     {
-        if let Some(model) = &rewrite_model {
+        // Priced as the model the upstream will be asked for (a downgrade's).
+        let rewritten = rewrite_model.as_ref().and_then(|model| {
+            let mut event = meter.event()?.clone();
             event.requested_model = model.clone();
-        }
-        if let Some(estimate) = reserver.estimate(&event, body.len(), head.output_limit()) {
+            Some(event)
+        });
+        let estimate = rewritten
+            .as_ref()
+            .or(meter.event())
+            .and_then(|event| reserver.estimate(event, body.len(), head.output_limit()));
+        if let Some(estimate) = estimate {
             match reserver.admit(covering, estimate.amount) {
                 Ok(reservation) => {
                     reserved = Some(reservation.amount());
