@@ -147,7 +147,7 @@ impl Default for ReservationConfig {
             history_factor: 2,
             history_floor_tokens: 256,
             settle_margin_ms: 1000,
-            settle_hold_max_ms: 3_000,
+            settle_hold_max_ms: 1_500,
             prices_dir: String::new(),
         }
     }
