@@ -341,7 +341,7 @@ async fn forward(gw: &Arc<Gateway>, api: Api, request: Request) -> Result<Respon
             .or(meter.event())
             .and_then(|event| reserver.estimate(event, body.len(), head.output_limit()));
         if let Some(estimate) = estimate {
-            match reserver.admit(covering, estimate.amount) {
+            match reserver.admit(covering, &estimate) {
                 Ok(reservation) => {
                     reserved = Some(reservation.amount());
                     meter.hold(reservation);

@@ -8,6 +8,10 @@
 //! Contract: a request fits when `open + settled + its reservation <= share`, the share being
 //! the budget's published remaining divided by `ingress.reservation.replicas`; the check and
 //! the addition happen under the book's lock, so two requests never take the same headroom.
+//! One request at a time may instead be admitted on its *likely* cost (the **overdraft**: its
+//! reservation, added in full, no longer fits, its likely cost does): near the end of a share
+//! the last request that probably fits is served rather than refused, and the overshoot this
+//! allows is at most one request per budget and replica.
 //! Settled amounts leave the book in settlement order once a headroom record shows them (the
 //! record's `spend_revision`, the processor's read time, is at least `settle_margin` past the
 //! settlement), or once `settle_hold_max` has passed and the record was computed after the
@@ -51,6 +55,8 @@ pub(crate) struct BookState {
     /// (settled at, µs since the epoch; cost), in settlement order.
     settled: VecDeque<(i64, Usd)>,
     settled_sum: Usd,
+    /// A request admitted on its likely cost is in flight.
+    overdraft: bool,
 }
 
 /// What a book holds right now.
@@ -112,6 +118,16 @@ impl BookState {
 
     pub(crate) fn open(&mut self, amount: Usd) {
         self.open = Usd(self.open.0 + amount.0);
+    }
+
+    /// Whether a request whose reservation does not fit may go on its `likely` cost: no other
+    /// overdraft is in flight and the likely cost fits.
+    pub(crate) fn overdraft_fits(&self, likely: Usd, share: Usd) -> bool {
+        !self.overdraft && self.fits(likely, share)
+    }
+
+    pub(crate) fn set_overdraft(&mut self, open: bool) {
+        self.overdraft = open;
     }
 
     /// A reservation of `reserved` ends at `now_us`, having cost `cost`.
@@ -181,5 +197,20 @@ mod tests {
         // Nothing billed, nothing held; a settle never takes open below zero.
         state.settle(usd("0.1"), usd("0"), 7_000);
         assert_eq!(state.held(), Held::default());
+    }
+
+    #[test]
+    fn one_overdraft_at_a_time_and_only_on_a_likely_cost_that_fits() {
+        let book = Book::new("b".into());
+        let mut state = book.lock();
+        state.open(usd("0.9"));
+        assert!(!state.fits(usd("0.2"), usd("1")));
+        assert!(state.overdraft_fits(usd("0.1"), usd("1")));
+        assert!(!state.overdraft_fits(usd("0.100000000000000001"), usd("1")));
+        state.open(usd("0.2"));
+        state.set_overdraft(true);
+        assert!(!state.overdraft_fits(usd("0"), usd("10")), "one at a time");
+        state.set_overdraft(false);
+        assert!(!state.overdraft_fits(usd("0.1"), usd("1")), "the full reservation is held");
     }
 }

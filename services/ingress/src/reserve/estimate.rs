@@ -10,6 +10,10 @@
 //!   hundred. Without a limit and without history, `default_output_tokens`.
 //! - Prices: the catalog's entry for the provider and model (the downgraded one, if any) in
 //!   force now, for the org, at the standard tier.
+//! - Also the **likely** cost: the same input, with the median of the recent outputs (when there
+//!   is history; otherwise the likely cost is the estimate). Admission may let one request per
+//!   budget and replica through on its likely cost when its estimate no longer fits (see
+//!   [`super::book`]).
 //!
 //! What this can get wrong is stated in docs/ARCHITECTURE.md ("Admission by reservation"): an
 //! output above the history bound, input that tokenises denser than the assumed bytes per
@@ -47,6 +51,8 @@ pub enum OutputFrom {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Estimate {
     pub amount: Usd,
+    /// The cost with the median recent output instead of the bound (at most `amount`).
+    pub likely: Usd,
     pub input_tokens: i64,
     pub output_tokens: i64,
     pub output_from: OutputFrom,
@@ -65,11 +71,16 @@ impl Ring {
         self.slots[(n % RING as u64) as usize].store(tokens, Ordering::Relaxed);
     }
 
-    /// (samples, the largest of them).
-    fn max(&self) -> (u64, u32) {
-        let n = self.pushed.load(Ordering::Relaxed).min(RING as u64);
-        let max = self.slots[..n as usize].iter().map(|s| s.load(Ordering::Relaxed)).max().unwrap_or(0);
-        (n, max)
+    /// (samples, the largest of them, their median).
+    fn max(&self) -> (u64, u32, u32) {
+        let n = self.pushed.load(Ordering::Relaxed).min(RING as u64) as usize;
+        let mut seen = [0u32; RING];
+        for (slot, value) in self.slots[..n].iter().zip(seen.iter_mut()) {
+            *value = slot.load(Ordering::Relaxed);
+        }
+        let seen = &mut seen[..n];
+        seen.sort_unstable();
+        (n as u64, seen.last().copied().unwrap_or(0), seen.get(n / 2).copied().unwrap_or(0))
     }
 }
 
@@ -94,8 +105,8 @@ fn ring_of(map: &RwLock<HashMap<String, Arc<Ring>>>, name: &str) -> Arc<Ring> {
     map.entry(name.to_string()).or_default().clone()
 }
 
-fn peek(map: &RwLock<HashMap<String, Arc<Ring>>>, name: &str) -> (u64, u32) {
-    map.read().unwrap_or_else(|e| e.into_inner()).get(name).map_or((0, 0), |r| r.max())
+fn peek(map: &RwLock<HashMap<String, Arc<Ring>>>, name: &str) -> (u64, u32, u32) {
+    map.read().unwrap_or_else(|e| e.into_inner()).get(name).map_or((0, 0, 0), |r| r.max())
 }
 
 impl OutputHistory {
@@ -108,29 +119,33 @@ impl OutputHistory {
         ring_of(&self.models, model).push(tokens);
     }
 
-    /// The output tokens to reserve for a request asking for at most `limit`.
+    /// The output tokens to reserve for a request asking for at most `limit`, where they come
+    /// from, and the likely output (the recent median, at most the reserved tokens).
     pub fn output_tokens(
         &self,
         config: &ReservationConfig,
         key: Option<&str>,
         model: &str,
         limit: Option<i64>,
-    ) -> (i64, OutputFrom) {
-        let bound = |(samples, max): (u64, u32)| {
+    ) -> (i64, OutputFrom, i64) {
+        let bound = |(samples, max, median): (u64, u32, u32)| {
             (samples >= u64::from(config.history_min_samples)).then(|| {
-                (i64::from(max).saturating_mul(i64::from(config.history_factor)))
-                    .max(config.history_floor_tokens)
+                let bound = (i64::from(max).saturating_mul(i64::from(config.history_factor)))
+                    .max(config.history_floor_tokens);
+                (bound, i64::from(median))
             })
         };
         let from_history = key
-            .and_then(|k| bound(peek(&self.keys, k)).map(|b| (b, OutputFrom::KeyHistory)))
-            .or_else(|| bound(peek(&self.models, model)).map(|b| (b, OutputFrom::ModelHistory)));
-        match (limit.filter(|l| *l > 0), from_history) {
-            (Some(limit), Some((bound, from))) if bound < limit => (bound, from),
-            (Some(limit), _) => (limit, OutputFrom::Limit),
-            (None, Some((bound, from))) => (bound, from),
-            (None, None) => (config.default_output_tokens, OutputFrom::Default),
-        }
+            .and_then(|k| bound(peek(&self.keys, k)).map(|(b, m)| (b, m, OutputFrom::KeyHistory)))
+            .or_else(|| bound(peek(&self.models, model)).map(|(b, m)| (b, m, OutputFrom::ModelHistory)));
+        let (tokens, from, likely) = match (limit.filter(|l| *l > 0), from_history) {
+            (Some(limit), Some((bound, median, from))) if bound < limit => (bound, from, median),
+            (Some(limit), Some((_, median, _))) => (limit, OutputFrom::Limit, median),
+            (Some(limit), None) => (limit, OutputFrom::Limit, limit),
+            (None, Some((bound, median, from))) => (bound, from, median),
+            (None, None) => (config.default_output_tokens, OutputFrom::Default, config.default_output_tokens),
+        };
+        (tokens, from, likely.min(tokens))
     }
 }
 
@@ -147,11 +162,16 @@ pub fn estimate(
     let quote = catalog.quote(event)?;
     let per_token = u64::from(config.bytes_per_input_token.max(1));
     let input_tokens = i64::try_from((body_bytes as u64).div_ceil(per_token)).unwrap_or(i64::MAX);
-    let (output_tokens, output_from) =
+    let (output_tokens, output_from, likely_output) =
         history.output_tokens(config, event.key_id.as_deref(), event.billed_model(), limit);
     let tokens = TokenCounts { input: input_tokens, output: output_tokens, ..TokenCounts::default() };
     let amount = quote.cost(&tokens)?.total();
-    Ok(Estimate { amount, input_tokens, output_tokens, output_from })
+    let likely = if likely_output == output_tokens {
+        amount
+    } else {
+        quote.cost(&TokenCounts { output: likely_output, ..tokens })?.total()
+    };
+    Ok(Estimate { amount, likely, input_tokens, output_tokens, output_from })
 }
 
 #[cfg(test)]
@@ -163,20 +183,27 @@ mod tests {
         let config = ReservationConfig::default();
         let history = OutputHistory::default();
         let out = |key, limit| history.output_tokens(&config, key, "m", limit);
-        assert_eq!(out(Some("k"), Some(32_000)), (32_000, OutputFrom::Limit), "no history: the limit");
-        assert_eq!(out(Some("k"), None), (config.default_output_tokens, OutputFrom::Default));
+        assert_eq!(
+            out(Some("k"), Some(32_000)),
+            (32_000, OutputFrom::Limit, 32_000),
+            "no history: the limit"
+        );
+        let default = config.default_output_tokens;
+        assert_eq!(out(Some("k"), None), (default, OutputFrom::Default, default));
         for i in 0..config.history_min_samples {
             history.record(Some("k"), "m", 300 + i64::from(i));
         }
-        let bound = (300 + i64::from(config.history_min_samples) - 1) * i64::from(config.history_factor);
-        assert_eq!(out(Some("k"), Some(32_000)), (bound, OutputFrom::KeyHistory));
-        assert_eq!(out(Some("k"), Some(100)), (100, OutputFrom::Limit), "the limit when it is lower");
+        let max = 300 + i64::from(config.history_min_samples) - 1;
+        let median = 300 + i64::from(config.history_min_samples) / 2;
+        let bound = max * i64::from(config.history_factor);
+        assert_eq!(out(Some("k"), Some(32_000)), (bound, OutputFrom::KeyHistory, median));
+        assert_eq!(out(Some("k"), Some(100)), (100, OutputFrom::Limit, 100), "the limit when it is lower");
         // Another key on the same model: the model's history.
-        assert_eq!(out(Some("other"), Some(32_000)), (bound, OutputFrom::ModelHistory));
+        assert_eq!(out(Some("other"), Some(32_000)), (bound, OutputFrom::ModelHistory, median));
         // The ring forgets: 32 small outputs later the old maximum is gone.
         for _ in 0..RING {
             history.record(Some("k"), "m", 10);
         }
-        assert_eq!(out(Some("k"), Some(32_000)), (config.history_floor_tokens, OutputFrom::KeyHistory));
+        assert_eq!(out(Some("k"), Some(32_000)), (config.history_floor_tokens, OutputFrom::KeyHistory, 10));
     }
 }

@@ -120,33 +120,50 @@ impl Reserver {
         Usd(share.round_dp_with_strategy(18, RoundingStrategy::ToNegativeInfinity))
     }
 
-    /// Reserve `amount` against every budget in `covering`, or refuse naming the first budget
-    /// it does not fit.
-    pub fn admit(self: &Arc<Self>, mut covering: Vec<Covering>, amount: Usd) -> Result<Reservation, Refusal> {
+    /// Reserve `estimate.amount` against every budget in `covering` (on a budget where it no
+    /// longer fits, as that budget's one overdraft if `estimate.likely` fits: see [`book`]), or
+    /// refuse naming the first budget it does not fit.
+    pub fn admit(
+        self: &Arc<Self>,
+        mut covering: Vec<Covering>,
+        estimate: &Estimate,
+    ) -> Result<Reservation, Refusal> {
+        let amount = estimate.amount;
         // One lock order for every request: by the book's address.
         covering.sort_by_key(|c| Arc::as_ptr(&c.book) as usize);
         covering.dedup_by_key(|c| Arc::as_ptr(&c.book) as usize);
         let now = now_us();
-        let mut locked: Vec<_> = covering.iter().map(|c| (c, c.book.lock())).collect();
-        for (c, state) in &mut locked {
+        let mut locked: Vec<_> = covering.iter().map(|c| (c, c.book.lock(), false)).collect();
+        for (c, state, overdraft) in &mut locked {
             state.release(c.position, self.rules, now);
             let share = self.share(c.position.remaining);
-            if !state.fits(amount, share) {
-                return Err(Refusal {
-                    budget: c.book.name.clone(),
-                    share,
-                    held: state.held().total(),
-                    reservation: amount,
-                });
+            if state.fits(amount, share) {
+                continue;
             }
+            if estimate.likely < amount && state.overdraft_fits(estimate.likely, share) {
+                *overdraft = true;
+                continue;
+            }
+            return Err(Refusal {
+                budget: c.book.name.clone(),
+                share,
+                held: state.held().total(),
+                reservation: amount,
+            });
         }
-        for (_, state) in &mut locked {
+        let mut overdrafts = Vec::with_capacity(locked.len());
+        for (_, state, overdraft) in &mut locked {
             state.open(amount);
+            if *overdraft {
+                state.set_overdraft(true);
+                metrics::counter!("faregate_ingress_reservation_overdraft_total").increment(1);
+            }
+            overdrafts.push(*overdraft);
         }
         drop(locked);
         Ok(Reservation {
             reserver: self.clone(),
-            books: covering.into_iter().map(|c| c.book).collect(),
+            books: covering.into_iter().map(|c| c.book).zip(overdrafts).collect(),
             amount,
             settled: false,
         })
@@ -157,7 +174,8 @@ impl Reserver {
 #[derive(Debug)]
 pub struct Reservation {
     reserver: Arc<Reserver>,
-    books: Vec<Arc<Book>>,
+    /// Each budget's book, and whether this request is its overdraft.
+    books: Vec<(Arc<Book>, bool)>,
     amount: Usd,
     settled: bool,
 }
@@ -182,8 +200,12 @@ impl Reservation {
             return;
         }
         let now = now_us();
-        for book in &self.books {
-            book.lock().settle(self.amount, cost, now);
+        for (book, overdraft) in &self.books {
+            let mut state = book.lock();
+            state.settle(self.amount, cost, now);
+            if *overdraft {
+                state.set_overdraft(false);
+            }
         }
     }
 }
