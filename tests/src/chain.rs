@@ -74,6 +74,11 @@ pub struct ChainSetup {
     pub budget_clock: Arc<dyn Clock>,
     /// The processor's `batch_max_wait_ms` (50 by default: small batches, many commits).
     pub processor_batch_wait_ms: u64,
+    /// Every ingress's reservation settings (`prices_dir` and `replicas` are set by the chain:
+    /// the chain's catalog and the replica count).
+    pub reservation: faregate_ingress::config::ReservationConfig,
+    /// The fake provider's settings.
+    pub fake: FakeConfig,
 }
 
 impl ChainSetup {
@@ -86,6 +91,8 @@ impl ChainSetup {
             budgets: Vec::new(),
             budget_clock: Arc::new(faregate_budget::SystemClock),
             processor_batch_wait_ms: 50,
+            reservation: faregate_ingress::config::ReservationConfig::default(),
+            fake: FakeConfig::default(),
         }
     }
 }
@@ -114,8 +121,17 @@ pub struct Chain {
 
 impl Chain {
     pub async fn start(setup: ChainSetup) -> Chain {
-        let ChainSetup { kafka, clickhouse, replicas, keys, budgets, budget_clock, processor_batch_wait_ms } =
-            setup;
+        let ChainSetup {
+            kafka,
+            clickhouse,
+            replicas,
+            keys,
+            budgets,
+            budget_clock,
+            processor_batch_wait_ms,
+            mut reservation,
+            fake,
+        } = setup;
         ensure_topics(&kafka, &kafka.topic_specs()).await.expect("topics are created");
         migrations::apply(&clickhouse).await.expect("the schema applies");
         write_config(&kafka, &keys, &budgets).await;
@@ -127,7 +143,9 @@ impl Chain {
         };
         std::fs::write(prices.path().join("anthropic.toml"), catalog("standard", ANTHROPIC_MODELS)).unwrap();
         std::fs::write(prices.path().join("openai.toml"), catalog("default", OPENAI_MODELS)).unwrap();
-        let fake = FakeUpstream::start(FakeConfig::default()).await.expect("the fake provider starts");
+        let fake = FakeUpstream::start(fake).await.expect("the fake provider starts");
+        reservation.prices_dir = prices.path().display().to_string();
+        reservation.replicas = u32::try_from(replicas).expect("a few replicas");
         let mut chain = Chain {
             kafka: kafka.clone(),
             clickhouse,
@@ -142,7 +160,7 @@ impl Chain {
         };
         chain.start_processor();
         for replica in 0..replicas {
-            let ingress = start_ingress(&kafka, &chain.fake, replica).await;
+            let ingress = start_ingress(&kafka, &chain.fake, replica, &reservation).await;
             chain.ingresses.push(ingress);
         }
         chain
@@ -358,7 +376,12 @@ async fn start_budget(kafka: &KafkaConfig, clock: Arc<dyn Clock>) -> (Cancellati
     (stop, handle)
 }
 
-async fn start_ingress(kafka: &KafkaConfig, fake: &FakeUpstream, replica: usize) -> Ingress {
+async fn start_ingress(
+    kafka: &KafkaConfig,
+    fake: &FakeUpstream,
+    replica: usize,
+    reservation: &faregate_ingress::config::ReservationConfig,
+) -> Ingress {
     let spool = tempfile::tempdir().unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -374,6 +397,7 @@ async fn start_ingress(kafka: &KafkaConfig, fake: &FakeUpstream, replica: usize)
         upstreams: vec![upstream(Provider::Anthropic), upstream(Provider::Openai)],
         spool_dir: spool.path().to_path_buf(),
         collector_token: Secret::new(COLLECTOR_TOKEN),
+        reservation: reservation.clone(),
         ..IngressConfig::default()
     };
     let (ready, stop) = (Arc::new(AtomicBool::new(false)), CancellationToken::new());

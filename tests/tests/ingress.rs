@@ -32,6 +32,7 @@ struct Rig {
     sink: MemorySink,
     keys: Arc<KeyStore>,
     decisions: Arc<DecisionCache>,
+    gateway: Arc<Gateway>,
     stop: CancellationToken,
     client: reqwest::Client,
 }
@@ -74,6 +75,8 @@ async fn rig_full(config: impl FnOnce(&mut IngressConfig), decisions_fresh: bool
         ],
         max_body_bytes: 64 << 10,
         collector_token: Secret::new("collector-token"),
+        // No budget service here: enforcement liveness is off unless a test turns it on.
+        enforcement_stale_after_secs: 0,
         ..IngressConfig::default()
     };
     config(&mut ingress);
@@ -85,13 +88,16 @@ async fn rig_full(config: impl FnOnce(&mut IngressConfig), decisions_fresh: bool
         freshness.set_caught_up();
     }
     let sink = MemorySink::default();
+    let enforcement =
+        Arc::new(faregate_ingress::enforcement::Enforcement::new(ingress.enforcement_stale_after_secs));
     let gateway = Arc::new(Gateway {
+        reserver: faregate_ingress::gateway::reserver(&ingress).unwrap(),
         client: faregate_ingress::gateway::upstream_client(&ingress).unwrap(),
         config: Arc::new(ingress),
         keys: keys.clone(),
         decisions: decisions.clone(),
         decisions_freshness: freshness,
-        enforcement: Arc::new(faregate_ingress::enforcement::Enforcement::new(0)),
+        enforcement,
         headroom: Arc::default(),
         limiter: Arc::default(),
         sink: Arc::new(sink.clone()),
@@ -99,8 +105,8 @@ async fn rig_full(config: impl FnOnce(&mut IngressConfig), decisions_fresh: bool
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let stop = CancellationToken::new();
-    tokio::spawn(faregate_ingress::serve(gateway, listener, stop.clone()));
-    Rig { url, fake, sink, keys, decisions, stop, client: reqwest::Client::new() }
+    tokio::spawn(faregate_ingress::serve(gateway.clone(), listener, stop.clone()));
+    Rig { url, fake, sink, keys, decisions, gateway, stop, client: reqwest::Client::new() }
 }
 
 async fn rig() -> Rig {
@@ -741,4 +747,151 @@ async fn passthrough_forwards_the_clients_own_key_and_attributes_by_its_hash() {
     assert_eq!(upstream[2].header("x-api-key"), Some("sk-ant-own-eve"));
     assert_eq!(upstream[3].header("authorization"), Some("Bearer sk-openai-own-carol"));
     assert_eq!(upstream[0].header("x-faregate-user"), None, "attribution headers stay here");
+}
+
+/// Ana's day budget with `remaining` of $10 left, as the budget service publishes it.
+fn ana_headroom(remaining: &str) -> faregate_core::event::Headroom {
+    let now = Utc::now();
+    let remaining: rust_decimal::Decimal = remaining.parse().unwrap();
+    faregate_core::event::Headroom {
+        scope_key: "org=acme/user=ana".into(),
+        budget_id: "ana-day".into(),
+        budget_name: "Ana daily".into(),
+        period: "day".into(),
+        days: None,
+        rolling: true,
+        time_zone: "UTC".into(),
+        limit_usd: faregate_core::money::Usd(10.into()),
+        spent_usd: faregate_core::money::Usd(rust_decimal::Decimal::from(10) - remaining),
+        remaining_usd: faregate_core::money::Usd(remaining),
+        window_start: now - chrono::TimeDelta::days(1),
+        window_end: now,
+        resets_at: None,
+        spend_revision: now.timestamp_micros(),
+        published_at: now,
+        revision: 1,
+    }
+}
+
+impl Rig {
+    /// What this gateway holds against Ana's budget.
+    fn held(&self) -> faregate_ingress::reserve::Held {
+        let (position, book) = self.gateway.headroom.book_of("org=acme/user=ana#budget=ana-day").unwrap();
+        book.held(position, self.gateway.reserver.as_ref().unwrap().rules(), Utc::now().timestamp_micros())
+    }
+}
+
+fn priced(event: &UsageEvent) -> faregate_core::money::Usd {
+    match faregate_pricing::PriceCatalog::embedded().unwrap().price(event) {
+        faregate_core::clickhouse::ledger::Pricing::Priced { cost, .. } => cost.total(),
+        other => panic!("unpriced: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_reservation_settles_to_what_the_provider_reported_however_the_request_ends() {
+    use faregate_core::money::Usd;
+    let fake_slow =
+        FakeUpstream::start(FakeConfig { stream_delay: Duration::from_millis(200), ..FakeConfig::default() })
+            .await
+            .unwrap();
+    let rig = rig_with(|c| {
+        for upstream in &mut c.upstreams {
+            upstream.base_url = fake_slow.url();
+        }
+    })
+    .await;
+    let record = ana_headroom("10");
+    rig.gateway.headroom.apply(&record.key(), Some(record));
+    let mut expected = Usd::ZERO;
+    let add = |a: Usd, b: Usd| Usd(a.0 + b.0);
+
+    // Completed: the reservation (64,000 output tokens asked, no history yet) becomes the cost.
+    let response = rig.anthropic(messages(false)).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let reserved: rust_decimal::Decimal =
+        response.headers()["x-faregate-reserved"].to_str().unwrap().parse().unwrap();
+    assert!(
+        reserved > rust_decimal::Decimal::new(96, 2),
+        "64,000 output tokens at $15 per million: {reserved}"
+    );
+    response.bytes().await.unwrap();
+    let events = rig.sink.wait_for(1).await;
+    expected = add(expected, priced(&events[0]));
+    assert_eq!(rig.held(), faregate_ingress::reserve::Held { open: Usd::ZERO, settled: expected });
+
+    // An upstream error: nothing billed, nothing held.
+    fake_slow.push_script(Script::Status { status: 529, body: Value::Null, headers: vec![] });
+    let response = rig.anthropic(messages(false)).send().await.unwrap();
+    assert_eq!(response.status(), 529);
+    let events = rig.sink.wait_for(2).await;
+    assert_eq!(priced(&events[1]), Usd::ZERO);
+    assert_eq!(rig.held(), faregate_ingress::reserve::Held { open: Usd::ZERO, settled: expected });
+
+    // A stream the provider cut mid-way: what it reported before the cut.
+    fake_slow.push_script(Script::CutStreamAfter { events: 2 });
+    let response = rig.anthropic(messages(true)).send().await.unwrap();
+    let _ = response.text().await;
+    let events = rig.sink.wait_for(3).await;
+    assert_eq!(events[2].outcome, Outcome::UpstreamError);
+    assert!(priced(&events[2]) > Usd::ZERO);
+    expected = add(expected, priced(&events[2]));
+    assert_eq!(rig.held(), faregate_ingress::reserve::Held { open: Usd::ZERO, settled: expected });
+
+    // A client that leaves mid-stream: what was reported (or estimated) when it left.
+    let response = rig.anthropic(messages(true)).send().await.unwrap();
+    let mut stream = response.bytes_stream();
+    assert!(!stream.next().await.unwrap().unwrap().is_empty());
+    assert!(rig.held().open > Usd::ZERO, "held while in flight");
+    drop(stream);
+    let events = tokio::time::timeout(Duration::from_secs(10), rig.sink.wait_for(4)).await.unwrap();
+    assert_eq!(events[3].outcome, Outcome::ClientAborted);
+    expected = add(expected, priced(&events[3]));
+    assert_eq!(rig.held(), faregate_ingress::reserve::Held { open: Usd::ZERO, settled: expected });
+}
+
+#[tokio::test]
+async fn a_request_that_does_not_fit_the_headroom_is_refused_and_holds_nothing() {
+    let rig = rig().await;
+    let record = ana_headroom("0.05");
+    rig.gateway.headroom.apply(&record.key(), Some(record));
+    let response = rig.anthropic(messages(false)).send().await.unwrap();
+    assert_eq!(response.status(), 402);
+    assert_eq!(response.headers()["x-faregate-reservation"], "refused");
+    let body: Value = response.json().await.unwrap();
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("\"Ana daily\" has too little headroom"), "{message}");
+    assert_eq!(rig.one_event().await.outcome, Outcome::Blocked);
+    assert_eq!(rig.held(), faregate_ingress::reserve::Held::default());
+    // A request asking for little output fits.
+    let small = json!({"model": "claude-sonnet-4-5", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]});
+    let response = rig.anthropic(small).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn stale_enforcement_keeps_reserving_against_the_last_headroom_and_failing_closed_refuses() {
+    // No heartbeat ever: enforcement is stale from the start.
+    let open = rig_with(|c| c.enforcement_stale_after_secs = 10).await;
+    let record = ana_headroom("0.05");
+    open.gateway.headroom.apply(&record.key(), Some(record));
+    let response = open.anthropic(messages(false)).send().await.unwrap();
+    assert_eq!(response.status(), 402, "the last known headroom still applies");
+    assert_eq!(response.headers()["x-faregate-reservation"], "refused");
+    let small = json!({"model": "claude-sonnet-4-5", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]});
+    let response = open.anthropic(small.clone()).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-faregate-enforcement"], "stale");
+    assert!(open.held().settled > faregate_core::money::Usd::ZERO, "served stale, still counted");
+
+    let closed = rig_with(|c| {
+        c.enforcement_stale_after_secs = 10;
+        c.fail_mode = FailMode::Closed;
+    })
+    .await;
+    let record = ana_headroom("10");
+    closed.gateway.headroom.apply(&record.key(), Some(record));
+    let response = closed.anthropic(small).send().await.unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(closed.held(), faregate_ingress::reserve::Held::default());
 }

@@ -33,7 +33,9 @@
 //! FAREGATE_INGRESS_EXTRA_TOML (appended to the ingress's configuration file),
 //! FAREGATE_INGRESS_SERVER_THREADS (runtime threads of each server process, default 1),
 //! FAREGATE_INGRESS_MODES (`whole`, `streaming` or both, comma-separated: default both; one
-//! mode alone gives that mode's CPU per request).
+//! mode alone gives that mode's CPU per request), FAREGATE_INGRESS_HEADROOM=1 (a budget covering
+//! the key, with a headroom no request exhausts: every request through the ingress reserves and
+//! settles; compare with `[ingress.reservation] enabled = false` in the extra configuration).
 
 // Latencies, rates, ratios and megabytes are measurements printed for people; no money is
 // computed here.
@@ -159,6 +161,37 @@ fn start_serving(name: &'static str, mut command: Command, log: &Path, threads: 
     let url = line.trim().to_string();
     assert!(url.starts_with("http://"), "the {name} printed {line:?}, not its URL (log: {})", log.display());
     (Process { name, child }, url)
+}
+
+/// A day budget on the bench key's user with $1,000,000 left, on the run's headroom topic.
+async fn put_headroom(brokers: &str, suffix: &str) {
+    use faregate_core::event::Headroom;
+    use faregate_core::kafka::RecordProducer;
+    let mut kafka = KafkaConfig { brokers: brokers.to_string(), ..KafkaConfig::default() };
+    kafka.topics.headroom = format!("bench-headroom-{suffix}");
+    let now = chrono::Utc::now();
+    let usd = |v: i64| faregate_core::money::Usd(rust_decimal::Decimal::from(v));
+    let record = Headroom {
+        scope_key: "org=acme/user=bench".into(),
+        budget_id: "bench-day".into(),
+        budget_name: "bench day".into(),
+        period: "day".into(),
+        days: None,
+        rolling: true,
+        time_zone: "UTC".into(),
+        limit_usd: usd(1_000_000),
+        spent_usd: usd(0),
+        remaining_usd: usd(1_000_000),
+        window_start: now - chrono::TimeDelta::days(1),
+        window_end: now,
+        resets_at: None,
+        spend_revision: now.timestamp_micros(),
+        published_at: now,
+        revision: 1,
+    };
+    let producer: RecordProducer<Headroom> =
+        RecordProducer::new(&kafka, "bench", SchemaFamily::Headroom, &kafka.topics.headroom).await.unwrap();
+    producer.send(&record.key(), &record).await.unwrap();
 }
 
 fn config_toml(brokers: &str, suffix: &str, listen: u16, ops: u16, spool: &Path, fake_url: &str) -> String {
@@ -516,6 +549,11 @@ async fn main() {
         .unwrap_or_else(|| panic!("`faregate keys create` printed no secret: {created}"))
         .trim()
         .to_string();
+
+    if std::env::var("FAREGATE_INGRESS_HEADROOM").is_ok_and(|v| v == "1") {
+        put_headroom(&brokers, &suffix).await;
+        println!("a budget covers the key (FAREGATE_INGRESS_HEADROOM=1): every request reserves");
+    }
 
     let ingress_log = dir.path().join("ingress.log");
     let mut ingress = Process {

@@ -49,11 +49,17 @@ pub struct FakeConfig {
     pub listen: String,
     /// Pause between streamed events.
     pub stream_delay: Duration,
+    /// Pause before every answer (a model's latency).
+    pub latency: Duration,
 }
 
 impl Default for FakeConfig {
     fn default() -> Self {
-        FakeConfig { listen: "127.0.0.1:0".to_string(), stream_delay: Duration::ZERO }
+        FakeConfig {
+            listen: "127.0.0.1:0".to_string(),
+            stream_delay: Duration::ZERO,
+            latency: Duration::ZERO,
+        }
     }
 }
 
@@ -89,7 +95,7 @@ impl FakeUpstream {
     pub async fn start(config: FakeConfig) -> std::io::Result<FakeUpstream> {
         let listener = TcpListener::bind(&config.listen).await?;
         let address = listener.local_addr()?;
-        let shared = Arc::new(Shared::new(config.stream_delay, true));
+        let shared = Arc::new(Shared::new(&config, true));
         let shutdown = CancellationToken::new();
         let server = tokio::spawn(serve(listener, shared.clone(), shutdown.clone()));
         Ok(FakeUpstream { address, shared, shutdown, server })
@@ -152,7 +158,7 @@ pub async fn serve_on(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     tracing::info!(url = %format!("http://{}", listener.local_addr()?), "fake upstream listening");
-    serve(listener, Arc::new(Shared::new(config.stream_delay, false)), shutdown).await
+    serve(listener, Arc::new(Shared::new(&config, false)), shutdown).await
 }
 
 async fn serve(
@@ -170,6 +176,7 @@ async fn serve(
 /// State shared by every request.
 struct Shared {
     stream_delay: Duration,
+    latency: Duration,
     recording: AtomicBool,
     recorded: Mutex<Vec<RecordedRequest>>,
     scripts: Mutex<VecDeque<Script>>,
@@ -177,9 +184,10 @@ struct Shared {
 }
 
 impl Shared {
-    fn new(stream_delay: Duration, recording: bool) -> Shared {
+    fn new(config: &FakeConfig, recording: bool) -> Shared {
         Shared {
-            stream_delay,
+            stream_delay: config.stream_delay,
+            latency: config.latency,
             recording: AtomicBool::new(recording),
             recorded: Mutex::default(),
             scripts: Mutex::default(),
@@ -222,6 +230,9 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
     let provider = incoming.provider;
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
     let mut plan = StreamPlan { delay: shared.stream_delay, cut_after: None };
+    if !shared.latency.is_zero() {
+        tokio::time::sleep(shared.latency).await;
+    }
     match shared.next_script() {
         None => {}
         Some(Script::Status { status, body, headers }) => {

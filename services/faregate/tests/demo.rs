@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use faregate_tests::{clickhouse_config, kafka_config, unique, wait_for};
+use faregate_tests::{clickhouse_config, kafka_config, unique};
 use rust_decimal::Decimal;
 
 const DEADLINE: Duration = Duration::from_secs(240);
@@ -56,27 +56,38 @@ fn the_demo_meters_every_tool_and_blocks_the_runaway_agent() {
         }
     });
     let start = Instant::now();
-    let mut output = Vec::new();
-    let block = loop {
-        let left = DEADLINE.checked_sub(start.elapsed()).unwrap_or_default();
-        match received.recv_timeout(left) {
-            Ok(line) if line.trim_start().starts_with("BLOCK org=acme/user=ci-bot") => break line,
-            Ok(line) => output.push(line),
-            Err(_) => {
-                let _ = child.kill();
-                panic!("no block of the runaway agent within {DEADLINE:?}; output:\n{}", output.join("\n"));
-            }
-        }
-    };
-    assert!(block.contains("(ci-bot-daily)") && block.contains("of $5.00"), "{block}");
-
-    // The gateway refuses the agent's next attempt: a blocked row reaches the ledger.
+    // The gateway stops the runaway agent: by reservation before its spend crosses $5 (a refused
+    // request, outcome blocked, in the ledger), or by the budget's BLOCK decision if its last
+    // requests cost more than reserved (the live view then shows the block).
     let client = clickhouse.client();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let query = |sql: &'static str| runtime.block_on(client.query(sql).fetch_one::<u64>()).unwrap_or(0);
-    wait_for("a refused request of the runaway agent in the ledger", DEADLINE, || {
-        query("SELECT count() FROM usage_ledger WHERE user = 'ci-bot' AND outcome = 'blocked'") > 0
-    });
+    let mut output = Vec::new();
+    loop {
+        let refused =
+            query("SELECT count() FROM usage_ledger WHERE user = 'ci-bot' AND outcome = 'blocked'") > 0;
+        if refused {
+            break;
+        }
+        let left = DEADLINE.checked_sub(start.elapsed()).unwrap_or_default();
+        if left.is_zero() {
+            let _ = child.kill();
+            panic!("the runaway agent was not refused within {DEADLINE:?}; output:\n{}", output.join("\n"));
+        }
+        // Wait for the next frame (a second), keeping what the view printed for a failure.
+        match received.recv_timeout(left.min(Duration::from_secs(1))) {
+            Ok(line) => {
+                if line.trim_start().starts_with("BLOCK org=acme/user=ci-bot") {
+                    assert!(line.contains("(ci-bot-daily)") && line.contains("of $5.00"), "{line}");
+                }
+                output.push(line);
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                panic!("faregate up --demo stopped:\n{}", output.join("\n"))
+            }
+        }
+    }
 
     let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     let exit = loop {
@@ -96,10 +107,10 @@ fn the_demo_meters_every_tool_and_blocks_the_runaway_agent() {
                 .fetch_one(),
         )
         .unwrap();
-    assert!(
-        spent.parse::<Decimal>().unwrap() >= Decimal::from(5),
-        "the agent spent its $5 before the block: {spent}"
-    );
+    // Stopped near its $5: below it by less than a few reservations, above it by less than one
+    // request (one runaway request costs under $1 at Opus prices).
+    let spent: Decimal = spent.parse().unwrap();
+    assert!(spent >= Decimal::from(3) && spent < Decimal::from(6), "the agent spent about its $5: {spent}");
     let tools: Vec<String> = runtime
         .block_on(client.query("SELECT DISTINCT tool FROM usage_ledger ORDER BY tool").fetch_all())
         .unwrap();

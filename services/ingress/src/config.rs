@@ -99,6 +99,58 @@ pub struct IngressConfig {
     pub collector_token: Secret,
     /// Largest collector batch, in bytes (413 above it).
     pub collector_max_bytes: usize,
+    /// Admission by reservation against each budget's published headroom.
+    pub reservation: ReservationConfig,
+}
+
+/// Admission by reservation (docs/ARCHITECTURE.md, "Admission by reservation").
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReservationConfig {
+    /// Reserve each request's estimated maximum cost against the headroom of every budget
+    /// covering it before forwarding; false admits on the budget decision alone.
+    pub enabled: bool,
+    /// The number of ingress replicas serving the same budgets: each admits within
+    /// 1/`replicas` of a budget's remaining headroom.
+    pub replicas: u32,
+    /// Request body bytes counted as one input token in the estimate.
+    pub bytes_per_input_token: u32,
+    /// Output tokens reserved when a request sets no limit and nothing is known of its key or
+    /// model.
+    pub default_output_tokens: i64,
+    /// Outputs of a key (else a model) seen on this replica before its history bounds the
+    /// output reserved below the request's own limit.
+    pub history_min_samples: u32,
+    /// The output reserved from history: this many times the largest of the last 32 outputs...
+    pub history_factor: u32,
+    /// ...and at least this many tokens.
+    pub history_floor_tokens: i64,
+    /// A settled cost stops being held once a headroom record computed from a spend read this
+    /// long after the settlement shows the budget (the event's way through the pipeline).
+    pub settle_margin_ms: u64,
+    /// ...or this long after the settlement, if the record was computed from a spend read after
+    /// it (a budget with no later spend shows the settlement's own read).
+    pub settle_hold_max_ms: u64,
+    /// Price catalog directory for estimates; empty uses the catalog compiled into the binary.
+    /// Point it at the processor's `prices_dir` when that is set.
+    pub prices_dir: String,
+}
+
+impl Default for ReservationConfig {
+    fn default() -> Self {
+        ReservationConfig {
+            enabled: true,
+            replicas: 1,
+            bytes_per_input_token: 3,
+            default_output_tokens: 4096,
+            history_min_samples: 8,
+            history_factor: 2,
+            history_floor_tokens: 256,
+            settle_margin_ms: 1000,
+            settle_hold_max_ms: 1_500,
+            prices_dir: String::new(),
+        }
+    }
 }
 
 impl Default for IngressConfig {
@@ -134,6 +186,7 @@ impl Default for IngressConfig {
             spool_max_bytes: 1 << 30,
             collector_token: Secret::default(),
             collector_max_bytes: 8 << 20,
+            reservation: ReservationConfig::default(),
         }
     }
 }
@@ -171,6 +224,19 @@ impl Validate for IngressConfig {
             return Err(ConfigError::field(
                 "ingress.spool_max_bytes",
                 "must be at least 1 MiB (and max_body_bytes above 0)",
+            ));
+        }
+        let r = &self.reservation;
+        if r.replicas == 0 || r.bytes_per_input_token == 0 || r.history_factor == 0 {
+            return Err(ConfigError::field(
+                "ingress.reservation",
+                "replicas, bytes_per_input_token and history_factor must be at least 1",
+            ));
+        }
+        if r.settle_hold_max_ms < r.settle_margin_ms {
+            return Err(ConfigError::field(
+                "ingress.reservation.settle_hold_max_ms",
+                "must be at least settle_margin_ms",
             ));
         }
         Ok(())

@@ -28,6 +28,8 @@ pub struct ApiError {
     pub anthropic_status: Option<StatusCode>,
     /// The tightest covering budget, sent as the budget headers (on a block).
     pub budget: Option<Box<crate::headroom::Tightest>>,
+    /// A refusal by reservation: sent as `x-faregate-reservation: refused`.
+    pub reservation_refused: bool,
 }
 
 impl ApiError {
@@ -47,6 +49,7 @@ impl ApiError {
             retry_after_secs: None,
             anthropic_status: None,
             budget: None,
+            reservation_refused: false,
         }
     }
 
@@ -114,6 +117,25 @@ impl ApiError {
         e
     }
 
+    /// A request that does not fit a budget's headroom on this replica: refused like a block
+    /// (the budget is nearly exhausted for a request this size), and marked as a reservation.
+    pub fn reservation_refused(refusal: &crate::reserve::Refusal) -> Self {
+        let message = format!(
+            "Faregate: budget \"{}\" has too little headroom left for this request: it may cost up to ${} and \
+             ${} of this gateway's ${} share is held by requests in flight or not yet counted; \
+             a smaller request (lower max_tokens) may fit",
+            refusal.budget,
+            crate::headroom::dollars(refusal.reservation),
+            crate::headroom::dollars(refusal.held),
+            crate::headroom::dollars(refusal.share),
+        );
+        let mut e = Self::new(StatusCode::TOO_MANY_REQUESTS, "billing_error", "insufficient_quota", message);
+        e.final_answer = true;
+        e.anthropic_status = Some(StatusCode::PAYMENT_REQUIRED);
+        e.reservation_refused = true;
+        e
+    }
+
     pub fn unavailable(message: String) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "api_error", "server_error", message)
     }
@@ -154,6 +176,9 @@ impl ApiError {
         let headers = response.headers_mut();
         if self.final_answer {
             headers.insert("x-should-retry", HeaderValue::from_static("false"));
+        }
+        if self.reservation_refused {
+            headers.insert("x-faregate-reservation", HeaderValue::from_static("refused"));
         }
         if let Some(secs) = self.retry_after_secs
             && let Ok(value) = HeaderValue::from_str(&secs.to_string())

@@ -34,12 +34,24 @@ pub struct Gateway {
     pub headroom: Arc<HeadroomCache>,
     pub limiter: Arc<RateLimiter>,
     pub sink: Arc<dyn UsageSink>,
+    /// Admission by reservation; `None` when `ingress.reservation.enabled` is false.
+    pub reserver: Option<Arc<crate::reserve::Reserver>>,
 }
 
 impl std::fmt::Debug for Gateway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Gateway").field("listen", &self.config.listen).finish_non_exhaustive()
     }
+}
+
+/// The reserver `config` asks for (`None` when reservations are off).
+pub fn reserver(
+    config: &IngressConfig,
+) -> Result<Option<Arc<crate::reserve::Reserver>>, crate::reserve::ReserveError> {
+    if !config.reservation.enabled {
+        return Ok(None);
+    }
+    Ok(Some(Arc::new(crate::reserve::Reserver::new(&config.reservation)?)))
 }
 
 /// The HTTP client for upstreams (see [`crate::upstream`]).

@@ -9,10 +9,15 @@
 //! - `GET /v1/me`: every budget covering an identity, whatever model or tool
 //!   ([`HeadroomCache::covering`]); a scan, for a rare request.
 //!
+//! - Every request, when reservations are on: every covering budget's position and this
+//!   replica's book for it ([`HeadroomCache::tightest_and_covering`], the same lookup). A book
+//!   outlives the records of its key (a new record changes the position, not what the replica
+//!   holds) and goes with the tombstone.
+//!
 //! Records with an older `revision` than the one held are ignored; a tombstone removes.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, Utc};
 
@@ -20,20 +25,27 @@ use faregate_core::event::{Attribution, BudgetScope, Headroom};
 use faregate_core::money::Usd;
 
 use crate::decisions::{Shape, lookup_key, scope_dims, shape_of, who_dims};
+use crate::reserve::{Book, Covering, Position};
 
 #[derive(Debug, Default)]
 pub struct HeadroomCache {
     inner: RwLock<Inner>,
 }
 
-/// (record key, remaining, resets) of one budget in the index.
-type Entry = (String, Usd, Option<DateTime<Utc>>);
+/// One budget in the index.
+#[derive(Debug, Clone)]
+struct Entry {
+    key: String,
+    resets_at: Option<DateTime<Utc>>,
+    position: Position,
+    book: Arc<Book>,
+}
 
 #[derive(Debug, Default)]
 struct Inner {
     /// Record key -> (parsed scope, record).
     latest: HashMap<String, (BudgetScope, Headroom)>,
-    /// shape -> lookup key of the pinned values -> (record key -> remaining, resets).
+    /// shape -> lookup key of the pinned values -> the budgets there.
     index: BTreeMap<Shape, HashMap<String, Vec<Entry>>>,
 }
 
@@ -56,7 +68,7 @@ impl Inner {
         let Some((shape, lookup)) = self.slot(&scope) else { return };
         if let Some(map) = self.index.get_mut(&shape) {
             if let Some(entries) = map.get_mut(&lookup) {
-                entries.retain(|(k, _, _)| k != key);
+                entries.retain(|e| e.key != key);
                 if entries.is_empty() {
                     map.remove(&lookup);
                 }
@@ -86,31 +98,73 @@ impl HeadroomCache {
                 return;
             }
         };
+        let book = inner
+            .slot(&scope)
+            .and_then(|(shape, lookup)| inner.index.get(&shape)?.get(&lookup)?.iter().find(|e| e.key == key))
+            .map(|e| e.book.clone())
+            .unwrap_or_else(|| Arc::new(Book::new(record.budget_name.clone())));
         inner.unindex(key);
         if let Some((shape, lookup)) = inner.slot(&scope) {
-            inner.index.entry(shape).or_default().entry(lookup).or_default().push((
-                key.to_string(),
-                record.remaining_usd,
-                record.resets_at,
-            ));
+            inner.index.entry(shape).or_default().entry(lookup).or_default().push(Entry {
+                key: key.to_string(),
+                resets_at: record.resets_at,
+                position: Position {
+                    remaining: record.remaining_usd,
+                    spend_revision: record.spend_revision,
+                    window_start_us: record.window_start.timestamp_micros(),
+                },
+                book,
+            });
         }
         inner.latest.insert(key.to_string(), (scope, record));
     }
 
     /// The covering budget with the least remaining (the earliest reset on a tie).
     pub fn tightest(&self, who: &Attribution<'_>) -> Option<Tightest> {
-        let inner = self.inner.read().ok()?;
+        self.tightest_and_covering(who, false).0
+    }
+
+    /// [`tightest`](Self::tightest), and with `books` every covering budget's position and
+    /// this replica's book for it.
+    pub fn tightest_and_covering(
+        &self,
+        who: &Attribution<'_>,
+        books: bool,
+    ) -> (Option<Tightest>, Vec<Covering>) {
+        let Ok(inner) = self.inner.read() else { return (None, Vec::new()) };
         if inner.index.is_empty() {
-            return None;
+            return (None, Vec::new());
         }
         let dims = who_dims(who);
-        inner
+        let mut tightest: Option<Tightest> = None;
+        let mut covering = Vec::new();
+        let entries = inner
             .index
             .iter()
             .filter_map(|(shape, map)| map.get(&lookup_key(who.org, &dims, *shape)?))
-            .flatten()
-            .map(|(_, remaining, resets_at)| Tightest { remaining: *remaining, resets_at: *resets_at })
-            .min_by_key(|t| (t.remaining, t.resets_at.unwrap_or(DateTime::<Utc>::MAX_UTC)))
+            .flatten();
+        for entry in entries {
+            let candidate = Tightest { remaining: entry.position.remaining, resets_at: entry.resets_at };
+            let order = |t: &Tightest| (t.remaining, t.resets_at.unwrap_or(DateTime::<Utc>::MAX_UTC));
+            if tightest.as_ref().is_none_or(|t| order(&candidate) < order(t)) {
+                tightest = Some(candidate);
+            }
+            if books {
+                covering.push(Covering { position: entry.position, book: entry.book.clone() });
+            }
+        }
+        (tightest, covering)
+    }
+
+    /// What this replica holds against the budget of record key `key` (for `/v1/me`).
+    pub fn book_of(&self, key: &str) -> Option<(Position, Arc<Book>)> {
+        let inner = self.inner.read().ok()?;
+        let (scope, _) = inner.latest.get(key)?;
+        let dims = scope_dims(scope);
+        let shape = shape_of(&dims);
+        let lookup = lookup_key(&scope.org, &dims, shape)?;
+        let entry = inner.index.get(&shape)?.get(&lookup)?.iter().find(|e| e.key == key)?;
+        Some((entry.position, entry.book.clone()))
     }
 
     /// Every budget covering `who` for some request: org, team, user, key and project must

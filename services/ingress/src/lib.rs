@@ -35,6 +35,7 @@ pub mod limits;
 pub mod me;
 pub mod meter;
 pub mod proxy;
+pub mod reserve;
 pub mod spool;
 pub mod sse;
 pub mod table;
@@ -64,6 +65,8 @@ pub enum IngressError {
     Emitter(#[from] emitter::EmitterError),
     #[error("cannot build the upstream HTTP client: {0}")]
     Client(upstream::ClientError),
+    #[error(transparent)]
+    Reserve(#[from] reserve::ReserveError),
     #[error(transparent)]
     Table(#[from] table::TableError),
     #[error("the HTTP server failed: {0}")]
@@ -151,8 +154,8 @@ pub async fn run_on(
         let headroom = headroom.clone();
         let follow = table::follow::<Headroom, _>(
             kafka.clone(),
-            // Only the response headers read it today (no budget crossing waits on it).
-            table::Lane::Background,
+            // Admission by reservation reads it: as fast as the decisions.
+            table::Lane::DecisionPath,
             kafka.topics.headroom.clone(),
             SchemaFamily::Headroom,
             Arc::new(table::Freshness::default()),
@@ -173,7 +176,16 @@ pub async fn run_on(
                 return Err(error.into());
             }
         };
+    let reserver = match gateway::reserver(&config) {
+        Ok(reserver) => reserver,
+        Err(error) => {
+            tasks.token().cancel();
+            let _ = tasks.drain(TASKS_DRAIN).await;
+            return Err(error.into());
+        }
+    };
     let gateway = Arc::new(Gateway {
+        reserver,
         client: gateway::upstream_client(&config).map_err(IngressError::Client)?,
         config: Arc::new(config),
         keys,

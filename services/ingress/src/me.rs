@@ -3,7 +3,9 @@
 //! gateway already holds: no I/O), the tightest one, and today's and this month's spend where a
 //! calendar day or month budget gives it (the spend of that budget's scope, which may be wider
 //! than the key: the answer says which scope). `?format=statusline` answers one line of text
-//! for an editor's status line, e.g. `$3.20 of $10.00 today`.
+//! for an editor's status line, e.g. `$3.20 of $10.00 today`. With reservations on, each budget
+//! also says what this replica holds against it: open reservations (`reserved_usd`) and costs
+//! settled here that the headroom may not show yet (`settled_unreflected_usd`).
 
 use std::sync::Arc;
 
@@ -126,7 +128,20 @@ pub async fn me(State(gw): State<Arc<Gateway>>, Query(query): Query<MeQuery>, re
             "key_id": identity.key_id,
             "project": project,
         },
-        "budgets": budgets.iter().map(budget_json).collect::<Vec<_>>(),
+        "budgets": budgets
+            .iter()
+            .map(|h| {
+                let mut budget = budget_json(h);
+                if let Some(reserver) = &gw.reserver
+                    && let Some((position, book)) = gw.headroom.book_of(&h.key())
+                {
+                    let held = book.held(position, reserver.rules(), chrono::Utc::now().timestamp_micros());
+                    budget["reserved_usd"] = json!(held.open.0.normalize().to_string());
+                    budget["settled_unreflected_usd"] = json!(held.settled.0.normalize().to_string());
+                }
+                budget
+            })
+            .collect::<Vec<_>>(),
         "tightest": tightest.map(|h| json!({
             "budget_id": h.budget_id,
             "remaining_usd": dollars(h.remaining_usd),

@@ -3,7 +3,8 @@
 //! handler was cancelled, a stream was cut) its `Drop` emits the event with outcome
 //! CLIENT_ABORTED and what was observed so far, estimated where the provider had not reported
 //! yet. Failed upstream requests (status >= 400) and refusals carry no tokens: nobody bills
-//! them; a stream cut after a 200 keeps what the provider reported.
+//! them; a stream cut after a 200 keeps what the provider reported. The request's reservation,
+//! if it holds one, is settled to the priced cost of exactly that event, once.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,6 +15,7 @@ use faregate_core::event::{Outcome, TokenCounts, UsageEvent, UsageSource};
 
 use crate::emitter::UsageSink;
 use crate::limits::RateLimiter;
+use crate::reserve::{Reservation, Reserver};
 use crate::usage::Observed;
 
 pub struct Meter {
@@ -23,6 +25,10 @@ pub struct Meter {
     started: Instant,
     request_bytes: usize,
     ttfb_us: Option<i64>,
+    /// The request's reservation, settled to its priced cost when the event is emitted.
+    reservation: Option<Reservation>,
+    /// Learns the request's output (for later estimates) when the event is emitted.
+    reserver: Option<Arc<Reserver>>,
     /// What a dropped meter reports (updated by streams as they go).
     pub observed: Observed,
 }
@@ -50,12 +56,29 @@ impl Meter {
             started,
             request_bytes,
             ttfb_us: None,
+            reservation: None,
+            reserver: None,
             observed: Observed::default(),
         }
     }
 
+    /// The event as built so far (before `finish`).
+    pub fn event(&self) -> Option<&UsageEvent> {
+        self.event.as_ref()
+    }
+
     pub fn event_id(&self) -> Option<uuid::Uuid> {
         self.event.as_ref().map(|e| e.event_id)
+    }
+
+    /// Teach `reserver` this request's output when the event is emitted.
+    pub fn teach(&mut self, reserver: Arc<Reserver>) {
+        self.reserver = Some(reserver);
+    }
+
+    /// Hold `reservation` until the event is emitted, then settle it.
+    pub fn hold(&mut self, reservation: Reservation) {
+        self.reservation = Some(reservation);
     }
 
     /// The upstream's first byte arrived.
@@ -106,6 +129,12 @@ impl Meter {
         .increment(1);
         if usage_source == UsageSource::Estimated {
             metrics::counter!("faregate_ingress_estimated_usage_total").increment(1);
+        }
+        if let Some(reservation) = self.reservation.take() {
+            reservation.settle(&event);
+        }
+        if let Some(reserver) = self.reserver.take() {
+            reserver.learn(&event);
         }
         self.sink.emit(event);
     }

@@ -84,6 +84,19 @@ struct RequestHead {
     stream: bool,
     stream_options: Option<serde_json::Value>,
     metadata: Option<Metadata>,
+    /// Output limits: Anthropic and OpenAI chat, OpenAI chat's newer name, OpenAI responses
+    /// (read leniently: the provider judges their validity, not the gateway).
+    max_tokens: Option<serde_json::Value>,
+    max_completion_tokens: Option<serde_json::Value>,
+    max_output_tokens: Option<serde_json::Value>,
+}
+
+impl RequestHead {
+    fn output_limit(&self) -> Option<i64> {
+        [&self.max_output_tokens, &self.max_completion_tokens, &self.max_tokens]
+            .into_iter()
+            .find_map(|v| v.as_ref().and_then(serde_json::Value::as_i64))
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -265,7 +278,10 @@ async fn forward(gw: &Arc<Gateway>, api: Api, request: Request) -> Result<Respon
         // Listing models is not usage: forwarded, not metered.
         return pass(gw, provider, &parts, raw_body, &request_id).await;
     }
-    let meter = Meter::new(template, gw.sink.clone(), Some(gw.limiter.clone()), started, body.len());
+    let mut meter = Meter::new(template, gw.sink.clone(), Some(gw.limiter.clone()), started, body.len());
+    if let Some(reserver) = &gw.reserver {
+        meter.teach(reserver.clone());
+    }
 
     // Enforcement: model allowlist, rate limits, then budget decisions.
     if !identity.allowed_models.is_empty() && !identity.allowed_models.iter().any(|m| m == &requested_model) {
@@ -291,7 +307,7 @@ async fn forward(gw: &Arc<Gateway>, api: Api, request: Request) -> Result<Respon
         tool: Some(tool_name),
     };
     let decision = gw.decisions.check(&who);
-    let tightest = gw.headroom.tightest(&who);
+    let (tightest, covering) = gw.headroom.tightest_and_covering(&who, gw.reserver.is_some());
     let mut rewrite_model = None;
     let mut warning = None;
     if let Some(decision) = &decision {
@@ -307,6 +323,38 @@ async fn forward(gw: &Arc<Gateway>, api: Api, request: Request) -> Result<Respon
             DecisionState::Downgrade => rewrite_model = decision.downgrade_to.clone(),
             DecisionState::Warn => warning = Some(format!("{} ({})", decision.reason, decision.subject)),
             DecisionState::Allow => {}
+        }
+    }
+    let mut reserved = None;
+    if let Some(reserver) = &gw.reserver
+        && !covering.is_empty()
+        && api != Api::AnthropicCountTokens
+    {
+        // Priced as the model the upstream will be asked for (a downgrade's).
+        let rewritten = rewrite_model.as_ref().and_then(|model| {
+            let mut event = meter.event()?.clone();
+            event.requested_model = model.clone();
+            Some(event)
+        });
+        let estimate = rewritten
+            .as_ref()
+            .or(meter.event())
+            .and_then(|event| reserver.estimate(event, body.len(), head.output_limit()));
+        if let Some(estimate) = estimate {
+            match reserver.admit(covering, &estimate) {
+                Ok(reservation) => {
+                    reserved = Some(reservation.amount());
+                    meter.hold(reservation);
+                }
+                Err(refusal) => {
+                    let mut error = ApiError::reservation_refused(&refusal);
+                    error.budget = tightest.map(Box::new);
+                    metrics::counter!("faregate_ingress_reservation_refused_total").increment(1);
+                    tracing::debug!(budget = %refusal.budget, reservation = %refusal.reservation, share = %refusal.share, held = %refusal.held, "request refused: it does not fit the budget's headroom");
+                    meter.finish(Observed::default(), Outcome::Blocked, error.status_for(provider).as_u16());
+                    return Err(error);
+                }
+            }
         }
     }
     let add_usage_option = api == Api::OpenaiChat
@@ -343,6 +391,11 @@ async fn forward(gw: &Arc<Gateway>, api: Api, request: Request) -> Result<Respon
     }
     if enforcement_stale {
         headers.insert("x-faregate-enforcement", HeaderValue::from_static("stale"));
+    }
+    if let Some(amount) = reserved
+        && let Ok(value) = HeaderValue::from_str(&amount.0.normalize().to_string())
+    {
+        headers.insert("x-faregate-reserved", value);
     }
     if let Some(model) = rewrite_model
         && let Ok(value) = HeaderValue::from_str(&format!("{requested_model} -> {model}"))

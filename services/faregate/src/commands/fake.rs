@@ -14,7 +14,8 @@ pub async fn fake_upstream(listen: String, stream_delay_ms: u64) -> anyhow::Resu
     println!("http://{}", listener.local_addr()?);
     let tasks = Tasks::default();
     tasks.cancel_on_signals();
-    let config = FakeConfig { listen, stream_delay: Duration::from_millis(stream_delay_ms) };
+    let config =
+        FakeConfig { listen, stream_delay: Duration::from_millis(stream_delay_ms), ..FakeConfig::default() };
     let token = tasks.token().clone();
     tasks.spawn("fake-upstream", async move {
         Ok(faregate_fake_upstream::serve_on(listener, config, token).await?)

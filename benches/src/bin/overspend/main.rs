@@ -16,11 +16,20 @@
 //!   limit, next to what the loops spent in one baseline Kafka hop and in one event-to-decision
 //!   p50 (the overspend the measured latency predicts).
 //!
+//! - caps (caps.rs): admission by reservation against the binary decision, 32 loops, 1 and 3
+//!   replicas, a fast and a 2 s provider, limits $2 and $0.50: overspend and wrongful rejections.
+//!
 //!   FAREGATE_TEST_KAFKA_BROKERS=... FAREGATE_TEST_CLICKHOUSE_URL=... target/release/overspend
-//!   # FAREGATE_OVERSPEND_TRIALS (20 crossings per series), FAREGATE_OVERSPEND_LIMIT (USD, 2)
+//!   # FAREGATE_OVERSPEND_TRIALS (20 crossings per series), FAREGATE_OVERSPEND_LIMIT (USD, 2),
+//!   # FAREGATE_OVERSPEND_PARTS (`latency,caps`: which parts run); for caps,
+//!   # FAREGATE_OVERSPEND_REPLICAS (1,3), _LATENCIES_MS (0,2000), _LIMITS (2,0.5); experiments:
+//!   # _SETTLE_MARGIN_MS, _SETTLE_HOLD_MAX_MS and _HISTORY_FACTOR (the ingress's reservation settings), _TRACE=1
+//!   # (what the first replica held before the first refusal, sampled from /v1/me)
 
 // Latencies and ratios are measurements printed for people; money is Decimal throughout.
 #![allow(clippy::float_arithmetic)]
+
+mod caps;
 
 use faregate_benches::{blocked_everywhere, env_or, follow_decisions, kafka_baseline, pct, sorted};
 use std::sync::Arc;
@@ -211,6 +220,36 @@ async fn main() {
     let clickhouse = env("FAREGATE_TEST_CLICKHOUSE_URL");
     let trials = env_or("FAREGATE_OVERSPEND_TRIALS", 20usize);
     let limit = env_or("FAREGATE_OVERSPEND_LIMIT", "2".to_string());
+    let parts = env_or("FAREGATE_OVERSPEND_PARTS", "latency,caps".to_string());
+    if parts.contains("caps") {
+        println!("\n== caps: {} loops, reservation vs binary decision (same run) ==", 32);
+        let list = |name: &str, default: &str| -> Vec<String> {
+            env_or(name, default.to_string()).split(',').map(|s| s.trim().to_string()).collect()
+        };
+        for replicas in list("FAREGATE_OVERSPEND_REPLICAS", "1,3") {
+            for latency_ms in list("FAREGATE_OVERSPEND_LATENCIES_MS", "0,2000") {
+                for limit in list("FAREGATE_OVERSPEND_LIMITS", "2,0.5") {
+                    for reservations in [false, true] {
+                        let case = caps::Case {
+                            brokers: brokers.clone(),
+                            clickhouse_url: clickhouse.clone(),
+                            replicas: replicas.parse().expect("a replica count"),
+                            latency: std::time::Duration::from_millis(
+                                latency_ms.parse().expect("milliseconds"),
+                            ),
+                            limit: limit.parse().expect("a decimal limit"),
+                            reservations,
+                        };
+                        let outcome = caps::run(&case).await;
+                        caps::report(&case, &outcome);
+                    }
+                }
+            }
+        }
+    }
+    if !parts.contains("latency") {
+        return;
+    }
     for fetch_wait_ms in [500, 10] {
         for replicas in [1, 3] {
             let (brokers, clickhouse_url, limit) = (&brokers, &clickhouse, &limit);

@@ -1,0 +1,218 @@
+//! Admission by reservation: before a request is forwarded, its estimated maximum cost
+//! ([`estimate`]) is reserved against the book ([`book`]) of every budget covering it on this
+//! replica, and it is admitted only if it fits each budget's share of its published headroom
+//! less what the replica already holds there. The returned [`Reservation`] is an RAII guard:
+//! [`Reservation::settle`] turns it into the request's actual priced cost (what the provider
+//! reported; zero for a failed request), and dropping it unsettled settles the whole reserved
+//! amount (a request whose cost is unknown is assumed to have cost its maximum). The meter owns
+//! the guard and settles it when it emits the request's event, so every path that meters a
+//! request (completion, upstream error, a cut stream, a client gone) also settles it, once.
+//!
+//! Budgets without a headroom record yet, and models the catalog cannot price, are admitted
+//! without a reservation (and counted: `faregate_ingress_reservation_skipped_total`). Stale
+//! enforcement changes nothing here: the last known headroom keeps applying (`fail_mode =
+//! closed` refuses before this is asked). The argument and its failure cases are in
+//! docs/ARCHITECTURE.md ("Admission by reservation").
+
+pub mod book;
+pub mod estimate;
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use faregate_core::event::UsageEvent;
+use faregate_core::money::Usd;
+use faregate_pricing::PriceCatalog;
+use rust_decimal::{Decimal, RoundingStrategy};
+
+use crate::config::ReservationConfig;
+pub use book::{Book, Held, Position, ReleaseRules};
+pub use estimate::{Estimate, OutputFrom, OutputHistory};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReserveError {
+    #[error("cannot load the price catalog for reservations: {0}")]
+    Catalog(String),
+}
+
+/// A budget covering a request, as the headroom cache holds it.
+#[derive(Debug, Clone)]
+pub struct Covering {
+    pub position: Position,
+    pub book: Arc<Book>,
+}
+
+/// Why a request does not fit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub budget: String,
+    /// This replica's share of the budget's remaining.
+    pub share: Usd,
+    /// What the replica holds there already.
+    pub held: Usd,
+    pub reservation: Usd,
+}
+
+/// Reservations of one replica.
+#[derive(Debug)]
+pub struct Reserver {
+    config: ReservationConfig,
+    rules: ReleaseRules,
+    catalog: Arc<PriceCatalog>,
+    pub history: OutputHistory,
+}
+
+fn now_us() -> i64 {
+    Utc::now().timestamp_micros()
+}
+
+impl Reserver {
+    /// A reserver pricing from `config.prices_dir` (the compiled-in catalog when empty).
+    pub fn new(config: &ReservationConfig) -> Result<Reserver, ReserveError> {
+        let catalog = if config.prices_dir.is_empty() {
+            PriceCatalog::embedded()
+        } else {
+            PriceCatalog::load_dir(std::path::Path::new(&config.prices_dir))
+        }
+        .map_err(|e| ReserveError::Catalog(e.to_string()))?;
+        Ok(Reserver {
+            rules: ReleaseRules {
+                margin_us: i64::try_from(config.settle_margin_ms).unwrap_or(i64::MAX / 2_000) * 1000,
+                hold_max_us: i64::try_from(config.settle_hold_max_ms).unwrap_or(i64::MAX / 2_000) * 1000,
+            },
+            config: config.clone(),
+            catalog: Arc::new(catalog),
+            history: OutputHistory::default(),
+        })
+    }
+
+    /// Learn from a finished request: a completed, billed response's output teaches the
+    /// history of its key and (requested) model, reserved or not.
+    pub fn learn(&self, event: &UsageEvent) {
+        if event.outcome == faregate_core::event::Outcome::Ok && event.http_status < 400 {
+            let output = event.tokens.output.saturating_add(event.tokens.reasoning);
+            self.history.record(event.key_id.as_deref(), &event.requested_model, output);
+        }
+    }
+
+    pub fn rules(&self) -> ReleaseRules {
+        self.rules
+    }
+
+    /// The request's estimated maximum cost, or `None` when it cannot be priced.
+    pub fn estimate(&self, event: &UsageEvent, body_bytes: usize, limit: Option<i64>) -> Option<Estimate> {
+        match estimate::estimate(&self.catalog, &self.config, &self.history, event, body_bytes, limit) {
+            Ok(estimate) => Some(estimate),
+            Err(reason) => {
+                metrics::counter!("faregate_ingress_reservation_skipped_total", "why" => reason.kind())
+                    .increment(1);
+                None
+            }
+        }
+    }
+
+    /// This replica's share of `remaining` (rounded down to 10^-18 dollars).
+    fn share(&self, remaining: Usd) -> Usd {
+        if self.config.replicas <= 1 {
+            return remaining;
+        }
+        let share = remaining.0 / Decimal::from(self.config.replicas);
+        Usd(share.round_dp_with_strategy(18, RoundingStrategy::ToNegativeInfinity))
+    }
+
+    /// Reserve `estimate.amount` against every budget in `covering` (on a budget where it no
+    /// longer fits, as that budget's one overdraft if `estimate.likely` fits: see [`book`]), or
+    /// refuse naming the first budget it does not fit.
+    pub fn admit(
+        self: &Arc<Self>,
+        mut covering: Vec<Covering>,
+        estimate: &Estimate,
+    ) -> Result<Reservation, Refusal> {
+        let amount = estimate.amount;
+        // One lock order for every request: by the book's address.
+        covering.sort_by_key(|c| Arc::as_ptr(&c.book) as usize);
+        covering.dedup_by_key(|c| Arc::as_ptr(&c.book) as usize);
+        let now = now_us();
+        let mut locked: Vec<_> = covering.iter().map(|c| (c, c.book.lock(), false)).collect();
+        for (c, state, overdraft) in &mut locked {
+            state.release(c.position, self.rules, now);
+            let share = self.share(c.position.remaining);
+            if state.fits(amount, share) {
+                continue;
+            }
+            if estimate.likely < amount && state.overdraft_fits(estimate.likely, share) {
+                *overdraft = true;
+                continue;
+            }
+            return Err(Refusal {
+                budget: c.book.name.clone(),
+                share,
+                held: state.held().total(),
+                reservation: amount,
+            });
+        }
+        let mut overdrafts = Vec::with_capacity(locked.len());
+        for (_, state, overdraft) in &mut locked {
+            state.open(amount);
+            if *overdraft {
+                state.set_overdraft(true);
+                metrics::counter!("faregate_ingress_reservation_overdraft_total").increment(1);
+            }
+            overdrafts.push(*overdraft);
+        }
+        drop(locked);
+        Ok(Reservation {
+            reserver: self.clone(),
+            books: covering.into_iter().map(|c| c.book).zip(overdrafts).collect(),
+            amount,
+            settled: false,
+        })
+    }
+}
+
+/// Reserved headroom of one request; see the module docs.
+#[derive(Debug)]
+pub struct Reservation {
+    reserver: Arc<Reserver>,
+    /// Each budget's book, and whether this request is its overdraft.
+    books: Vec<(Arc<Book>, bool)>,
+    amount: Usd,
+    settled: bool,
+}
+
+impl Reservation {
+    pub fn amount(&self) -> Usd {
+        self.amount
+    }
+
+    /// Settle to the priced cost of `event` (its final tokens); an event the catalog cannot
+    /// price settles to the reserved amount.
+    pub fn settle(mut self, event: &UsageEvent) {
+        let cost = match self.reserver.catalog.price(event) {
+            faregate_core::clickhouse::ledger::Pricing::Priced { cost, .. } => cost.total(),
+            faregate_core::clickhouse::ledger::Pricing::Unpriced { .. } => self.amount,
+        };
+        self.close(cost);
+    }
+
+    fn close(&mut self, cost: Usd) {
+        if std::mem::replace(&mut self.settled, true) {
+            return;
+        }
+        let now = now_us();
+        for (book, overdraft) in &self.books {
+            let mut state = book.lock();
+            state.settle(self.amount, cost, now);
+            if *overdraft {
+                state.set_overdraft(false);
+            }
+        }
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let amount = self.amount;
+        self.close(amount);
+    }
+}
