@@ -266,7 +266,9 @@ async fn series(
     let cpu = tokio::task::spawn_blocking(move || cpu_percent(&pids, window)).await.unwrap();
 
     let hop = kafka_baseline(&kafka, 50).await;
-    let mut decisions = follow_decisions(&http, std::slice::from_ref(&gateway), TOKEN);
+    // The stream stays open across every trial (with long gaps, longer than `http`'s timeout).
+    let streaming = reqwest::Client::builder().connect_timeout(Duration::from_secs(10)).build().unwrap();
+    let mut decisions = follow_decisions(&streaming, std::slice::from_ref(&gateway), TOKEN);
     let mut crossing = Vec::with_capacity(trials);
     for (i, key) in keys.iter().enumerate() {
         tokio::time::sleep(gap).await;

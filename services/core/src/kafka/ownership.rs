@@ -33,7 +33,7 @@
 //! `faregate_consumer_stalled_partitions`, `faregate_consumer_ready` (1 or 0), and the counter
 //! `faregate_consumer_rejoins_total`.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -268,6 +268,10 @@ pub struct OwnershipWatch {
     was_ever_ready: bool,
     /// The lag of the last observation (the idle pacer wakes on it: [`OwnershipWatch::backlog`]).
     last_lag: i64,
+    /// What [`OwnershipWatch::commit_positions`] last committed, per partition.
+    committed: BTreeMap<i32, i64>,
+    /// When every position was last committed, moved or not.
+    committed_at: Instant,
     ready: Arc<AtomicBool>,
     /// Flags that must never say ready while this one does not (see [`OwnershipWatch::gate`]).
     gated: Vec<Arc<AtomicBool>>,
@@ -300,6 +304,8 @@ impl OwnershipWatch {
             observed_at: Instant::now(),
             was_ever_ready: false,
             last_lag: 0,
+            committed: BTreeMap::new(),
+            committed_at: Instant::now(),
             ready,
             gated: Vec::new(),
         })
@@ -330,16 +336,29 @@ impl OwnershipWatch {
     /// Commit `consumer`'s positions on its owned partitions (asynchronously), so other members
     /// see that they progress. For a group that commits nothing else (the budget service
     /// always starts its partitions from the beginning, so the offsets are never read back).
-    pub fn commit_positions<C: ConsumerContext + 'static>(&self, consumer: &StreamConsumer<C>) {
+    /// Positions that have not moved since the last commit are committed again only every
+    /// half `starved_after_ms` (an idle member writes almost nothing to the broker, and an
+    /// asynchronous commit that failed is repeated before any other member could take the
+    /// partition for stalled).
+    pub fn commit_positions<C: ConsumerContext + 'static>(&mut self, consumer: &StreamConsumer<C>) {
         let Ok(positions) = consumer.position() else { return };
+        let refresh =
+            self.committed_at.elapsed() >= Duration::from_millis(self.judge.config.starved_after_ms) / 2;
         let mut offsets = TopicPartitionList::new();
+        let mut moved = BTreeMap::new();
         for e in positions.elements_for_topic(&self.topic) {
-            if let Offset::Offset(o) = e.offset() {
+            if let Offset::Offset(o) = e.offset()
+                && (refresh || self.committed.get(&e.partition()) != Some(&o))
+            {
                 let _ = offsets.add_partition_offset(&self.topic, e.partition(), Offset::Offset(o));
+                moved.insert(e.partition(), o);
             }
         }
-        if offsets.count() > 0 {
-            let _ = consumer.commit(&offsets, CommitMode::Async);
+        if offsets.count() > 0 && consumer.commit(&offsets, CommitMode::Async).is_ok() {
+            self.committed.extend(moved);
+            if refresh {
+                self.committed_at = Instant::now();
+            }
         }
     }
 
