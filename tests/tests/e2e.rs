@@ -157,9 +157,18 @@ async fn a_runaway_sdk_loop_is_blocked_then_served_again_when_the_window_resets(
         (overspend * Decimal::from(100) / limit).round_dp(1),
     );
 
+    // Spend that reached the limit is blocked by the budget service too, whatever refused the
+    // loop first; it must be decided before the clock moves, or the window it crossed in is
+    // gone before anyone looked at it (then there is no decision at all, and nothing to lift).
+    let crossed = spent >= limit;
+    if crossed {
+        chain.decision_everywhere(&budget.scope.key(), DecisionState::Block).await;
+    }
     // A rolling day ends with the current UTC hour: 25 hours on, the spend has rolled out.
     clock.advance(TimeDelta::hours(25));
-    chain.decision_everywhere(&budget.scope.key(), DecisionState::Allow).await;
+    if crossed {
+        chain.decision_everywhere(&budget.scope.key(), DecisionState::Allow).await;
+    }
     // The new window's headroom too (the reservation is made against it).
     chain::eventually("the new window's headroom at the gateway", || async {
         let me: serde_json::Value = chain
