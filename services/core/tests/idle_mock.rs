@@ -90,7 +90,7 @@ impl Rig {
                         self.pacer.active(&self.consumer);
                     }
                 }
-                cue = self.pacer.due() => self.pacer.step(cue, &self.consumer),
+                _ = self.pacer.due() => self.pacer.step(&self.consumer),
                 message = self.consumer.recv() => {
                     let message = message.expect("no consumer error");
                     received.push(message.payload().unwrap_or_default().to_vec());

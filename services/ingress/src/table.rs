@@ -145,7 +145,7 @@ where
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
-            cue = pacer.due() => pacer.step(cue, &*consumer),
+            _ = pacer.due() => pacer.step(&*consumer),
             _ = look.tick(), if pacer.is_asleep() => {
                 let asleep = consumer.clone();
                 let backlog = tokio::task::spawn_blocking(move || {

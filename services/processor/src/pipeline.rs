@@ -268,7 +268,7 @@ impl Pipeline {
                         pacer.active(&running.consumer);
                     }
                 },
-                cue = pacer.due() => pacer.step(cue, &running.consumer),
+                _ = pacer.due() => pacer.step(&running.consumer),
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
                     self.flush(&running, &mut batch, &shutdown).await;
                 }

@@ -359,8 +359,8 @@ pub async fn serve(
                 pacer.active(&group.consumer);
                 service.rebalance(&group, &shutdown).await
             }
-            cue = pacer.due() => {
-                pacer.step(cue, &group.consumer);
+            _ = pacer.due() => {
+                pacer.step(&group.consumer);
                 Ok(())
             }
             _ = heartbeat_ticker.tick() => {

@@ -94,15 +94,6 @@ enum State {
     Asleep,
 }
 
-/// What [`IdlePacer::due`] returned for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cue {
-    /// The awake check is due.
-    Timer,
-    /// The process saw traffic.
-    Nudged,
-}
-
 /// The pacing state of one consumer; see the module docs.
 #[derive(Debug)]
 pub struct IdlePacer {
@@ -151,19 +142,18 @@ impl IdlePacer {
     }
 
     /// Resolves when [`IdlePacer::step`] has something to do (never when pacing is off).
-    pub async fn due(&self) -> Cue {
+    pub async fn due(&self) {
         let bell = ACTIVITY.bell.notified();
         if self.state == State::Off {
             return std::future::pending().await;
         }
         if self.state == State::Awake {
             tokio::time::sleep_until(self.next).await;
-            return Cue::Timer;
+            return;
         }
         if ACTIVITY.nudges.load(Ordering::Acquire) == self.nudges_at_sleep {
             bell.await;
         }
-        Cue::Nudged
     }
 
     /// A message arrived, or the assignment changed: fetch continuously.
@@ -174,12 +164,12 @@ impl IdlePacer {
         }
     }
 
-    /// Act on `cue` (from [`IdlePacer::due`]).
-    pub fn step<C: Consumer<X>, X: rdkafka::consumer::ConsumerContext>(&mut self, cue: Cue, consumer: &C) {
+    /// Act once [`IdlePacer::due`] resolved: the awake check, or a nudge that wakes it.
+    pub fn step<C: Consumer<X>, X: rdkafka::consumer::ConsumerContext>(&mut self, consumer: &C) {
         let now = Instant::now();
-        match (self.state, cue) {
-            (State::Off, _) => {}
-            (State::Awake, _) => {
+        match self.state {
+            State::Off => {}
+            State::Awake => {
                 resume(consumer);
                 if std::mem::take(&mut self.seen) {
                     self.next = now + self.after;
@@ -192,7 +182,7 @@ impl IdlePacer {
                     tracing::debug!(consumer = %self.name, "idle: not fetching until there is something to read");
                 }
             }
-            (State::Asleep, _) => self.wake(consumer),
+            State::Asleep => self.wake(consumer),
         }
     }
 
