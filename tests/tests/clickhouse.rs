@@ -291,7 +291,7 @@ async fn reprice_corrects_the_ledger_and_every_rollup_and_is_idempotent() {
             .unwrap();
         assert_eq!(rows, 30);
         assert_eq!(ledger_sum.parse::<rust_decimal::Decimal>().unwrap(), oracle);
-        for table in faregate_processor::reprice::ROLLUPS {
+        for table in faregate_processor::reprice::ROLLUPS.map(|r| r.table) {
             let (sum, requests, unpriced): (String, u64, u64) = client
                 .query(&format!(
                     "SELECT toString(sum(cost_total)), sum(requests), sum(unpriced_requests) FROM {table}"

@@ -15,8 +15,10 @@
 //!     FAREGATE_TEST_CHFRONT_DIR=$CHFRONT_DIR target/release/fault-soak
 //!
 //! Settings: FAREGATE_SOAK_ROUNDS (10), FAREGATE_SOAK_FREEZE_SECS (30: how long the front stays
-//! frozen), FAREGATE_SOAK_ACKS (2000 acknowledgements between faults), FAREGATE_BIN (the
-//! `faregate` binary; default: beside this one).
+//! frozen), FAREGATE_SOAK_ACKS (2000 acknowledgements between faults), FAREGATE_SOAK_FAULTS
+//! (cycle through these faults only, comma-separated as the table names them, e.g.
+//! `kill -9 clickhouse,kill -9 processor`), FAREGATE_BIN (the `faregate` binary; default:
+//! beside this one).
 
 use std::time::Duration;
 
@@ -26,7 +28,27 @@ use faregate_tests::soak::{Fault, SoakSettings, run};
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let rounds = env_or("FAREGATE_SOAK_ROUNDS", 10usize);
-    let mut settings = SoakSettings::new(faregate_bin(), Fault::rounds(rounds));
+    let faults = match std::env::var("FAREGATE_SOAK_FAULTS") {
+        Err(_) => Fault::rounds(rounds),
+        Ok(names) => {
+            let chosen: Vec<Fault> = names
+                .split(',')
+                .map(|name| {
+                    let name = name.trim();
+                    Fault::CYCLE.into_iter().find(|f| f.to_string() == name).unwrap_or_else(|| {
+                        let known: Vec<String> = Fault::CYCLE.iter().map(Fault::to_string).collect();
+                        eprintln!(
+                            "FAREGATE_SOAK_FAULTS: no fault is named {name:?}; the faults: {}",
+                            known.join(", ")
+                        );
+                        std::process::exit(2)
+                    })
+                })
+                .collect();
+            chosen.into_iter().cycle().take(rounds).collect()
+        }
+    };
+    let mut settings = SoakSettings::new(faregate_bin(), faults);
     settings.freeze = Duration::from_secs(env_or("FAREGATE_SOAK_FREEZE_SECS", 30u64));
     settings.acks_per_round = env_or("FAREGATE_SOAK_ACKS", settings.acks_per_round);
     let limit = settings.recovery_limit;

@@ -3,12 +3,11 @@
 //! freeze and fewer acknowledgements between faults. The services run as `faregate` processes
 //! (this package's binary); see docs/benchmarks.md for the long run and what each check
 //! asserts. The rounds: SIGKILL of the ingress (a collector 202 waits for the spool's sync), of
-//! the processor, of the budget service and of the broker, the ClickHouse front frozen, and the
-//! processor's double restart; in each, status must name the fault while it holds and say live
-//! after the recovery. The front's SIGKILL is left to `fault-soak`: killed in the middle of an
-//! insert, it can keep the ledger's rows without the minute rollup's (docs/benchmarks.md), and
-//! status says the same of it as of the frozen front (`ledger_unreachable`; a refused
-//! connection: `status_bounded.rs`).
+//! the processor, of the budget service and of the broker, the ClickHouse front frozen and
+//! killed (in the middle of an insert it can keep the ledger's rows without a rollup view's: the
+//! processor rebuilds the rollups of a write it retried, and the round checks every rollup
+//! against the ledger), and the processor's double restart; in each, status must name the fault
+//! while it holds and say live after the recovery.
 
 use std::time::Duration;
 
@@ -23,6 +22,7 @@ async fn acknowledged_usage_is_metered_once_across_rounds_of_faults() {
         Fault::Kill(Role::Budget),
         Fault::KillBroker,
         Fault::FreezeClickHouse,
+        Fault::KillClickHouse,
         Fault::DoubleRestart(Role::Processor),
     ];
     let mut settings = SoakSettings::new(env!("CARGO_BIN_EXE_faregate").into(), faults);

@@ -124,7 +124,7 @@ pub async fn run(
     partitions_ok: Arc<AtomicBool>,
     shutdown: CancellationToken,
 ) -> Result<(), ProcessorError> {
-    let ledger = Arc::new(ClickHouseLedger::new(clickhouse.client()));
+    let ledger = Arc::new(ClickHouseLedger::new(clickhouse.client()).with_topology(clickhouse.topology()));
     Pipeline::new(config, kafka, ledger, pricer, ledger_ok)
         .with_partitions_flag(partitions_ok)
         .run(shutdown)

@@ -28,7 +28,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -404,15 +404,19 @@ impl Pipeline {
         let ledger = self.ledger.clone();
         let unique = rows.len();
         let stages = Mutex::new((Duration::ZERO, Duration::ZERO));
+        let attempts = AtomicU32::new(0);
         let write = || async {
-            // Held until the ledger answered: a revocation of these partitions waits for it.
+            let retried = attempts.fetch_add(1, Ordering::Relaxed) > 0;
+            // Held until the ledger answered (and the rollups were repaired): a revocation of
+            // these partitions waits for it.
             let permit = fences.hold();
             let started = std::time::Instant::now();
             let existing = ledger.existing(&rows).await?;
             let checked = std::time::Instant::now();
-            let fresh: Vec<usize> = (0..rows.len())
-                .filter(|&i| permit.allows(rows[i].kafka_partition) && !existing.contains(&rows[i].event_id))
-                .collect();
+            let owned: Vec<usize> =
+                (0..rows.len()).filter(|&i| permit.allows(rows[i].kafka_partition)).collect();
+            let fresh: Vec<usize> =
+                owned.iter().copied().filter(|&i| !existing.contains(&rows[i].event_id)).collect();
             if fresh.len() == rows.len() {
                 ledger.insert(&rows).await?;
             } else if !fresh.is_empty() {
@@ -420,6 +424,19 @@ impl Pipeline {
                 ledger.insert(&subset).await?;
             }
             *stages.lock().unwrap() = (checked - started, checked.elapsed());
+            // An earlier attempt failed, or rows were already stored (a write whose offsets were
+            // never committed): either may have reached the ledger and not every rollup view,
+            // or a view and not the ledger. Rebuild the buckets from the ledger.
+            if retried || fresh.len() < owned.len() {
+                let owned: Vec<LedgerRow> = owned.iter().map(|&i| rows[i].clone()).collect();
+                ledger.repair_rollups(&owned).await?;
+                metrics::counter!("faregate_processor_rollup_repairs_total").increment(1);
+                tracing::info!(
+                    rows = owned.len(),
+                    after_failed_attempt = retried,
+                    "rebuilt the rollups of an uncertain write from the ledger"
+                );
+            }
             Ok::<_, crate::ledger::LedgerError>(fresh)
         };
         let Some(fresh) = self.retry("writing to the ledger", shutdown, write).await else {

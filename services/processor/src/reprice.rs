@@ -19,7 +19,7 @@ use faregate_core::clickhouse::ledger::PricingStatus;
 use faregate_core::money::Usd;
 
 /// The rollup tables a re-price rebuilds.
-pub const ROLLUPS: [&str; 3] = ["usage_rollup_minute", "usage_rollup_hour", "usage_rollup_day"];
+pub use crate::ledger::rollups::ROLLUPS;
 
 /// What a re-price found and did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -89,7 +89,7 @@ pub async fn reprice(
             }
         }
         if !dry_run && !rows.is_empty() {
-            for table in ROLLUPS {
+            for table in ROLLUPS.map(|r| r.table) {
                 client
                     .query(&format!(
                         "ALTER TABLE {table} DELETE WHERE bucket >= toDateTime('{}', 'UTC') AND bucket < toDateTime('{}', 'UTC')",

@@ -218,7 +218,8 @@ async fn every_event_is_written_once_and_bad_values_are_dead_lettered() {
         }
     }
 
-    // A processor that lost every commit (a new group) replays it all and writes nothing twice.
+    // A processor that lost every commit (a new group) replays it all and writes nothing twice;
+    // every batch of the replay found rows already stored, and had their rollups rebuilt.
     shutdown.cancel();
     handle.await.unwrap();
     let sentinel = events(1, 30).remove(0);
@@ -227,6 +228,8 @@ async fn every_event_is_written_once_and_bad_values_are_dead_lettered() {
     wait_for("the sentinel in the ledger", || ledger.rows().iter().any(|r| r.event_id == sentinel.event_id));
     shutdown.cancel();
     handle.await.unwrap();
+    let repaired = ledger.repaired();
+    assert!(sent.iter().all(|e| repaired.contains(&e.event_id)), "the replay's rollups were repaired");
     let rows = ledger.rows();
     assert_eq!(rows.len(), 21, "each event once, replay and duplicates included");
     let ids: std::collections::HashSet<_> = rows.iter().map(|r| r.event_id).collect();
@@ -245,17 +248,38 @@ async fn a_ledger_outage_pauses_and_loses_nothing() {
     let ok = Arc::new(AtomicBool::new(true));
     let (shutdown, handle) = start(&setup, "g", ledger.clone(), ok.clone());
     let sent = events(15, 40);
-    for event in &sent {
+    for event in &sent[..10] {
         usage.send(&event.partition_key(), event).await.unwrap();
     }
     wait_for("the pipeline to notice the outage", || !ok.load(Ordering::Acquire));
     assert!(ledger.rows().is_empty());
     ledger.set_available(true);
-    wait_for("all 15 rows after the outage", || ledger.rows().len() == 15);
+    wait_for("all 10 rows after the outage", || ledger.rows().len() == 10);
     assert!(ok.load(Ordering::Acquire), "health recovers with the ledger");
+    // Clean writes rebuild no rollups.
+    for event in &sent[10..12] {
+        usage.send(&event.partition_key(), event).await.unwrap();
+    }
+    wait_for("2 more rows", || ledger.rows().len() == 12);
+    // An outage in the middle of writes: the write that failed and then succeeded may have
+    // reached the ledger (and only some rollup views) before the failure: its rollups are
+    // rebuilt from the ledger.
+    ledger.set_available(false);
+    for event in &sent[12..] {
+        usage.send(&event.partition_key(), event).await.unwrap();
+    }
+    wait_for("the pipeline to notice the second outage", || !ok.load(Ordering::Acquire));
+    ledger.set_available(true);
+    wait_for("all 15 rows", || ledger.rows().len() == 15);
     shutdown.cancel();
     handle.await.unwrap();
     assert_eq!(ledger.rows().len(), 15);
+    let repaired = ledger.repaired();
+    assert!(
+        sent[12..].iter().any(|e| repaired.contains(&e.event_id)),
+        "the retried write's rollups were repaired"
+    );
+    assert!(!sent[10..12].iter().any(|e| repaired.contains(&e.event_id)), "a clean write repairs nothing");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,6 @@
 //! The ledger in ClickHouse: the duplicate check (ids of the batch's orgs and time ranges,
-//! intersected here), the insert (rollup views in parallel), and the spend totals read back in
-//! one `FINAL` scan grouped two ways.
+//! intersected here), the insert (rollup views in parallel), the rollups' repair (statements
+//! from [`super::rollups`]), and the spend totals read back in one `FINAL` scan grouped two ways.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -14,12 +14,14 @@ use uuid::Uuid;
 use super::{Ledger, LedgerError, SpendTotals, datetime_literal, quoted_list};
 use crate::aggregate::{BucketKey, BucketTotals, Subject, hour_of};
 use crate::session::{SessionKey, SessionTotals, minute_of};
-use faregate_core::clickhouse::LedgerRow;
+use faregate_core::clickhouse::{LedgerRow, Topology};
 use faregate_core::money::Usd;
 
 #[derive(Clone)]
 pub struct ClickHouseLedger {
     client: clickhouse::Client,
+    /// Where the rollups' shard-local tables are (a repair deletes from them).
+    topology: Topology,
     /// Duplicate checks still to send ids directly, after a range check overflowed (its
     /// ranges were dense with other rows, e.g. many processors writing the same orgs).
     skip_ranges: Arc<AtomicU32>,
@@ -83,7 +85,13 @@ pub(crate) fn time_ranges(
 
 impl ClickHouseLedger {
     pub fn new(client: clickhouse::Client) -> Self {
-        ClickHouseLedger { client, skip_ranges: Arc::default() }
+        ClickHouseLedger { client, topology: Topology::SingleNode, skip_ranges: Arc::default() }
+    }
+
+    /// The ledger of a cluster's tables (`clickhouse.cluster`), not a single node's.
+    pub fn with_topology(mut self, topology: Topology) -> Self {
+        self.topology = topology;
+        self
     }
 
     /// The ledger filter every duplicate of `rows` passes: a duplicate has the same org and
@@ -312,6 +320,34 @@ impl Ledger for ClickHouseLedger {
             insert.write(row).await?;
         }
         insert.end().await?;
+        Ok(())
+    }
+
+    async fn repair_rollups(&self, rows: &[LedgerRow]) -> Result<(), LedgerError> {
+        let mut rows: Vec<&LedgerRow> = rows.iter().collect();
+        rows.sort_unstable_by(|a, b| (&a.org, &a.user, &a.key_id).cmp(&(&b.org, &b.user, &b.key_id)));
+        let subjects: Vec<&[&LedgerRow]> =
+            rows.chunk_by(|a, b| (&a.org, &a.user, &a.key_id) == (&b.org, &b.user, &b.key_id)).collect();
+        // Chunks of whole subjects: a subject's rows all go to the same statements.
+        for chunk in subjects.chunks(super::rollups::SUBJECTS_PER_STATEMENT).map(<[_]>::concat) {
+            for rollup in super::rollups::ROLLUPS {
+                let Some((delete, insert)) = rollup.rebuild(&chunk, &self.topology) else {
+                    continue;
+                };
+                self.client
+                    .query(&delete.replace('?', "??"))
+                    .with_setting("lightweight_deletes_sync", "2")
+                    .execute()
+                    .await?;
+                let insert = self.client.query(&insert.replace('?', "??"));
+                match self.topology {
+                    Topology::SingleNode => insert.execute().await?,
+                    Topology::Cluster { .. } => {
+                        insert.with_setting("distributed_foreground_insert", "1").execute().await?
+                    }
+                }
+            }
+        }
         Ok(())
     }
 

@@ -16,17 +16,24 @@ use faregate_core::clickhouse::ledger::PricingStatus;
 use faregate_core::money::Usd;
 
 /// An in-memory ledger for tests; `set_available(false)` makes every call fail like an outage,
-/// `set_refusing(true)` like a query the server will never accept.
+/// `set_refusing(true)` like a query the server will never accept. It keeps no rollups, and
+/// remembers the events it was asked to repair them for.
 #[derive(Debug, Default)]
 pub struct MemoryLedger {
     rows: Mutex<Vec<LedgerRow>>,
     down: AtomicBool,
     refusing: AtomicBool,
+    repaired: Mutex<HashSet<Uuid>>,
 }
 
 impl MemoryLedger {
     pub fn rows(&self) -> Vec<LedgerRow> {
         self.rows.lock().unwrap().clone()
+    }
+
+    /// The event ids of every `repair_rollups` call so far.
+    pub fn repaired(&self) -> HashSet<Uuid> {
+        self.repaired.lock().unwrap().clone()
     }
 
     pub fn set_available(&self, available: bool) {
@@ -85,6 +92,12 @@ impl Ledger for MemoryLedger {
     async fn insert(&self, rows: &[LedgerRow]) -> Result<(), LedgerError> {
         self.check()?;
         self.rows.lock().unwrap().extend_from_slice(rows);
+        Ok(())
+    }
+
+    async fn repair_rollups(&self, rows: &[LedgerRow]) -> Result<(), LedgerError> {
+        self.check()?;
+        self.repaired.lock().unwrap().extend(rows.iter().map(|r| r.event_id));
         Ok(())
     }
 

@@ -5,9 +5,12 @@
 //! which event ids are already stored before writing. The spend totals a write changed (per
 //! subject and hour, and per session and minute) come back from one read, [`Ledger::spend_totals`]:
 //! one round trip and, in ClickHouse, one `FINAL` scan grouped two ways (`GROUPING SETS`).
+//! After a write whose outcome was uncertain, [`Ledger::repair_rollups`] rebuilds the rollup
+//! buckets the write touched from the ledger (see [`rollups`]).
 
 mod clickhouse;
 mod memory;
+pub mod rollups;
 
 use std::collections::HashSet;
 
@@ -75,6 +78,9 @@ pub trait Ledger: Send + Sync {
     async fn existing(&self, rows: &[LedgerRow]) -> Result<HashSet<Uuid>, LedgerError>;
     /// Store `rows`.
     async fn insert(&self, rows: &[LedgerRow]) -> Result<(), LedgerError>;
+    /// Rebuild, from the stored rows, the rollup buckets of `rows`' subjects (org, user, key_id)
+    /// and times; idempotent. The caller must be the only writer of those subjects meanwhile.
+    async fn repair_rollups(&self, rows: &[LedgerRow]) -> Result<(), LedgerError>;
     /// The totals of `keys` and of `sessions`, in one read (a key with no rows is absent from
     /// the answer).
     async fn spend_totals(
