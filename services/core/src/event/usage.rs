@@ -137,9 +137,12 @@ pub struct UsageEvent {
 
 impl UsageEvent {
     /// The Kafka key: the subject that owns the spend, so one subject's events stay in order on
-    /// one partition.
+    /// one partition. An empty user or key counts as none (the ledger stores none as empty), so
+    /// every ledger row of one (org, user, key_id) comes from one partition: the processor's
+    /// rollup repair relies on it.
     pub fn partition_key(&self) -> String {
-        match (&self.user, &self.key_id) {
+        let present = |v: &Option<String>| v.clone().filter(|v| !v.is_empty());
+        match (present(&self.user), present(&self.key_id)) {
             (Some(user), _) => format!("{}/{}", self.org, user),
             (None, Some(key)) => format!("{}/key:{}", self.org, key),
             (None, None) => self.org.clone(),
@@ -149,5 +152,31 @@ impl UsageEvent {
     /// The model to price: the served model when the provider named one, else the requested one.
     pub fn billed_model(&self) -> &str {
         self.served_model.as_deref().unwrap_or(&self.requested_model)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::strategy::{Strategy, ValueTree};
+    use proptest::test_runner::TestRunner;
+
+    #[test]
+    fn partition_keys_treat_an_empty_user_or_key_as_none() {
+        let mut event = crate::event::arbitrary::usage_event()
+            .new_tree(&mut TestRunner::deterministic())
+            .unwrap()
+            .current();
+        event.org = "acme".into();
+        let key = |user: Option<&str>, key: Option<&str>| {
+            let mut e = event.clone();
+            e.user = user.map(String::from);
+            e.key_id = key.map(String::from);
+            e.partition_key()
+        };
+        assert_eq!(key(Some("ann"), Some("k1")), "acme/ann");
+        assert_eq!(key(Some(""), Some("k1")), key(None, Some("k1")));
+        assert_eq!(key(None, Some("k1")), "acme/key:k1");
+        assert_eq!(key(Some(""), Some("")), "acme");
+        assert_eq!(key(None, None), "acme");
     }
 }
