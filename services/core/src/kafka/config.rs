@@ -223,6 +223,9 @@ impl KafkaConfig {
     fn base(&self, role: &str) -> ClientConfig {
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", &self.brokers).set("client.id", format!("{}-{role}", self.client_id));
+        // No KIP-714 client metrics: Faregate exports its own, and a broker without them (tansu)
+        // is asked for a subscription again and again (2 requests/s on an idle local stack).
+        config.set("enable.metrics.push", "false");
         if !self.sasl_username.is_empty() {
             config
                 .set("sasl.username", &self.sasl_username)

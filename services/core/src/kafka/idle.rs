@@ -21,7 +21,7 @@
 //!   ownership check (`kafka.ownership.check_interval_ms`, 1 s: the watchdog's lag,
 //!   [`crate::kafka::OwnershipWatch::backlog`]), the decisions table with [`backlog`] at the same
 //!   interval. The high watermark is asked, never a fetch: a look costs the broker one offsets
-//!   request per partition, and cannot miss data the way a short resumed window could on a
+//!   request for the whole assignment ([`crate::kafka::offsets`]), and cannot miss data the way a short resumed window could on a
 //!   loaded machine. Pausing keeps no message back: librdkafka drops what it fetched but did not
 //!   hand over and fetches it again on resume, from the position the application consumed to.
 //!
@@ -36,6 +36,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use rdkafka::consumer::Consumer;
+
+use crate::kafka::offsets::{self, End};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -212,23 +214,33 @@ impl Drop for IdlePacer {
 
 /// Whether `consumer` has messages to read on its assignment: a high watermark past its
 /// position (or, before it consumed anything there, past the low watermark). Blocking (one
-/// offsets request per partition): call it off the async runtime.
+/// offsets request for the whole assignment, and one more for the low ends of partitions not
+/// consumed yet): call it off the async runtime.
 pub fn backlog<C: Consumer<X>, X: rdkafka::consumer::ConsumerContext>(
     consumer: &C,
     timeout: Duration,
 ) -> Result<bool, rdkafka::error::KafkaError> {
     let positions = consumer.position()?;
-    for element in positions.elements() {
-        let (low, high) = consumer.fetch_watermarks(element.topic(), element.partition(), timeout)?;
+    let partitions = || positions.elements().into_iter().map(|e| (e.topic().to_string(), e.partition()));
+    let highs = offsets::ends(consumer, partitions(), End::Latest, timeout)?;
+    let unread: Vec<(String, i32)> = positions
+        .elements()
+        .into_iter()
+        .filter(|e| !matches!(e.offset(), rdkafka::Offset::Offset(_)))
+        .map(|e| (e.topic().to_string(), e.partition()))
+        .collect();
+    let lows = match unread.is_empty() {
+        true => Default::default(),
+        false => offsets::ends(consumer, unread, End::Earliest, timeout)?,
+    };
+    Ok(positions.elements().into_iter().any(|element| {
+        let key = (element.topic().to_string(), element.partition());
         let position = match element.offset() {
             rdkafka::Offset::Offset(offset) => offset,
-            _ => low,
+            _ => lows.get(&key).copied().unwrap_or(i64::MAX),
         };
-        if high > position {
-            return Ok(true);
-        }
-    }
-    Ok(false)
+        highs.get(&key).is_some_and(|&high| high > position)
+    }))
 }
 
 /// Pause or resume the whole current assignment. A failure (no assignment yet, a closing

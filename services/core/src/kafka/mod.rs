@@ -13,6 +13,7 @@ pub mod config;
 pub mod dlq;
 pub mod error;
 pub mod idle;
+pub mod offsets;
 pub mod ownership;
 pub mod partition;
 pub mod producer;

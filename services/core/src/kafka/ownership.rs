@@ -45,6 +45,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::KafkaConfig;
+use super::offsets::{self, End};
 use crate::config::ConfigError;
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -486,8 +487,15 @@ fn observe(
         })
         .collect();
     let mut seen = Observation { partitions: partitions.len() as i32, owned, ..Observation::default() };
+    // Two offsets requests for the whole topic, not two per partition (`fetch_watermarks`).
+    let each = || partitions.iter().map(|p| (topic.to_string(), *p));
+    let lows = offsets::ends(probe, each(), End::Earliest, PROBE_TIMEOUT)?;
+    let highs = offsets::ends(probe, each(), End::Latest, PROBE_TIMEOUT)?;
     for p in partitions {
-        let (low, high) = probe.fetch_watermarks(topic, p, PROBE_TIMEOUT)?;
+        let key = (topic.to_string(), p);
+        let (Some(&low), Some(&high)) = (lows.get(&key), highs.get(&key)) else {
+            return Err(KafkaError::MetadataFetch(rdkafka::types::RDKafkaErrorCode::UnknownPartition));
+        };
         let committed = committed.get(&p).copied().unwrap_or(low).max(low);
         if seen.owned.contains(&p) {
             let position = positions.get(&p).copied().unwrap_or(committed);
