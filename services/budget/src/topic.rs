@@ -1,25 +1,31 @@
 //! Reading a compacted topic from its beginning: every partition is assigned (no group
 //! rebalancing, nothing is ever committed), and the reader knows when it has caught up with the
 //! end offsets it saw when it opened. State built from such a topic is complete once caught up.
+//! A background reader is idle-paced (`kafka.idle`, [`faregate_core::kafka::idle`]): with
+//! nothing to read it stops fetching, and looks for new records by their offsets instead.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
 
-use faregate_core::kafka::KafkaConfig;
+use faregate_core::kafka::{IdlePacer, KafkaConfig, idle};
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// A reader of one whole topic.
 pub struct TopicReader {
-    consumer: StreamConsumer,
+    consumer: Arc<StreamConsumer>,
     /// Partition -> end offset still to reach.
     pending: HashMap<i32, i64>,
     topic: String,
+    pacer: IdlePacer,
+    /// While the pacer sleeps, the reader looks for new records this often.
+    look: tokio::time::Interval,
 }
 
 impl std::fmt::Debug for TopicReader {
@@ -74,13 +80,19 @@ impl TopicReader {
         } else {
             kafka.consumer_config("budget", &group)
         };
-        let consumer: StreamConsumer = config.create()?;
+        let consumer: Arc<StreamConsumer> = Arc::new(config.create()?);
         let mut assignment = TopicPartitionList::new();
         for p in partitions {
             assignment.add_partition_offset(topic, p, Offset::Beginning)?;
         }
         consumer.assign(&assignment)?;
-        Ok(TopicReader { consumer, pending, topic: topic.to_string() })
+        let pacer = match background {
+            true => IdlePacer::new(kafka, &format!("budget-{topic}")),
+            false => IdlePacer::off(),
+        };
+        let mut look = tokio::time::interval(Duration::from_millis(kafka.ownership.check_interval_ms));
+        look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Ok(TopicReader { consumer, pending, topic: topic.to_string(), pacer, look })
     }
 
     /// Whether every message that existed at open was read.
@@ -89,14 +101,30 @@ impl TopicReader {
     }
 
     /// The next message.
-    pub async fn next(&mut self) -> Result<BorrowedMessage<'_>, KafkaError> {
-        let message = self.consumer.recv().await?;
-        if let Some(end) = self.pending.get(&message.partition())
-            && message.offset() + 1 >= *end
-        {
-            self.pending.remove(&message.partition());
+    pub async fn next(&mut self) -> Result<OwnedMessage, KafkaError> {
+        loop {
+            tokio::select! {
+                _ = self.pacer.due() => self.pacer.step(&*self.consumer),
+                _ = self.look.tick(), if self.pacer.is_asleep() => {
+                    let consumer = self.consumer.clone();
+                    let look = tokio::task::spawn_blocking(move || idle::backlog(&*consumer, METADATA_TIMEOUT));
+                    // Unreachable: the next look tries again, as a fetch would.
+                    if let Ok(Ok(true)) = look.await {
+                        self.pacer.active(&*self.consumer);
+                    }
+                }
+                message = self.consumer.recv() => {
+                    let message = message?.detach();
+                    self.pacer.active(&*self.consumer);
+                    if let Some(end) = self.pending.get(&message.partition())
+                        && message.offset() + 1 >= *end
+                    {
+                        self.pending.remove(&message.partition());
+                    }
+                    return Ok(message);
+                }
+            }
         }
-        Ok(message)
     }
 
     pub fn topic(&self) -> &str {

@@ -135,11 +135,9 @@ where
     freshness.contact();
     let mut pending: HashSet<i32> = partitions.into_iter().collect();
     let mut probe = tokio::time::interval(Duration::from_secs(3));
-    // Only the decision path is paced: the background lane's long fetch wait is cheap already.
-    let mut pacer = match lane {
-        Lane::DecisionPath => IdlePacer::new(&kafka, &format!("ingress-table-{topic}")),
-        Lane::Background => IdlePacer::off(),
-    };
+    // Both lanes are paced: on tansu even the background lane's 1 s fetch costs more than the
+    // look that replaces it while asleep (docs/benchmarks.md, "Idle CPU").
+    let mut pacer = IdlePacer::new(&kafka, &format!("ingress-table-{topic}"));
     // While the pacer sleeps, the table looks for new records this often (offsets, no fetch).
     let mut look = tokio::time::interval(Duration::from_millis(kafka.ownership.check_interval_ms));
     look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

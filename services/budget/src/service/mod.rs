@@ -79,7 +79,7 @@ async fn next_until_caught_up(
         tokio::select! {
             _ = shutdown.cancelled() => return Err(BudgetError::Stopped),
             message = reader.next() => match message {
-                Ok(m) => return Ok(Some(m.detach())),
+                Ok(m) => return Ok(Some(m)),
                 Err(error) => tracing::warn!(%topic, %error, "consumer error while catching up"),
             }
         }
@@ -400,7 +400,6 @@ pub async fn serve(
             }
             message = budgets.next() => match message {
                 Ok(m) => {
-                    let m = m.detach();
                     match service.intake.config(&service.engine, &m, &shutdown).await {
                         Ok(()) => {
                             let out = service.engine.lock().unwrap().evaluate(service.clock.now());
