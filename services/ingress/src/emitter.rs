@@ -44,10 +44,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientContext;
+use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use tokio_util::sync::CancellationToken;
 
 use faregate_core::avro::{AvroCodec, SchemaFamily};
+use faregate_core::error::{ErrorClass, FaregateError};
 use faregate_core::event::UsageEvent;
 use faregate_core::kafka::KafkaConfig;
 
@@ -272,12 +274,12 @@ impl EmitterHandle {
     }
 }
 
-/// One delivery report: which send (epoch), which spool record, and whether it arrived.
-#[derive(Debug, Clone, Copy)]
+/// One delivery report: which send (epoch), which spool record, and why it did not arrive.
+#[derive(Debug, Clone)]
 struct Report {
     epoch: u64,
     start: Position,
-    ok: bool,
+    error: Option<KafkaError>,
 }
 
 /// Collects delivery reports; they are produced on the emitter thread itself, inside `poll`.
@@ -291,7 +293,7 @@ impl ProducerContext for Reports {
 
     fn delivery(&self, result: &DeliveryResult<'_>, opaque: Self::DeliveryOpaque) {
         let (epoch, start, _end) = *opaque;
-        let report = Report { epoch, start, ok: result.is_ok() };
+        let report = Report { epoch, start, error: result.as_ref().err().map(|(e, _)| e.clone()) };
         self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(report);
     }
 }
@@ -395,6 +397,12 @@ struct Task {
     idle_wait: Duration,
     /// Syncs the spool for the collector's acknowledgements, off this thread.
     syncer: syncer::Syncer,
+}
+
+/// Whether the broker will refuse this record whatever happens (too large, invalid): the record
+/// is at fault, not the broker or the deployment (`faregate_core::kafka::error`).
+fn refused_for_good(error: &KafkaError) -> bool {
+    !error.retryable() && error.class() == ErrorClass::Internal
 }
 
 /// Spool records are `[key length: u16 LE][key][Avro value]`.
@@ -515,15 +523,28 @@ impl Task {
     fn handle_reports(&mut self) {
         let reports =
             std::mem::take(&mut *self.producer.context().0.lock().unwrap_or_else(|p| p.into_inner()));
-        let mut failed = false;
-        for report in reports.into_iter().filter(|r| r.epoch == self.epoch) {
-            if report.ok {
-                if let Some(entry) = self.outstanding.get_mut(&report.start) {
-                    entry.1 = true;
+        let mut failed = None;
+        let epoch = self.epoch;
+        for report in reports.into_iter().filter(|r| r.epoch == epoch) {
+            match report.error {
+                None => {
+                    if let Some(entry) = self.outstanding.get_mut(&report.start) {
+                        entry.1 = true;
+                    }
+                    metrics::counter!("faregate_ingress_events_delivered_total").increment(1);
                 }
-                metrics::counter!("faregate_ingress_events_delivered_total").increment(1);
-            } else {
-                failed = true;
+                // This record will never be taken (too large, invalid): kept aside, so the
+                // records after it are not held up for ever.
+                Some(error) if refused_for_good(&error) => {
+                    if self.refuse(report.start, &error) {
+                        if let Some(entry) = self.outstanding.get_mut(&report.start) {
+                            entry.1 = true;
+                        }
+                    } else {
+                        failed = Some(error);
+                    }
+                }
+                Some(error) => failed = Some(error),
             }
         }
         let mut acked = None;
@@ -539,13 +560,17 @@ impl Task {
             }
             self.backoff = Duration::from_millis(500);
         }
-        if failed && self.retry_at.is_none() {
+        if let Some(error) = failed.filter(|_| self.retry_at.is_none()) {
             metrics::counter!("faregate_ingress_delivery_failures_total").increment(1);
-            tracing::warn!(
-                retry_in_ms = self.backoff.as_millis() as u64,
-                pending_bytes = self.spool.pending_bytes(),
-                "usage topic unreachable; events wait in the spool"
-            );
+            let (retry_in_ms, pending_bytes) = (self.backoff.as_millis() as u64, self.spool.pending_bytes());
+            if error.retryable() {
+                tracing::warn!(%error, retry_in_ms, pending_bytes, "usage topic unreachable; events wait in the spool");
+            } else {
+                // The deployment's to fix (credentials, ACLs, the topic's name): retrying is
+                // right, as the events wait safely, but it will not cure itself.
+                tracing::error!(%error, class = ?error.class(), retry_in_ms, pending_bytes,
+                    "the broker refuses the ingress's usage events; fix the configuration; events wait in the spool");
+            }
             // Everything after the acknowledged position goes again, in order.
             self.epoch += 1;
             self.outstanding.clear();
@@ -648,12 +673,48 @@ impl Task {
             };
             let opaque = Box::new((self.epoch, entry.start, entry.end));
             let record = BaseRecord::with_opaque_to(&self.topic, opaque).key(key).payload(value);
-            if self.producer.send(record).is_err() {
-                // The producer's queue is full: the rest goes at the next tick.
-                break;
+            match self.producer.send(record) {
+                Ok(()) => {
+                    self.outstanding.insert(entry.start, (entry.end, false));
+                }
+                Err((error, _)) if refused_for_good(&error) && self.keep_refused(&entry, &error) => {
+                    // Refused before it left (larger than the producer's limit): acknowledged
+                    // as kept, in order with the others.
+                    self.outstanding.insert(entry.start, (entry.end, true));
+                }
+                // The producer's queue is full (or the record could not be kept aside): the
+                // rest goes at the next tick.
+                Err(_) => break,
             }
-            self.outstanding.insert(entry.start, (entry.end, false));
             self.send_from = entry.end;
+        }
+    }
+
+    /// Keep the record at `start` aside (read back from the spool); false if that failed.
+    fn refuse(&self, start: Position, error: &KafkaError) -> bool {
+        match self.spool.read_from(start, 1).map(|mut e| e.pop()) {
+            Ok(Some(entry)) => self.keep_refused(&entry, error),
+            Ok(None) => false,
+            Err(e) => {
+                tracing::error!(error = %e, position = ?start, "spool: reading a refused record back failed");
+                false
+            }
+        }
+    }
+
+    /// Copy `entry` to the spool's `refused/` directory, count it and say where it is.
+    fn keep_refused(&self, entry: &Entry, error: &KafkaError) -> bool {
+        match self.spool.keep_refused(entry.start, &entry.payload) {
+            Ok(path) => {
+                metrics::counter!("faregate_ingress_refused_events_total").increment(1);
+                tracing::error!(%error, kept = %path.display(), bytes = entry.payload.len(),
+                    "the broker refused a usage event for good; kept aside, not metered: the rest goes on");
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, %error, "spool: keeping a refused usage event aside failed; retrying it");
+                false
+            }
         }
     }
 

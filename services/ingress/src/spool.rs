@@ -10,6 +10,7 @@
 //! `dir/cursor` holding the acknowledged position (`<segment> <offset>`). A torn record at the
 //! end of a segment (a crash mid-write) is cut off at open. Segments wholly before the cursor
 //! are deleted. The spool is bounded: [`Spool::is_full`] tells the gateway to stop taking work.
+//! A record the broker refuses for good is copied to `dir/refused/` ([`Spool::keep_refused`]).
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
@@ -253,6 +254,19 @@ impl Spool {
         fs::rename(tmp, self.dir.join("cursor"))?;
         self.persisted = Some(self.acked);
         Ok(())
+    }
+
+    /// Keep a record the broker refused for good (too large, invalid) out of the way: a copy
+    /// in `dir/refused/<segment>-<offset>.record` (the spool record: key and Avro value), so the
+    /// records after it can go on and nothing is dropped unseen. Returns the file.
+    pub fn keep_refused(&self, at: Position, payload: &[u8]) -> io::Result<PathBuf> {
+        let dir = self.dir.join("refused");
+        fs::create_dir_all(&dir)?;
+        let path = dir.join(format!("{}-{}.record", at.segment, at.offset));
+        let mut file = File::create(&path)?;
+        file.write_all(payload)?;
+        file.sync_all()?;
+        Ok(path)
     }
 
     pub fn acked(&self) -> Position {

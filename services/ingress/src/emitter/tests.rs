@@ -93,3 +93,53 @@ async fn a_durable_batch_is_in_the_spool_when_acknowledged_and_refused_after_shu
     emitter.join().await;
     assert_eq!(sink.emit_durable(vec![event()]).wait().await, Err(NotDurable::Stopped));
 }
+
+/// A record the producer will never send (larger than `message.max.bytes`) is kept in the
+/// spool's `refused/` directory, and the records after it are delivered in order: it does not
+/// hold the usage topic up for ever.
+#[tokio::test]
+async fn a_record_refused_for_good_is_kept_aside_and_the_rest_goes_on() {
+    let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
+    let mut kafka = KafkaConfig { brokers: mock.bootstrap_servers(), ..KafkaConfig::default() };
+    kafka.topics.usage = format!("usage-{}", uuid::Uuid::now_v7().simple());
+    kafka.topics.partitions = 1;
+    mock.create_topic(&kafka.topics.usage, 1, 1).unwrap();
+    let reader = kafka.clone();
+    kafka.properties.insert("message.max.bytes".into(), "3000".into());
+    let spool = tempfile::tempdir().unwrap();
+    let shutdown = CancellationToken::new();
+    let (sink, emitter) = spawn(&kafka, spool.path(), 1 << 20, shutdown.clone()).await.unwrap();
+    let (small, mut large, after) = (event(), event(), event());
+    large.tags = (0..20).map(|i| (format!("tag-{i}"), "x".repeat(200))).collect();
+    for e in [&small, &large, &after] {
+        sink.emit(e.clone());
+    }
+    let consumer: StreamConsumer =
+        reader.consumer_config("test", &format!("g-{}", uuid::Uuid::now_v7())).create().unwrap();
+    consumer.subscribe(&[&kafka.topics.usage]).unwrap();
+    let codec = AvroCodec::<UsageEvent>::new(
+        SchemaFamily::UsageEvent,
+        &kafka.topics.usage,
+        kafka.schema_registry.registry(),
+    )
+    .await
+    .unwrap();
+    let mut delivered = Vec::new();
+    for _ in 0..2 {
+        let message = tokio::time::timeout(Duration::from_secs(60), consumer.recv())
+            .await
+            .expect("the records around the refused one are delivered")
+            .unwrap();
+        delivered.push(codec.decode(message.payload().unwrap()).await.unwrap().event_id);
+    }
+    assert_eq!(delivered, vec![small.event_id, after.event_id]);
+    let kept: Vec<_> =
+        std::fs::read_dir(spool.path().join("refused")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    let record = std::fs::read(&kept[0]).unwrap();
+    let (key, value) = split_record(&record).unwrap();
+    assert_eq!(key, large.partition_key().as_bytes());
+    assert_eq!(codec.decode(value).await.unwrap().event_id, large.event_id);
+    shutdown.cancel();
+    emitter.join().await;
+}
