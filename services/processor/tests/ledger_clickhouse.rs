@@ -65,16 +65,22 @@ fn sorted(mut totals: SpendTotals) -> SpendTotals {
     totals
 }
 
-#[tokio::test]
-async fn clickhouse_totals_equal_the_in_memory_ledgers() {
+/// A fresh database on the local stack's ClickHouse, its schema applied.
+async fn database(prefix: &str) -> ClickHouseConfig {
     let url = std::env::var("FAREGATE_TEST_CLICKHOUSE_URL")
         .expect("FAREGATE_TEST_CLICKHOUSE_URL is not set: run the tests with deploy/local/test");
     let config = ClickHouseConfig {
         url,
-        database: format!("test_ledger_{}", uuid::Uuid::now_v7().simple()),
+        database: format!("{prefix}{}", uuid::Uuid::now_v7().simple()),
         ..ClickHouseConfig::default()
     };
     migrations::apply(&config).await.unwrap();
+    config
+}
+
+#[tokio::test]
+async fn clickhouse_totals_equal_the_in_memory_ledgers() {
+    let config = database("test_ledger_").await;
     let clickhouse = ClickHouseLedger::new(config.client());
     let memory = MemoryLedger::default();
 
@@ -145,14 +151,7 @@ async fn rollups(client: &clickhouse::Client) -> Vec<Vec<String>> {
 /// bucket of every table to what the views made of a clean write, touching no other subject.
 #[tokio::test]
 async fn repairing_the_rollups_restores_what_the_views_made() {
-    let url = std::env::var("FAREGATE_TEST_CLICKHOUSE_URL")
-        .expect("FAREGATE_TEST_CLICKHOUSE_URL is not set: run the tests with deploy/local/test");
-    let config = ClickHouseConfig {
-        url,
-        database: format!("test_repair_{}", uuid::Uuid::now_v7().simple()),
-        ..ClickHouseConfig::default()
-    };
-    migrations::apply(&config).await.unwrap();
+    let config = database("test_repair_").await;
     let client = config.client();
     let ledger = ClickHouseLedger::new(client.clone());
     let rows = rows(240);

@@ -14,6 +14,32 @@ fn event() -> UsageEvent {
     event
 }
 
+/// A mock cluster with a one-partition usage topic, and the config that names it.
+fn mock_kafka()
+-> (rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>, KafkaConfig) {
+    let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
+    let mut kafka = KafkaConfig { brokers: mock.bootstrap_servers(), ..KafkaConfig::default() };
+    kafka.topics.usage = format!("usage-{}", uuid::Uuid::now_v7().simple());
+    kafka.topics.partitions = 1;
+    mock.create_topic(&kafka.topics.usage, 1, 1).unwrap();
+    (mock, kafka)
+}
+
+/// A consumer of the usage topic, and the codec of its records.
+async fn usage_reader(kafka: &KafkaConfig) -> (StreamConsumer, AvroCodec<UsageEvent>) {
+    let consumer: StreamConsumer =
+        kafka.consumer_config("test", &format!("g-{}", uuid::Uuid::now_v7())).create().unwrap();
+    consumer.subscribe(&[&kafka.topics.usage]).unwrap();
+    let codec = AvroCodec::<UsageEvent>::new(
+        SchemaFamily::UsageEvent,
+        &kafka.topics.usage,
+        kafka.schema_registry.registry(),
+    )
+    .await
+    .unwrap();
+    (consumer, codec)
+}
+
 /// Wait until the emitter is parked (polled: the condition, not a fixed time).
 async fn parked(sink: &KafkaSink) {
     while !sink.inbox.lock().unwrap().parked {
@@ -25,25 +51,12 @@ async fn parked(sink: &KafkaSink) {
 /// parked emitter: a missed wake-up fails this test (by its timeout) instead of passing late.
 #[tokio::test]
 async fn a_parked_emitter_is_woken_by_the_next_event_and_by_shutdown() {
-    let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
-    let mut kafka = KafkaConfig { brokers: mock.bootstrap_servers(), ..KafkaConfig::default() };
-    kafka.topics.usage = format!("usage-{}", uuid::Uuid::now_v7().simple());
-    kafka.topics.partitions = 1;
-    mock.create_topic(&kafka.topics.usage, 1, 1).unwrap();
+    let (_mock, kafka) = mock_kafka();
     let spool = tempfile::tempdir().unwrap();
     let shutdown = CancellationToken::new();
     let (sink, emitter) =
         spawn_with(&kafka, spool.path(), 1 << 20, shutdown.clone(), Duration::from_secs(3600)).await.unwrap();
-    let consumer: StreamConsumer =
-        kafka.consumer_config("test", &format!("g-{}", uuid::Uuid::now_v7())).create().unwrap();
-    consumer.subscribe(&[&kafka.topics.usage]).unwrap();
-    let codec = AvroCodec::<UsageEvent>::new(
-        SchemaFamily::UsageEvent,
-        &kafka.topics.usage,
-        kafka.schema_registry.registry(),
-    )
-    .await
-    .unwrap();
+    let (consumer, codec) = usage_reader(&kafka).await;
     let within = Duration::from_secs(60);
     for _ in 0..3 {
         parked(&sink).await;
@@ -99,12 +112,8 @@ async fn a_durable_batch_is_in_the_spool_when_acknowledged_and_refused_after_shu
 /// hold the usage topic up for ever.
 #[tokio::test]
 async fn a_record_refused_for_good_is_kept_aside_and_the_rest_goes_on() {
-    let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
-    let mut kafka = KafkaConfig { brokers: mock.bootstrap_servers(), ..KafkaConfig::default() };
-    kafka.topics.usage = format!("usage-{}", uuid::Uuid::now_v7().simple());
-    kafka.topics.partitions = 1;
-    mock.create_topic(&kafka.topics.usage, 1, 1).unwrap();
-    let reader = kafka.clone();
+    let (_mock, mut kafka) = mock_kafka();
+    let (consumer, codec) = usage_reader(&kafka).await;
     kafka.properties.insert("message.max.bytes".into(), "3000".into());
     let spool = tempfile::tempdir().unwrap();
     let shutdown = CancellationToken::new();
@@ -114,16 +123,6 @@ async fn a_record_refused_for_good_is_kept_aside_and_the_rest_goes_on() {
     for e in [&small, &large, &after] {
         sink.emit(e.clone());
     }
-    let consumer: StreamConsumer =
-        reader.consumer_config("test", &format!("g-{}", uuid::Uuid::now_v7())).create().unwrap();
-    consumer.subscribe(&[&kafka.topics.usage]).unwrap();
-    let codec = AvroCodec::<UsageEvent>::new(
-        SchemaFamily::UsageEvent,
-        &kafka.topics.usage,
-        kafka.schema_registry.registry(),
-    )
-    .await
-    .unwrap();
     let mut delivered = Vec::new();
     for _ in 0..2 {
         let message = tokio::time::timeout(Duration::from_secs(60), consumer.recv())
