@@ -1,7 +1,8 @@
 //! `faregate up --demo` as a user runs it, against the shared test stack with topics and a
 //! database of its own: the simulated traffic reaches the ledger from every tool, the runaway
-//! agent's daily budget blocks it at the gateway (the live view shows the block, and the ledger
-//! holds the refused request), and SIGTERM drains and stops everything cleanly.
+//! agent's daily budget stops it at the gateway (the ledger holds the refused request, and the
+//! live view shows the refusal with the gateway's message, and the block if one was decided),
+//! and SIGTERM drains and stops everything cleanly.
 
 use std::io::{BufRead as _, BufReader};
 use std::process::{Command, Stdio};
@@ -85,6 +86,25 @@ fn the_demo_meters_every_tool_and_blocks_the_runaway_agent() {
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 panic!("faregate up --demo stopped:\n{}", output.join("\n"))
+            }
+        }
+    }
+
+    // The live view says so: the refusal in its log (the cast saw the gateway's 402) and in its
+    // refusals' section, whether or not a block decision was ever published.
+    let shown = |output: &[String]| {
+        output.iter().any(|line| line.contains("REFUSED acme/ci-bot: "))
+            && output.iter().any(|line| {
+                line.trim_start().starts_with("acme/ci-bot: ") && line.contains(" refused; the latest: ")
+            })
+    };
+    while !shown(&output) {
+        let left = (DEADLINE + Duration::from_secs(30)).checked_sub(start.elapsed()).unwrap_or_default();
+        match received.recv_timeout(left) {
+            Ok(line) => output.push(line),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("the live view did not show the runaway's refusal; output:\n{}", output.join("\n"))
             }
         }
     }

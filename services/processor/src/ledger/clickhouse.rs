@@ -334,9 +334,11 @@ impl Ledger for ClickHouseLedger {
                 let Some((delete, insert)) = rollup.rebuild(&chunk, &self.topology) else {
                     continue;
                 };
+                // Synchronous: `lightweight_deletes_sync` defaults to 2 (wait) since ClickHouse
+                // 24.4 and does not exist before, where `mutations_sync` decides (23.3+).
                 self.client
                     .query(&delete.replace('?', "??"))
-                    .with_setting("lightweight_deletes_sync", "2")
+                    .with_setting("mutations_sync", "2")
                     .execute()
                     .await?;
                 let insert = self.client.query(&insert.replace('?', "??"));

@@ -7,12 +7,18 @@
 //! - SDKs: non-streaming Messages or Chat Completions from the Python SDKs' user agents;
 //! - one runaway agent loop (`ci-bot`) on an expensive model, stopped by its daily budget.
 //!
+//! What the gateway refused (402 / 429 with its message) is kept per person in [`Refusals`], for
+//! the live view: with admission by reservation the runaway is refused before its spend crosses
+//! the limit, so no block decision may ever be published for it.
+//!
 //! Usage is scripted with the fake provider's `x-fake-usage` header; the pace between requests
 //! is the simulated person's think time (this is load generation, not synchronisation).
 
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rust_decimal::Decimal;
@@ -36,6 +42,37 @@ enum Kind {
     AnthropicSdk(&'static str),
     OpenaiSdk(&'static str),
     RunawayLoop,
+}
+
+/// The gateway's refusals per person (`org/user`), shared by the cast and the live view.
+#[derive(Debug, Default, Clone)]
+pub struct Refusals(Arc<Mutex<BTreeMap<String, Refused>>>);
+
+/// One person's refusals.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub count: u64,
+    pub first_at: DateTime<Utc>,
+    /// The gateway's message of the latest refusal.
+    pub message: String,
+}
+
+impl Refusals {
+    fn record(&self, who: &str, message: String) {
+        let mut refusals = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = refusals.entry(who.to_string()).or_insert_with(|| Refused {
+            count: 0,
+            first_at: Utc::now(),
+            message: String::new(),
+        });
+        entry.count += 1;
+        entry.message = message;
+    }
+
+    /// Everyone refused so far.
+    pub fn snapshot(&self) -> BTreeMap<String, Refused> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
 }
 
 /// One simulated person (or agent) with a virtual key.
@@ -133,8 +170,16 @@ pub fn budgets(runaway_spent_today: Decimal) -> Vec<Budget> {
 }
 
 impl Person {
-    /// Send requests until `stop`, pausing for think time between them.
-    pub async fn run(self, client: &reqwest::Client, gateway: &str, stop: CancellationToken) {
+    /// Send requests until `stop`, pausing for think time between them; refusals go to
+    /// `refusals`.
+    pub async fn run(
+        self,
+        client: &reqwest::Client,
+        gateway: &str,
+        refusals: &Refusals,
+        stop: CancellationToken,
+    ) {
+        let who = format!("{}/{}", self.key.org, self.key.user.as_deref().unwrap_or("-"));
         let mut rng = StdRng::from_os_rng();
         if !pause(self.start_after, &stop).await {
             return;
@@ -151,7 +196,8 @@ impl Person {
                 (session, turn, turns) = (new_session(&mut rng), 0, rng.random_range(5..30));
             }
             // A refused client backs off, as a real one would after a 402 / 429.
-            let think = if status.is_some_and(|s| s == 402 || s == 429) {
+            let think = if let Some(Sent { refusal: Some(message), .. }) = status {
+                refusals.record(&who, message);
                 Duration::from_secs(3)
             } else {
                 Duration::from_millis(rng.random_range(self.pace_ms.0..self.pace_ms.1))
@@ -246,12 +292,27 @@ impl Person {
     }
 }
 
-/// Send and read the whole body (streams included); the status, or None if the gateway is gone.
-async fn send(request: reqwest::RequestBuilder) -> Option<u16> {
+/// What one request got.
+struct Sent {
+    /// The gateway's message when it refused the request (402 or 429).
+    refusal: Option<String>,
+}
+
+/// Send and read the whole body (streams included); None if the gateway is gone.
+async fn send(request: reqwest::RequestBuilder) -> Option<Sent> {
     let response = request.send().await.ok()?;
     let status = response.status().as_u16();
-    let _ = response.bytes().await;
-    Some(status)
+    let body = response.bytes().await.unwrap_or_default();
+    let refusal = matches!(status, 402 | 429).then(|| refusal_message(status, &body));
+    Some(Sent { refusal })
+}
+
+/// The message of a refusal body, Anthropic's or OpenAI's shape (`error.message`).
+fn refusal_message(status: u16, body: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["error"]["message"].as_str().map(String::from))
+        .unwrap_or_else(|| format!("HTTP {status}"))
 }
 
 fn new_session(rng: &mut StdRng) -> String {

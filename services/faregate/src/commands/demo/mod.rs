@@ -5,8 +5,8 @@
 //! small daily budget on one runaway agent loop (and an alert-only team budget); the traffic
 //! generators, one task per simulated person, sending to this process's own ingress, which
 //! forwards to the in-process fake provider (no real provider, no cost); and the live view
-//! ([`view`]), which reads spend from ClickHouse through `faregate report`'s query and
-//! decisions from the ingress's decisions API.
+//! ([`view`]), which reads spend from ClickHouse through `faregate report`'s query, decisions
+//! from the ingress's decisions API, and the gateway's refusals from the cast.
 //!
 //! Everything stops when the shutdown tree is cancelled (Ctrl-C): generators stop sending, the
 //! view prints a last frame, and the services drain as usual. Demo traffic is ordinary traffic:
@@ -91,12 +91,14 @@ impl Demo {
     /// Send the cast's traffic and show the live view until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let client = reqwest::Client::new();
+        let refusals = cast::Refusals::default();
         let mut generators = tokio::task::JoinSet::new();
         for person in self.people {
             let (client, gateway, stop) = (client.clone(), self.gateway.clone(), shutdown.clone());
-            generators.spawn(async move { person.run(&client, &gateway, stop).await });
+            let refusals = refusals.clone();
+            generators.spawn(async move { person.run(&client, &gateway, &refusals, stop).await });
         }
-        let view = view::View::new(self.clickhouse, self.gateway, self.collector_token, client);
+        let view = view::View::new(self.clickhouse, self.gateway, self.collector_token, client, refusals);
         view.run(shutdown).await;
         while generators.join_next().await.is_some() {}
         Ok(())

@@ -1,6 +1,8 @@
 //! The demo's live view: spend today by team, user, model and tool (the `spend_by` view, through
 //! [`report::fetch`], the query of `faregate report`), and the gateway's decisions with a log of
-//! each change as the ingress applies it (its decisions API). Redrawn every second in place on a
+//! each change as the ingress applies it (its decisions API), and the requests the gateway refused
+//! per person (from the cast: a refusal by reservation comes before any block decision, and may
+//! make one unnecessary). Redrawn every second in place on a
 //! terminal; printed frame after frame otherwise (logs, pipes, tests).
 //!
 //! Amounts are rounded to cents for reading only ([`report::cents`]); the ledger keeps them exact.
@@ -14,6 +16,7 @@ use comfy_table::{CellAlignment, Table};
 use tokio_util::sync::CancellationToken;
 
 use super::super::report::{self, SpendRow};
+use super::cast::Refusals;
 use crate::cli::ReportDimension;
 use faregate_core::clickhouse::ClickHouseConfig;
 use faregate_core::event::{Decision, DecisionJson, DecisionState};
@@ -32,6 +35,9 @@ pub struct View {
     /// The latest decision seen per subject, and the change log (newest last).
     decisions: BTreeMap<String, Decision>,
     log: Vec<String>,
+    refusals: Refusals,
+    /// The people whose first refusal is in the log already.
+    refused_logged: std::collections::BTreeSet<String>,
 }
 
 impl View {
@@ -40,6 +46,7 @@ impl View {
         gateway: String,
         collector_token: String,
         client: reqwest::Client,
+        refusals: Refusals,
     ) -> View {
         let tty = std::io::stdout().is_terminal();
         View {
@@ -50,6 +57,8 @@ impl View {
             tty,
             decisions: BTreeMap::new(),
             log: Vec::new(),
+            refusals,
+            refused_logged: Default::default(),
         }
     }
 
@@ -98,7 +107,9 @@ impl View {
             }
         }
         self.poll_decisions(now).await;
+        self.log_first_refusals();
         frame.push_str(&self.decisions_text());
+        frame.push_str(&self.refusals_text());
         frame
     }
 
@@ -125,6 +136,31 @@ impl View {
         }
         let excess = self.log.len().saturating_sub(LOG_LINES);
         self.log.drain(..excess);
+    }
+
+    /// A log line at each person's first refusal.
+    fn log_first_refusals(&mut self) {
+        for (who, refused) in self.refusals.snapshot() {
+            if self.refused_logged.insert(who.clone()) {
+                self.log.push(format!(
+                    "{} REFUSED {who}: {}",
+                    refused.first_at.format("%H:%M:%S"),
+                    refused.message
+                ));
+            }
+        }
+        let excess = self.log.len().saturating_sub(LOG_LINES);
+        self.log.drain(..excess);
+    }
+
+    fn refusals_text(&self) -> String {
+        let refusals = self.refusals.snapshot();
+        let mut text =
+            format!("requests refused at the gateway: {}\n", refusals.values().map(|r| r.count).sum::<u64>());
+        for (who, refused) in &refusals {
+            text.push_str(&format!("  {who}: {} refused; the latest: {}\n", refused.count, refused.message));
+        }
+        text
     }
 
     fn decisions_text(&self) -> String {
