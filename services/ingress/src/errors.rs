@@ -107,9 +107,19 @@ impl ApiError {
             .resets_at
             .map(|at| format!("; it resets at {}", at.format("%Y-%m-%d %H:%M UTC")))
             .unwrap_or_default();
+        // The budget service's own reason restates this sentence; any other reason (another
+        // publisher's) says something more and is kept.
+        let restated = decision
+            .budget_name
+            .as_ref()
+            .is_some_and(|name| decision.reason.starts_with(&format!("budget {name:?} is exhausted")));
+        let more = match restated || decision.reason.is_empty() {
+            true => String::new(),
+            false => format!(" {}", decision.reason),
+        };
         let message = format!(
-            "Faregate: budget \"{budget}\" ({}) is exhausted: ${spent} spent{limit}{resets}. {}",
-            decision.subject, decision.reason
+            "Faregate: budget \"{budget}\" ({}) is exhausted: ${spent} spent{limit}{resets}.{more}",
+            decision.subject
         );
         let mut e = Self::new(StatusCode::TOO_MANY_REQUESTS, "billing_error", "insufficient_quota", message);
         e.final_answer = true;
@@ -217,6 +227,21 @@ mod tests {
         assert!(error.message.contains("\"Infra daily\""), "{}", error.message);
         assert!(error.message.contains("$10.02 spent of $10.00"), "{}", error.message);
         assert!(error.message.contains("resets at 2026-11-24 00:00 UTC"), "{}", error.message);
+        assert!(
+            error.message.ends_with("UTC. daily limit reached"),
+            "another reason is kept: {}",
+            error.message
+        );
+        // The budget service's own reason says the same again: left out.
+        let own = Decision {
+            reason: "budget \"Infra daily\" is exhausted: $10.02 of $10 spent".into(),
+            ..decision.clone()
+        };
+        assert!(
+            ApiError::blocked(&own).message.ends_with("resets at 2026-11-24 00:00 UTC."),
+            "{}",
+            ApiError::blocked(&own).message
+        );
         assert_eq!(error.status_for(Provider::Anthropic), StatusCode::PAYMENT_REQUIRED);
         assert_eq!(error.status_for(Provider::Openai), StatusCode::TOO_MANY_REQUESTS);
         let response = error.into_response(Provider::Openai);
