@@ -254,6 +254,12 @@ impl Chain {
 }
 
 impl Chain {
+    /// `GET /v1/me` at the ingress at `url` with the virtual key `secret`; None until it answers
+    /// with JSON.
+    pub async fn me(&self, url: &str, secret: &str) -> Option<serde_json::Value> {
+        self.http.get(format!("{url}/v1/me")).header("x-api-key", secret).send().await.ok()?.json().await.ok()
+    }
+
     /// Fail unless every service task is still running (none stopped on an error).
     pub fn assert_running(&self) {
         for ingress in &self.ingresses {

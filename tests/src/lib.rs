@@ -390,6 +390,36 @@ pub fn budget_block(subject: &str) -> faregate_core::event::Decision {
     }
 }
 
+/// A rolling day budget's headroom record for `scope_key`, `remaining` of `limit` left, as the
+/// budget service publishes it now.
+pub fn day_headroom(
+    scope_key: &str,
+    budget_id: &str,
+    budget_name: &str,
+    limit: faregate_core::money::Usd,
+    remaining: faregate_core::money::Usd,
+) -> faregate_core::event::Headroom {
+    let now = chrono::Utc::now();
+    faregate_core::event::Headroom {
+        scope_key: scope_key.into(),
+        budget_id: budget_id.into(),
+        budget_name: budget_name.into(),
+        period: "day".into(),
+        days: None,
+        rolling: true,
+        time_zone: "UTC".into(),
+        limit_usd: limit,
+        spent_usd: faregate_core::money::Usd(limit.0 - remaining.0),
+        remaining_usd: remaining,
+        window_start: now - chrono::TimeDelta::days(1),
+        window_end: now,
+        resets_at: None,
+        spend_revision: now.timestamp_micros(),
+        published_at: now,
+        revision: 1,
+    }
+}
+
 /// Every usage event on partition 0 of `kafka.topics.usage`, read from its beginning until
 /// `done` says the events read so far are enough; fails the test after `deadline`.
 pub async fn usage_events_until(

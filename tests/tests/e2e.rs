@@ -171,16 +171,7 @@ async fn a_runaway_sdk_loop_is_blocked_then_served_again_when_the_window_resets(
     }
     // The new window's headroom too (the reservation is made against it).
     chain::eventually("the new window's headroom at the gateway", || async {
-        let me: serde_json::Value = chain
-            .http
-            .get(format!("{}/v1/me", chain.url()))
-            .header("x-api-key", &loop_key.secret)
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+        let me = chain.me(chain.url(), &loop_key.secret).await?;
         (me["budgets"][0]["remaining_usd"].as_str()? == "0.5").then_some(())
     })
     .await;

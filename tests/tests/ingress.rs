@@ -751,26 +751,8 @@ async fn passthrough_forwards_the_clients_own_key_and_attributes_by_its_hash() {
 
 /// Ana's day budget with `remaining` of $10 left, as the budget service publishes it.
 fn ana_headroom(remaining: &str) -> faregate_core::event::Headroom {
-    let now = Utc::now();
-    let remaining: rust_decimal::Decimal = remaining.parse().unwrap();
-    faregate_core::event::Headroom {
-        scope_key: "org=acme/user=ana".into(),
-        budget_id: "ana-day".into(),
-        budget_name: "Ana daily".into(),
-        period: "day".into(),
-        days: None,
-        rolling: true,
-        time_zone: "UTC".into(),
-        limit_usd: faregate_core::money::Usd(10.into()),
-        spent_usd: faregate_core::money::Usd(rust_decimal::Decimal::from(10) - remaining),
-        remaining_usd: faregate_core::money::Usd(remaining),
-        window_start: now - chrono::TimeDelta::days(1),
-        window_end: now,
-        resets_at: None,
-        spend_revision: now.timestamp_micros(),
-        published_at: now,
-        revision: 1,
-    }
+    let usd = |v: &str| faregate_core::money::Usd(v.parse().unwrap());
+    faregate_tests::day_headroom("org=acme/user=ana", "ana-day", "Ana daily", usd("10"), usd(remaining))
 }
 
 impl Rig {

@@ -169,26 +169,14 @@ async fn put_headroom(brokers: &str, suffix: &str) {
     use faregate_core::kafka::RecordProducer;
     let mut kafka = KafkaConfig { brokers: brokers.to_string(), ..KafkaConfig::default() };
     kafka.topics.headroom = format!("bench-headroom-{suffix}");
-    let now = chrono::Utc::now();
     let usd = |v: i64| faregate_core::money::Usd(rust_decimal::Decimal::from(v));
-    let record = Headroom {
-        scope_key: "org=acme/user=bench".into(),
-        budget_id: "bench-day".into(),
-        budget_name: "bench day".into(),
-        period: "day".into(),
-        days: None,
-        rolling: true,
-        time_zone: "UTC".into(),
-        limit_usd: usd(1_000_000),
-        spent_usd: usd(0),
-        remaining_usd: usd(1_000_000),
-        window_start: now - chrono::TimeDelta::days(1),
-        window_end: now,
-        resets_at: None,
-        spend_revision: now.timestamp_micros(),
-        published_at: now,
-        revision: 1,
-    };
+    let record = faregate_tests::day_headroom(
+        "org=acme/user=bench",
+        "bench-day",
+        "bench day",
+        usd(1_000_000),
+        usd(1_000_000),
+    );
     let producer: RecordProducer<Headroom> =
         RecordProducer::new(&kafka, "bench", SchemaFamily::Headroom, &kafka.topics.headroom).await.unwrap();
     producer.send(&record.key(), &record).await.unwrap();

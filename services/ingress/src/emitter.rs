@@ -677,13 +677,16 @@ impl Task {
                 Ok(()) => {
                     self.outstanding.insert(entry.start, (entry.end, false));
                 }
-                Err((error, _)) if refused_for_good(&error) && self.keep_refused(&entry, &error) => {
-                    // Refused before it left (larger than the producer's limit): acknowledged
-                    // as kept, in order with the others.
+                // Refused before it left (larger than the producer's limit): acknowledged as
+                // kept, in order with the others (or tried again at the next tick if it could
+                // not be kept).
+                Err((error, _)) if refused_for_good(&error) => {
+                    if !self.keep_refused(&entry, &error) {
+                        break;
+                    }
                     self.outstanding.insert(entry.start, (entry.end, true));
                 }
-                // The producer's queue is full (or the record could not be kept aside): the
-                // rest goes at the next tick.
+                // The producer's queue is full: the rest goes at the next tick.
                 Err(_) => break,
             }
             self.send_from = entry.end;

@@ -13,7 +13,7 @@ use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 
 use crate::Pricer;
 use crate::aggregate::BucketKey;
-use crate::ledger::{LedgerError, datetime_literal};
+use crate::ledger::{LedgerError, datetime_literal, second_literal};
 use faregate_core::clickhouse::LedgerRow;
 use faregate_core::clickhouse::ledger::PricingStatus;
 use faregate_core::money::Usd;
@@ -92,9 +92,9 @@ pub async fn reprice(
             for table in ROLLUPS.map(|r| r.table) {
                 client
                     .query(&format!(
-                        "ALTER TABLE {table} DELETE WHERE bucket >= toDateTime('{}', 'UTC') AND bucket < toDateTime('{}', 'UTC')",
-                        start.format("%Y-%m-%d %H:%M:%S"),
-                        end.format("%Y-%m-%d %H:%M:%S")
+                        "ALTER TABLE {table} DELETE WHERE bucket >= {} AND bucket < {}",
+                        second_literal(start),
+                        second_literal(end)
                     ))
                     .with_setting("mutations_sync", "2")
                     .execute()

@@ -148,16 +148,7 @@ pub async fn run(case: &Case) -> Outcome {
     let urls: Vec<String> = chain.ingresses.iter().map(|i| i.url.clone()).collect();
     for url in &urls {
         faregate_tests::chain::eventually("the budget's headroom at every replica", || async {
-            let me: serde_json::Value = chain
-                .http
-                .get(format!("{url}/v1/me"))
-                .header("x-api-key", &looper.secret)
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
+            let me = chain.me(url, &looper.secret).await?;
             (!me["budgets"].as_array()?.is_empty()).then_some(())
         })
         .await;

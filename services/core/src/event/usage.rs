@@ -141,7 +141,9 @@ impl UsageEvent {
     /// every ledger row of one (org, user, key_id) comes from one partition: the processor's
     /// rollup repair relies on it.
     pub fn partition_key(&self) -> String {
-        let present = |v: &Option<String>| v.clone().filter(|v| !v.is_empty());
+        fn present(v: &Option<String>) -> Option<&str> {
+            v.as_deref().filter(|v| !v.is_empty())
+        }
         match (present(&self.user), present(&self.key_id)) {
             (Some(user), _) => format!("{}/{}", self.org, user),
             (None, Some(key)) => format!("{}/key:{}", self.org, key),

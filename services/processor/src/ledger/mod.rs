@@ -113,6 +113,11 @@ fn quoted_list<'a>(values: impl Iterator<Item = &'a str>) -> String {
     unique.iter().map(|v| quote(v)).collect::<Vec<_>>().join(", ")
 }
 
+/// A ClickHouse `DateTime('UTC')` literal (whole seconds: bucket starts).
+pub(crate) fn second_literal(at: DateTime<Utc>) -> String {
+    format!("toDateTime('{}', 'UTC')", at.format("%Y-%m-%d %H:%M:%S"))
+}
+
 /// A ClickHouse `DateTime64(6, 'UTC')` literal.
 pub(crate) fn datetime_literal(at: DateTime<Utc>) -> String {
     format!("toDateTime64('{}', 6, 'UTC')", at.format("%Y-%m-%d %H:%M:%S%.6f"))

@@ -17,11 +17,12 @@
 //! before it ends. `faregate reprice` is the exception, run over days no processor writes.
 //!
 //! Readers see the repaired buckets missing between the `DELETE` and the `INSERT` (a few
-//! milliseconds after a fault); the ledger itself is never touched.
+//! milliseconds after a fault); the ledger itself is never touched. Lightweight `DELETE` needs
+//! ClickHouse 23.3 or later.
 
-use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use chrono::{DurationRound, TimeDelta};
 
-use super::{datetime_literal, quote, quoted_list};
+use super::{datetime_literal, quote, quoted_list, second_literal as second};
 use faregate_core::clickhouse::LedgerRow;
 use faregate_core::clickhouse::migrations::Topology;
 
@@ -111,14 +112,10 @@ impl Rollup {
     }
 }
 
-/// A ClickHouse `DateTime('UTC')` literal (whole seconds: bucket starts).
-fn second(at: DateTime<Utc>) -> String {
-    format!("toDateTime('{}', 'UTC')", at.format("%Y-%m-%d %H:%M:%S"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::{DateTime, Utc};
     use faregate_core::clickhouse::ledger::{KafkaPosition, Pricing};
     use faregate_core::event::arbitrary;
     use proptest::strategy::{Strategy, ValueTree};
