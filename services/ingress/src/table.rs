@@ -30,7 +30,6 @@ use tokio_util::sync::CancellationToken;
 
 use faregate_core::avro::{AvroCodec, SchemaFamily};
 use faregate_core::error::FaregateError;
-use faregate_core::kafka::offsets::{self, End};
 use faregate_core::kafka::{IdlePacer, KafkaConfig, idle};
 
 /// Reaching the end of a partition is how a table knows it caught up, not an error: librdkafka
@@ -162,7 +161,7 @@ where
             _ = probe.tick(), if !pacer.is_asleep() => {
                 let (consumer, topic) = (consumer.clone(), topic.clone());
                 let reachable = tokio::task::spawn_blocking(move || {
-                    offsets::ends(&*consumer, [(topic, 0)], End::Latest, Duration::from_secs(2)).is_ok()
+                    consumer.fetch_watermarks(&topic, 0, Duration::from_secs(2)).is_ok()
                 }).await.unwrap_or(false);
                 if reachable {
                     freshness.contact();

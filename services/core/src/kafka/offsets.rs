@@ -3,10 +3,10 @@
 //! `offsets_for_times` with the protocol's special timestamps: -1 latest, -2 earliest).
 //!
 //! Why not `fetch_watermarks`: it sends two `ListOffsets` per partition (the low and the high
-//! end), and the probes that run every second on an idle stack (the ownership watchdog's lag,
-//! the idle pacer's backlog look) then cost the broker more than anything else: measured on the
-//! local stack, 14.7 of its 21 requests per second while idle, with tansu preparing sqlite
-//! statements for each. Blocking: call it off the async runtime.
+//! end); the ownership watchdog asks every partition of its topic every second. Ask through a
+//! consumer of its own (the watchdog's probe), not one that fetches: through a paced consumer
+//! it sometimes left the resumed consumer without the message (see [`super::idle::backlog`]).
+//! Blocking: call it off the async runtime.
 
 use std::collections::HashMap;
 use std::time::Duration;
