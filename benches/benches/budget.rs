@@ -95,6 +95,7 @@ fn aggregate(i: usize, revision: i64, cents: i64) -> SpendAggregate {
         tokens_total: cents * 100,
         revision,
         computed_at: hour,
+        usage_positions: Vec::new(),
     }
 }
 

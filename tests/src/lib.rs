@@ -415,6 +415,7 @@ pub fn day_headroom(
         window_end: now,
         resets_at: None,
         spend_revision: now.timestamp_micros(),
+        usage_watermarks: None,
         published_at: now,
         revision: 1,
     }

@@ -65,6 +65,7 @@ fn spend(user: &str, hour: DateTime<Utc>, cost: &str) -> SpendAggregate {
         tokens_total: 1000,
         revision: hour.timestamp_micros() + 1,
         computed_at: hour,
+        usage_positions: Vec::new(),
     }
 }
 

@@ -146,3 +146,41 @@ async fn the_budget_headers_me_and_the_status_line_follow_spend() {
     assert_eq!(line.lines().next(), Some("$1.23 of $10.00 today"), "{line}");
     chain.assert_running();
 }
+
+/// A cost the gateway settled stays counted against the budget until a headroom record shows
+/// its event, and exactly then leaves: the time fallback is set to an hour here, so only the
+/// usage watermark (emitter acknowledgement -> processor groups -> budget service -> headroom)
+/// can release it within the deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settled_cost_leaves_the_book_when_the_headroom_shows_its_event() {
+    let ana = KeySpec::new("acme", "infra", "ana");
+    let user = BudgetScope { org: "acme".into(), user: Some("ana".into()), ..BudgetScope::default() };
+    let mut setup = ChainSetup::new(kafka_config(), clickhouse_config());
+    setup.keys = vec![ana.clone()];
+    setup.budgets = vec![budget("ana-month", user, WindowPeriod::Month, "1")];
+    setup.reservation.settle_margin_ms = 3_600_000;
+    setup.reservation.settle_hold_max_ms = 3_600_000;
+    let chain = Chain::start(setup).await;
+    remaining_becomes(&chain, &ana, "1.00").await;
+
+    let response = chain
+        .http
+        .post(format!("{}/v1/messages", chain.url()))
+        .header("x-api-key", &ana.secret)
+        .header("anthropic-version", "2023-06-01")
+        .header(USAGE_HEADER, "input=10000,output=0")
+        .json(&serde_json::json!({"model": "claude-sonnet-4-5", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    assert!(response.headers().contains_key("x-faregate-reserved"), "the call held a reservation");
+    let budget = eventually_within("the headroom shows the call and the book let it go", WITHIN, || async {
+        let me = chain.me(chain.url(), &ana.secret).await?;
+        let budget = me["budgets"].as_array()?.iter().find(|b| b["id"] == "ana-month")?.clone();
+        (budget["spent_usd"] == "0.03" && budget["settled_unreflected_usd"] == "0").then_some(budget)
+    })
+    .await;
+    assert_eq!(budget["reserved_usd"], "0", "{budget}");
+    chain.assert_running();
+}

@@ -18,6 +18,7 @@ use faregate_ingress::emitter::MemorySink;
 use faregate_ingress::keys::{KeyStore, hash_secret};
 use faregate_ingress::table::Freshness;
 use faregate_ingress::{FailMode, Gateway};
+use faregate_tests::chain::eventually;
 use faregate_tests::{budget_block, config_record, virtual_key};
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -759,7 +760,7 @@ impl Rig {
     /// What this gateway holds against Ana's budget.
     fn held(&self) -> faregate_ingress::reserve::Held {
         let (position, book) = self.gateway.headroom.book_of("org=acme/user=ana#budget=ana-day").unwrap();
-        book.held(position, self.gateway.reserver.as_ref().unwrap().rules(), Utc::now().timestamp_micros())
+        book.held(&position, self.gateway.reserver.as_ref().unwrap().rules(), Utc::now().timestamp_micros())
     }
 }
 
@@ -849,6 +850,67 @@ async fn a_request_that_does_not_fit_the_headroom_is_refused_and_holds_nothing()
     let small = json!({"model": "claude-sonnet-4-5", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]});
     let response = rig.anthropic(small).send().await.unwrap();
     assert_eq!(response.status(), 200);
+}
+
+/// Near the end of a budget a request that does not fit waits for the replica's requests in
+/// flight to settle (their reservations are above their cost) instead of being refused; one
+/// whose likely cost could not fit even then is refused at once; a client that leaves while
+/// waiting is billed nothing (the request never left).
+#[tokio::test]
+async fn a_request_that_may_fit_waits_for_the_ones_in_flight_and_a_hopeless_one_does_not() {
+    let fake = FakeUpstream::start(FakeConfig::default()).await.unwrap();
+    let rig = rig_with(|c| {
+        for upstream in &mut c.upstreams {
+            upstream.base_url = fake.url();
+        }
+    })
+    .await;
+    let record = ana_headroom("0.025");
+    rig.gateway.headroom.apply(&record.key(), Some(record));
+    // $0.015 of output each, reserved literally (no history yet): one fits, two do not.
+    let small = json!({"model": "claude-sonnet-4-5", "max_tokens": 1000, "messages": [{"role": "user", "content": "hi"}]});
+    fake.push_script(Script::Delay(Duration::from_secs(3)));
+    let first = tokio::spawn(rig.anthropic(small.clone()).send());
+    eventually("the first request in flight", || async {
+        (rig.held().open > faregate_core::money::Usd::ZERO).then_some(())
+    })
+    .await;
+
+    // A client that gives up while waiting: nothing went upstream, nothing is billed.
+    let gone = rig.anthropic(small.clone()).timeout(Duration::from_millis(300)).send().await;
+    assert!(gone.is_err(), "the client left while its request waited: {gone:?}");
+    let left = tokio::time::timeout(Duration::from_secs(10), rig.sink.wait_for(1)).await.unwrap().remove(0);
+    assert_eq!((left.outcome, left.usage_source), (Outcome::ClientAborted, UsageSource::None));
+    assert_eq!(left.tokens, TokenCounts::default());
+
+    // One that stays is admitted once the first settles.
+    let second = rig.anthropic(small.clone()).send().await.unwrap();
+    assert_eq!(second.status(), 200);
+    assert!(second.headers().contains_key("x-faregate-reservation-waited-ms"), "{:?}", second.headers());
+    assert_eq!(first.await.unwrap().unwrap().status(), 200);
+    assert_eq!(fake.requests().len(), 2, "the request whose client left never reached the provider");
+
+    // Too little left for even its likely cost: refused without waiting, though one is in flight.
+    let record = faregate_tests::day_headroom(
+        "org=acme/user=ana",
+        "ana-day",
+        "Ana daily",
+        faregate_core::money::Usd(rust_decimal::Decimal::TEN),
+        faregate_core::money::Usd("0.01".parse().unwrap()),
+    );
+    let record = faregate_core::event::Headroom { revision: 2, ..record };
+    rig.gateway.headroom.apply(&record.key(), Some(record));
+    fake.push_script(Script::Delay(Duration::from_secs(3)));
+    let tiny = json!({"model": "claude-sonnet-4-5", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]});
+    let in_flight = tokio::spawn(rig.anthropic(tiny).send());
+    eventually("a request in flight", || async {
+        (rig.held().open > faregate_core::money::Usd::ZERO).then_some(())
+    })
+    .await;
+    let refused = rig.anthropic(small).send().await.unwrap();
+    assert_eq!(refused.status(), 402);
+    assert!(!in_flight.is_finished(), "refused while the other was still in flight");
+    assert_eq!(in_flight.await.unwrap().unwrap().status(), 200);
 }
 
 #[tokio::test]

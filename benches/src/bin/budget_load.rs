@@ -97,6 +97,7 @@ fn aggregate(i: usize, revision: i64, cents: i64) -> SpendAggregate {
         tokens_total: cents * 100,
         revision,
         computed_at: hour,
+        usage_positions: Vec::new(),
     }
 }
 
@@ -292,6 +293,7 @@ mod kafka {
                 tokens_total: 1000,
                 revision: 1 + i as i64,
                 computed_at: hour,
+                usage_positions: Vec::new(),
             };
             let expected = if over { DecisionState::Block } else { DecisionState::Allow };
             let bytes = spend_codec.encode(&aggregate).expect("encoded");

@@ -314,6 +314,7 @@ fn spend(org: &str, i: i64) -> SpendAggregate {
         tokens_total: 1000 * i,
         revision: i,
         computed_at: hour,
+        usage_positions: Vec::new(),
     }
 }
 

@@ -125,12 +125,18 @@ pub struct ReservationConfig {
     pub history_factor: u32,
     /// ...and at least this many tokens.
     pub history_floor_tokens: i64,
-    /// A settled cost stops being held once a headroom record computed from a spend read this
-    /// long after the settlement shows the budget (the event's way through the pipeline).
+    /// Only for headroom records without usage watermarks (a budget service before
+    /// `headroom.v2`; with them a settled cost leaves exactly when a record shows its event): a
+    /// settled cost stops being held once a record computed from a spend read this long after
+    /// the settlement shows the budget (the event's way through the pipeline).
     pub settle_margin_ms: u64,
     /// ...or this long after the settlement, if the record was computed from a spend read after
     /// it (a budget with no later spend shows the settlement's own read).
     pub settle_hold_max_ms: u64,
+    /// How long a request that does not fit may wait for the replica's own requests in flight
+    /// to settle (and free what they reserved beyond their cost) before it is refused; only
+    /// when it could fit then. 0 refuses at once.
+    pub max_wait_ms: u64,
     /// Price catalog directory for estimates; empty uses the catalog compiled into the binary.
     /// Point it at the processor's `prices_dir` when that is set.
     pub prices_dir: String,
@@ -148,6 +154,7 @@ impl Default for ReservationConfig {
             history_floor_tokens: 256,
             settle_margin_ms: 1000,
             settle_hold_max_ms: 1_500,
+            max_wait_ms: 10_000,
             prices_dir: String::new(),
         }
     }

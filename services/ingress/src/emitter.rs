@@ -38,13 +38,14 @@
 //! the spool once for every waiter queued meanwhile (group commit) and answers them; the
 //! emitter never waits for a sync, so a slow disk does not hold back the gateway's events.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientContext;
 use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use tokio_util::sync::CancellationToken;
 
@@ -53,12 +54,17 @@ use faregate_core::error::{ErrorClass, FaregateError};
 use faregate_core::event::UsageEvent;
 use faregate_core::kafka::KafkaConfig;
 
+use crate::reserve::Landing;
 use crate::spool::{Entry, Position, Spool};
 
 /// Where the request path puts finished usage events.
 pub trait UsageSink: Send + Sync + 'static {
     /// Queue one event; never blocks.
     fn emit(&self, event: UsageEvent);
+    /// [`emit`](Self::emit), and set `landing` to where the event landed on the usage topic
+    /// once the broker acknowledged it (a reservation's cost is held until a headroom record
+    /// shows that position). A sink that cannot tell leaves it unset.
+    fn emit_landed(&self, event: UsageEvent, landing: Landing);
     /// Queue a batch and learn when it is durable: every event appended to the spool and the
     /// spool synced to stable storage. Batches that arrive together share one sync (group
     /// commit). The collector acknowledges a batch only after this resolves `Ok`.
@@ -137,6 +143,15 @@ impl UsageSink for MemorySink {
         self.notify.notify_waiters();
     }
 
+    /// Lands the event at its index on partition 0.
+    fn emit_landed(&self, event: UsageEvent, landing: Landing) {
+        if let Ok(mut events) = self.events.lock() {
+            landing.set(0, events.len() as i64);
+            events.push(event);
+        }
+        self.notify.notify_waiters();
+    }
+
     fn emit_durable(&self, events: Vec<UsageEvent>) -> Durable {
         for event in events {
             self.emit(event);
@@ -153,6 +168,8 @@ impl UsageSink for MemorySink {
 #[derive(Debug, Default)]
 struct Inbox {
     events: Vec<UsageEvent>,
+    /// Landings to set for some of `events`, by event id.
+    landings: Vec<(uuid::Uuid, Landing)>,
     /// Callers of `emit_durable` whose events are in `events`, told once those are synced.
     waiters: Vec<Waiter>,
     /// The emitter has taken its last batch; nothing pushed now would be sent.
@@ -196,8 +213,8 @@ pub struct EmitterState {
     pub full: AtomicBool,
 }
 
-impl UsageSink for KafkaSink {
-    fn emit(&self, event: UsageEvent) {
+impl KafkaSink {
+    fn push(&self, event: UsageEvent, landing: Option<Landing>) {
         let mut inbox = self.inbox.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if inbox.closed {
             drop(inbox);
@@ -205,11 +222,24 @@ impl UsageSink for KafkaSink {
             tracing::error!(event_id = %event.event_id, "usage event emitted after the emitter stopped");
             return;
         }
+        if let Some(landing) = landing {
+            inbox.landings.push((event.event_id, landing));
+        }
         inbox.events.push(event);
         inbox.wake();
         drop(inbox);
         // Usage is on its way: this process's paced consumers fetch continuously again.
         faregate_core::kafka::idle::nudge();
+    }
+}
+
+impl UsageSink for KafkaSink {
+    fn emit(&self, event: UsageEvent) {
+        self.push(event, None);
+    }
+
+    fn emit_landed(&self, event: UsageEvent, landing: Landing) {
+        self.push(event, Some(landing));
     }
 
     fn emit_durable(&self, events: Vec<UsageEvent>) -> Durable {
@@ -279,6 +309,8 @@ impl EmitterHandle {
 struct Report {
     epoch: u64,
     start: Position,
+    /// Where it landed (partition, offset), when it did.
+    landed: Option<(i32, i64)>,
     error: Option<KafkaError>,
 }
 
@@ -293,7 +325,12 @@ impl ProducerContext for Reports {
 
     fn delivery(&self, result: &DeliveryResult<'_>, opaque: Self::DeliveryOpaque) {
         let (epoch, start, _end) = *opaque;
-        let report = Report { epoch, start, error: result.as_ref().err().map(|(e, _)| e.clone()) };
+        let report = match result {
+            Ok(message) => {
+                Report { epoch, start, landed: Some((message.partition(), message.offset())), error: None }
+            }
+            Err((error, _)) => Report { epoch, start, landed: None, error: Some(error.clone()) },
+        };
         self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(report);
     }
 }
@@ -352,6 +389,8 @@ async fn spawn_with(
         backoff: Duration::from_millis(500),
         idle_wait,
         syncer: syncer::Syncer::start().map_err(EmitterError::Thread)?,
+        unplaced: HashMap::new(),
+        landings: BTreeMap::new(),
     };
     let (done_tx, done) = tokio::sync::oneshot::channel();
     let stop = shutdown.clone();
@@ -397,6 +436,10 @@ struct Task {
     idle_wait: Duration,
     /// Syncs the spool for the collector's acknowledgements, off this thread.
     syncer: syncer::Syncer,
+    /// Landings of events taken from the inbox and not yet appended, by event id.
+    unplaced: HashMap<uuid::Uuid, Landing>,
+    /// Landings of spool records not yet acknowledged, by the record's start.
+    landings: BTreeMap<Position, Landing>,
 }
 
 /// Whether the broker will refuse this record whatever happens (too large, invalid): the record
@@ -488,8 +531,9 @@ impl Task {
     }
 
     /// The inbox's events and the waiters for them, together.
-    fn take_inbox(&self) -> (Vec<UsageEvent>, Vec<Waiter>) {
-        let mut inbox = self.lock_inbox();
+    fn take_inbox(&mut self) -> (Vec<UsageEvent>, Vec<Waiter>) {
+        let mut inbox = self.inbox.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.unplaced.extend(std::mem::take(&mut inbox.landings));
         (std::mem::take(&mut inbox.events), std::mem::take(&mut inbox.waiters))
     }
 
@@ -531,6 +575,11 @@ impl Task {
                     if let Some(entry) = self.outstanding.get_mut(&report.start) {
                         entry.1 = true;
                     }
+                    if let (Some(landing), Some((partition, offset))) =
+                        (self.landings.remove(&report.start), report.landed)
+                    {
+                        landing.set(partition, offset);
+                    }
                     metrics::counter!("faregate_ingress_events_delivered_total").increment(1);
                 }
                 // This record will never be taken (too large, invalid): kept aside, so the
@@ -555,6 +604,8 @@ impl Task {
             acked = Some(entry.remove().0);
         }
         if let Some(acked) = acked {
+            // Records acknowledged without a landing report (kept aside as refused) never land.
+            self.landings = self.landings.split_off(&acked);
             if let Err(e) = self.spool.ack(acked) {
                 tracing::error!(error = %e, "spool: dropping acknowledged segments failed");
             }
@@ -612,8 +663,12 @@ impl Task {
             }
         };
         let record = spool_record(&event.partition_key(), &value);
+        let landing = self.unplaced.remove(&event.event_id);
         match self.spool.append(&record) {
             Ok((start, end)) => {
+                if let Some(landing) = landing {
+                    self.landings.insert(start, landing);
+                }
                 if self.cache.len() >= MAX_CACHED {
                     self.cache.pop_front();
                 }
@@ -722,11 +777,8 @@ impl Task {
     }
 
     fn drain(mut self) {
-        let (events, waiters) = {
-            let mut inbox = self.lock_inbox();
-            inbox.closed = true;
-            (std::mem::take(&mut inbox.events), std::mem::take(&mut inbox.waiters))
-        };
+        self.lock_inbox().closed = true;
+        let (events, waiters) = self.take_inbox();
         self.append_all(events, waiters);
         if let Err(e) = self.spool.sync() {
             tracing::error!(error = %e, "spool: final sync failed");

@@ -104,6 +104,8 @@ impl HeadroomCache {
             .map(|e| e.book.clone())
             .unwrap_or_else(|| Arc::new(Book::new(record.budget_name.clone())));
         inner.unindex(key);
+        // A new position may be the room a waiting request needs.
+        book.wake();
         if let Some((shape, lookup)) = inner.slot(&scope) {
             inner.index.entry(shape).or_default().entry(lookup).or_default().push(Entry {
                 key: key.to_string(),
@@ -112,6 +114,12 @@ impl HeadroomCache {
                     remaining: record.remaining_usd,
                     spend_revision: record.spend_revision,
                     window_start_us: record.window_start.timestamp_micros(),
+                    revision: record.revision,
+                    watermarks: record.usage_watermarks.as_ref().map(|marks| {
+                        let mut marks = marks.clone();
+                        marks.sort_by_key(|m| m.partition);
+                        marks.into()
+                    }),
                 },
                 book,
             });
@@ -150,7 +158,7 @@ impl HeadroomCache {
                 tightest = Some(candidate);
             }
             if books {
-                covering.push(Covering { position: entry.position, book: entry.book.clone() });
+                covering.push(Covering { position: entry.position.clone(), book: entry.book.clone() });
             }
         }
         (tightest, covering)
@@ -164,7 +172,7 @@ impl HeadroomCache {
         let shape = shape_of(&dims);
         let lookup = lookup_key(&scope.org, &dims, shape)?;
         let entry = inner.index.get(&shape)?.get(&lookup)?.iter().find(|e| e.key == key)?;
-        Some((entry.position, entry.book.clone()))
+        Some((entry.position.clone(), entry.book.clone()))
     }
 
     /// Every budget covering `who` for some request: org, team, user, key and project must
@@ -239,6 +247,7 @@ mod tests {
             window_end: t,
             resets_at: Some(t),
             spend_revision: 1,
+            usage_watermarks: None,
             published_at: t,
             revision,
         }

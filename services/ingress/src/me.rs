@@ -135,7 +135,7 @@ pub async fn me(State(gw): State<Arc<Gateway>>, Query(query): Query<MeQuery>, re
                 if let Some(reserver) = &gw.reserver
                     && let Some((position, book)) = gw.headroom.book_of(&h.key())
                 {
-                    let held = book.held(position, reserver.rules(), chrono::Utc::now().timestamp_micros());
+                    let held = book.held(&position, reserver.rules(), chrono::Utc::now().timestamp_micros());
                     budget["reserved_usd"] = json!(held.open.0.normalize().to_string());
                     budget["settled_unreflected_usd"] = json!(held.settled.0.normalize().to_string());
                 }
@@ -177,6 +177,7 @@ mod tests {
             window_end: t,
             resets_at: Some(t),
             spend_revision: 1,
+            usage_watermarks: None,
             published_at: t,
             revision: 1,
         }

@@ -2,7 +2,8 @@
 //! and is consumed by [`Meter::finish`]; if it is dropped unfinished (the client went away, the
 //! handler was cancelled, a stream was cut) its `Drop` emits the event with outcome
 //! CLIENT_ABORTED and what was observed so far, estimated where the provider had not reported
-//! yet. Failed upstream requests (status >= 400) and refusals carry no tokens: nobody bills
+//! yet; a meter dropped before the request was handed to the upstream ([`Meter::forwarding`]:
+//! a client that left while its request waited for headroom, say) bills nothing. Failed upstream requests (status >= 400) and refusals carry no tokens: nobody bills
 //! them; a stream cut after a 200 keeps what the provider reported. The request's reservation,
 //! if it holds one, is settled to the priced cost of exactly that event, once.
 
@@ -31,6 +32,8 @@ pub struct Meter {
     reserver: Option<Arc<Reserver>>,
     /// What a dropped meter reports (updated by streams as they go).
     pub observed: Observed,
+    /// The request is being (or was) sent upstream: from then on the provider may bill it.
+    forwarded: bool,
 }
 
 impl std::fmt::Debug for Meter {
@@ -59,6 +62,7 @@ impl Meter {
             reservation: None,
             reserver: None,
             observed: Observed::default(),
+            forwarded: false,
         }
     }
 
@@ -81,6 +85,11 @@ impl Meter {
         self.reservation = Some(reservation);
     }
 
+    /// The request goes upstream now: a client leaving from here on leaves a billed request.
+    pub fn forwarding(&mut self) {
+        self.forwarded = true;
+    }
+
     /// The upstream's first byte arrived.
     pub fn first_byte(&mut self, upstream_request_id: Option<String>) {
         self.ttfb_us = Some(self.started.elapsed().as_micros() as i64);
@@ -99,7 +108,8 @@ impl Meter {
         let billable = match outcome {
             // A stream cut after a 200 was partly served, and billed.
             Outcome::Ok | Outcome::UpstreamError => http_status < 400,
-            Outcome::ClientAborted => true,
+            // Gone before the request left: the provider never saw it.
+            Outcome::ClientAborted => self.forwarded,
             Outcome::Blocked => false,
         };
         let usage_source = if !billable || event.endpoint == faregate_core::event::Endpoint::CountTokens {
@@ -130,13 +140,14 @@ impl Meter {
         if usage_source == UsageSource::Estimated {
             metrics::counter!("faregate_ingress_estimated_usage_total").increment(1);
         }
-        if let Some(reservation) = self.reservation.take() {
-            reservation.settle(&event);
-        }
+        let landing = self.reservation.take().map(|reservation| reservation.settle(&event));
         if let Some(reserver) = self.reserver.take() {
             reserver.learn(&event);
         }
-        self.sink.emit(event);
+        match landing {
+            Some(landing) => self.sink.emit_landed(event, landing),
+            None => self.sink.emit(event),
+        }
     }
 }
 

@@ -326,6 +326,7 @@ async fn forward(gw: &Arc<Gateway>, api: Api, request: Request) -> Result<Respon
         }
     }
     let mut reserved = None;
+    let mut waited_ms = None;
     if let Some(reserver) = &gw.reserver
         && !covering.is_empty()
         && api != Api::AnthropicCountTokens
@@ -341,8 +342,15 @@ async fn forward(gw: &Arc<Gateway>, api: Api, request: Request) -> Result<Respon
             .or(meter.event())
             .and_then(|event| reserver.estimate(event, body.len(), head.output_limit()));
         if let Some(estimate) = estimate {
-            match reserver.admit(covering, &estimate) {
-                Ok(reservation) => {
+            let refresh = || gw.headroom.tightest_and_covering(&who, true).1;
+            match reserver.admit_within(covering, refresh, &estimate).await {
+                Ok((reservation, waited)) => {
+                    if let Some(waited) = waited {
+                        metrics::counter!("faregate_ingress_reservation_waited_total").increment(1);
+                        metrics::histogram!("faregate_ingress_reservation_wait_seconds")
+                            .record(waited.as_secs_f64());
+                        waited_ms = Some(waited.as_millis());
+                    }
                     reserved = Some(reservation.amount());
                     meter.hold(reservation);
                 }
@@ -396,6 +404,9 @@ async fn forward(gw: &Arc<Gateway>, api: Api, request: Request) -> Result<Respon
         && let Ok(value) = HeaderValue::from_str(&amount.0.normalize().to_string())
     {
         headers.insert("x-faregate-reserved", value);
+    }
+    if let Some(waited) = waited_ms {
+        headers.insert("x-faregate-reservation-waited-ms", HeaderValue::from(waited as u64));
     }
     if let Some(model) = rewrite_model
         && let Ok(value) = HeaderValue::from_str(&format!("{requested_model} -> {model}"))
@@ -540,6 +551,7 @@ async fn proxy_metered(
     mut meter: Meter,
 ) -> Result<Response, ApiError> {
     let request = upstream_request(gw, provider, parts, body, model)?;
+    meter.forwarding();
     let (response, deadline) = match send(gw, request).await {
         Ok(sent) => sent,
         Err(error) => {

@@ -114,6 +114,7 @@ impl BucketTotals {
             tokens_total: self.tokens_total,
             revision: computed_at.timestamp_micros(),
             computed_at,
+            usage_positions: Vec::new(),
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod pipeline;
 pub mod reprice;
 pub mod session;
 pub mod validate;
+pub mod watermark;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;

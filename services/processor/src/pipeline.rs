@@ -125,6 +125,13 @@ impl ConsumerContext for RebalanceContext {
     }
 }
 
+/// A batch's rows the ledger holds, and its end on each partition still owned.
+#[derive(Clone, Copy)]
+struct Written<'a> {
+    rows: &'a [&'a LedgerRow],
+    next_offsets: &'a BTreeMap<i32, i64>,
+}
+
 /// The events read but not yet committed.
 #[derive(Default)]
 struct Batch {
@@ -428,22 +435,25 @@ impl Pipeline {
             // never committed): either may have reached the ledger and not every rollup view,
             // or a view and not the ledger. Rebuild the buckets from the ledger.
             if retried || fresh.len() < owned.len() {
-                let owned: Vec<LedgerRow> = owned.iter().map(|&i| rows[i].clone()).collect();
-                ledger.repair_rollups(&owned).await?;
+                let uncertain: Vec<LedgerRow> = owned.iter().map(|&i| rows[i].clone()).collect();
+                ledger.repair_rollups(&uncertain).await?;
                 metrics::counter!("faregate_processor_rollup_repairs_total").increment(1);
                 tracing::info!(
-                    rows = owned.len(),
+                    rows = uncertain.len(),
                     after_failed_attempt = retried,
                     "rebuilt the rollups of an uncertain write from the ledger"
                 );
             }
-            Ok::<_, crate::ledger::LedgerError>(fresh)
+            Ok::<_, crate::ledger::LedgerError>((owned, fresh))
         };
-        let Some(fresh) = self.retry("writing to the ledger", shutdown, write).await else {
+        let Some((owned, fresh)) = self.retry("writing to the ledger", shutdown, write).await else {
             return;
         };
         let (dedup_time, insert_time) = *stages.lock().unwrap();
         let fresh: Vec<&LedgerRow> = fresh.into_iter().map(|i| &rows[i]).collect();
+        // Every owned row is in the ledger now, fresh or not: the totals of rows stored by an
+        // earlier write whose totals may never have been published are published too.
+        let written: Vec<&LedgerRow> = owned.into_iter().map(|i| &rows[i]).collect();
         let fenced = rows.iter().filter(|r| !fences.is_alive(r.kafka_partition)).count();
         if fenced > 0 {
             tracing::info!(
@@ -458,10 +468,15 @@ impl Pipeline {
         }
         if !fresh.is_empty() {
             metrics::counter!("faregate_processor_events_written_total").increment(fresh.len() as u64);
+        }
+        if !written.is_empty() {
             let started = std::time::Instant::now();
-            let keys = bucket_keys(&fresh);
-            let sessions = session_keys(&fresh);
-            if !self.publish_totals(running, &keys, &sessions, shutdown).await {
+            let keys = bucket_keys(&written);
+            let sessions = session_keys(&written);
+            let owned_ends: BTreeMap<i32, i64> =
+                next_offsets.iter().filter(|(p, _)| fences.is_alive(**p)).map(|(p, o)| (*p, *o)).collect();
+            let batch = Written { rows: &written, next_offsets: &owned_ends };
+            if !self.publish_totals(running, &keys, &sessions, batch, shutdown).await {
                 return;
             }
             tracing::debug!(
@@ -492,6 +507,7 @@ impl Pipeline {
         running: &Running,
         keys: &[BucketKey],
         sessions: &[SessionKey],
+        batch: Written<'_>,
         shutdown: &CancellationToken,
     ) -> bool {
         let started = std::time::Instant::now();
@@ -504,7 +520,8 @@ impl Pipeline {
             return false;
         };
         let read_time = started.elapsed();
-        let published = self.publish(running, read_at, &totals, shutdown).await;
+        let groups = crate::watermark::usage_groups(batch.rows, batch.next_offsets, &totals.hourly);
+        let published = self.publish(running, read_at, &totals, &groups, shutdown).await;
         tracing::debug!(
             read_ms = read_time.as_millis() as u64,
             publish_ms = (started.elapsed() - read_time).as_millis() as u64,
@@ -514,20 +531,27 @@ impl Pipeline {
         published
     }
 
-    /// Publish `totals`, read at `read_at`, each to the spend-topic partition of its org; false
-    /// if shutdown interrupted it.
+    /// Publish `totals`, read at `read_at`, each to the spend-topic partition of its org, the
+    /// hourly ones with their usage groups (`groups`, in order; see [`crate::watermark`]);
+    /// false if shutdown interrupted it.
     async fn publish(
         &self,
         running: &Running,
         read_at: DateTime<Utc>,
         totals: &SpendTotals,
+        groups: &[Vec<faregate_core::event::UsageGroup>],
         shutdown: &CancellationToken,
     ) -> bool {
         let n = running.spend_partitions;
         let records: Vec<(i32, String, SpendAggregate)> = totals
             .hourly
             .iter()
-            .map(|t| (partition_for(&t.key.subject.org, n), t.key.topic_key(), t.to_aggregate(read_at)))
+            .enumerate()
+            .map(|(i, t)| {
+                let mut record = t.to_aggregate(read_at);
+                record.usage_positions = groups.get(i).cloned().unwrap_or_default();
+                (partition_for(&t.key.subject.org, n), t.key.topic_key(), record)
+            })
             .chain(
                 totals
                     .sessions
@@ -558,7 +582,7 @@ impl Pipeline {
         let Some((read_at, totals)) = self.retry("reading recent spend totals", shutdown, read).await else {
             return;
         };
-        if self.publish(running, read_at, &totals, shutdown).await {
+        if self.publish(running, read_at, &totals, &[], shutdown).await {
             tracing::info!(
                 buckets = totals.hourly.len(),
                 session_minutes = totals.sessions.len(),

@@ -105,6 +105,7 @@ impl SessionTotals {
             tokens_total: self.tokens_total,
             revision: read_at.timestamp_micros(),
             computed_at: read_at,
+            usage_positions: Vec::new(),
         }
     }
 }

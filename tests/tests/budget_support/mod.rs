@@ -111,6 +111,7 @@ pub fn hourly(org: &str, user: &str, hour: DateTime<Utc>, dollars: i64, revision
         tokens_total: 1000,
         revision,
         computed_at: hour,
+        usage_positions: Vec::new(),
     }
 }
 

@@ -39,6 +39,8 @@ pub(crate) struct Reported {
     spent: Usd,
     window_start: DateTime<Utc>,
     resets_at: Option<DateTime<Utc>>,
+    /// The org's usage watermark version ([`super::watermark`]).
+    marks_version: u64,
 }
 
 pub(crate) fn period_text(period: WindowPeriod) -> &'static str {
@@ -72,6 +74,7 @@ pub(crate) fn headroom_of(state: &BudgetState, now: DateTime<Utc>, spend_revisio
         window_end: s.span.end,
         resets_at: s.resets_at,
         spend_revision,
+        usage_watermarks: None,
         published_at: now,
         revision: 0,
     }
@@ -100,6 +103,8 @@ impl Engine {
                 continue;
             }
             let mut record = headroom_of(state, now, self.spend_revision);
+            let (marks, marks_version) = self.usage_marks.of(&state.budget.scope.org);
+            record.usage_watermarks = Some(marks);
             self.headroom_spans.insert(id.clone(), state.window.span_at(now));
             let reported = Reported {
                 key: record.key(),
@@ -108,6 +113,7 @@ impl Engine {
                 spent: record.spent_usd,
                 window_start: record.window_start,
                 resets_at: record.resets_at,
+                marks_version,
             };
             if self.headroom_reported.get(&id) == Some(&reported) {
                 continue;
@@ -197,6 +203,7 @@ mod tests {
             tokens_total: 0,
             revision,
             computed_at: hour,
+            usage_positions: Vec::new(),
         }
     }
 
@@ -273,5 +280,33 @@ mod tests {
         let out = engine.take_headroom(at(23, 9, 0));
         assert_eq!(out.removed, vec!["org=acme/team=infra#budget=infra-day".to_string()]);
         assert!(out.records.is_empty());
+    }
+
+    #[test]
+    fn a_record_carries_the_org_watermark_and_a_group_completed_later_reports_again() {
+        use faregate_core::event::{UsageGroup, UsageWatermark};
+        let mut engine = warm_engine();
+        engine.take_headroom(at(23, 9, 0));
+        let grouped = |team: &str, cost: &str| {
+            let mut s = spend(team, at(23, 8, 0), cost, 20);
+            s.subject = format!("org=acme/team={team}");
+            s.usage_positions = vec![UsageGroup { partition: 2, next_offset: 31, group_size: 2 }];
+            s
+        };
+        // Half the group applied when the tick comes: the spend shows, the watermark does not.
+        engine.apply(&grouped("infra", "1"));
+        let out = engine.take_headroom(at(23, 9, 1));
+        assert_eq!(out.records.len(), 2);
+        assert!(out.records.iter().all(|r| r.usage_watermarks == Some(vec![])), "{out:?}");
+        // The rest of the group: the budgets its records changed are reported again, with the
+        // same spend and the watermark, though nothing else moved.
+        engine.apply(&grouped("web", "2"));
+        let out = engine.take_headroom(at(23, 9, 2));
+        let mark = Some(vec![UsageWatermark { partition: 2, next_offset: 31 }]);
+        let day = out.records.iter().find(|r| r.budget_id == "infra-day").unwrap();
+        assert_eq!((day.spent_usd, &day.usage_watermarks), (usd("1"), &mark));
+        let month = out.records.iter().find(|r| r.budget_id == "acme-month").unwrap();
+        assert_eq!((month.spent_usd, &month.usage_watermarks), (usd("3"), &mark));
+        assert!(engine.take_headroom(at(23, 9, 3)).is_empty(), "then nothing until something moves");
     }
 }

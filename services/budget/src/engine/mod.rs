@@ -27,6 +27,7 @@ pub mod anomaly;
 mod evaluate;
 pub mod headroom;
 pub mod store;
+mod watermark;
 
 #[cfg(test)]
 mod tests;
@@ -124,6 +125,8 @@ pub struct Engine {
     headroom_reported: HashMap<String, headroom::Reported>,
     /// Keys of reported budgets removed since.
     headroom_removed: Vec<String>,
+    /// How far the spend holds each org's usage events ([`watermark`]).
+    usage_marks: watermark::UsageMarks,
     last_prune: i32,
     last_forecast: i64,
 }
@@ -288,14 +291,22 @@ impl Engine {
         if aggregate.bucket_width != BucketWidth::Hour {
             return;
         }
+        let positioned = !aggregate.usage_positions.is_empty();
         let Some(change) = self.store.upsert(aggregate) else {
+            if positioned {
+                self.usage_marks_applied(aggregate, &[]);
+            }
             return;
         };
         self.spend_revision = self.spend_revision.max(aggregate.revision);
+        let mut changed = Vec::new();
         if let Some(ids) = self.by_org.get(&change.dims[0]) {
             for id in ids {
                 let Some(state) = self.budgets.get_mut(id) else { continue };
                 if state.matches(&change.dims) {
+                    if positioned {
+                        changed.push(id.clone());
+                    }
                     let total = state.hourly.entry(change.hour).or_insert(Decimal::ZERO);
                     *total += change.cost_delta;
                     if total.is_zero() {
@@ -310,8 +321,19 @@ impl Engine {
                 }
             }
         }
+        if positioned {
+            self.usage_marks_applied(aggregate, &changed);
+        }
         for t in self.anomalies.observe(&change, &self.settings, self.warm) {
             self.trip(t, aggregate.computed_at);
+        }
+    }
+
+    /// Count `aggregate` toward its usage groups; a group completed reports the budgets it
+    /// changed again, with the watermark it moved.
+    fn usage_marks_applied(&mut self, aggregate: &SpendAggregate, changed: &[String]) {
+        for id in self.usage_marks.applied(aggregate, changed) {
+            self.headroom_dirty.insert(id);
         }
     }
 

@@ -69,6 +69,7 @@ fn spend(
         tokens_total: 1,
         revision,
         computed_at: hour,
+        usage_positions: Vec::new(),
     }
 }
 

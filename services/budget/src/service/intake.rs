@@ -185,6 +185,7 @@ mod tests {
             tokens_total: 1,
             revision: 1,
             computed_at: hour,
+            usage_positions: Vec::new(),
         }
     }
 

@@ -162,7 +162,13 @@ pub fn spend_aggregate() -> impl Strategy<Value = SpendAggregate> {
         any::<i64>(),
         timestamp(),
     );
-    (dims, totals).prop_map(
+    let groups = vec(
+        (any::<i32>(), any::<i64>(), any::<i32>()).prop_map(|(partition, next_offset, group_size)| {
+            UsageGroup { partition, next_offset, group_size }
+        }),
+        0..3,
+    );
+    (dims, totals, groups).prop_map(
         |(
             (subject, org, team, user, key_id, project, model, tool, session_id),
             (
@@ -175,6 +181,7 @@ pub fn spend_aggregate() -> impl Strategy<Value = SpendAggregate> {
                 revision,
                 computed_at,
             ),
+            usage_positions,
         )| SpendAggregate {
             subject,
             org,
@@ -193,6 +200,7 @@ pub fn spend_aggregate() -> impl Strategy<Value = SpendAggregate> {
             tokens_total,
             revision,
             computed_at,
+            usage_positions,
         },
     )
 }
@@ -463,12 +471,18 @@ pub fn headroom() -> impl Strategy<Value = Headroom> {
         (text(), text(), text(), text(), option::of(any::<i32>()), any::<bool>(), text()),
         (usd(), usd(), usd(), timestamp(), timestamp(), option::of(timestamp())),
         (any::<i64>(), timestamp(), any::<i64>()),
+        option::of(vec(
+            (any::<i32>(), any::<i64>())
+                .prop_map(|(partition, next_offset)| UsageWatermark { partition, next_offset }),
+            0..3,
+        )),
     )
         .prop_map(
             |(
                 (scope_key, budget_id, budget_name, period, days, rolling, time_zone),
                 (limit_usd, spent_usd, remaining_usd, window_start, window_end, resets_at),
                 (spend_revision, published_at, revision),
+                usage_watermarks,
             )| Headroom {
                 scope_key,
                 budget_id,
@@ -484,6 +498,7 @@ pub fn headroom() -> impl Strategy<Value = Headroom> {
                 window_end,
                 resets_at,
                 spend_revision,
+                usage_watermarks,
                 published_at,
                 revision,
             },

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::money::Usd;
 
-/// One budget's headroom (schema `headroom.v1`).
+/// One budget's headroom (schema `headroom.v2`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Headroom {
     /// The budget's scope key, e.g. `org=acme/team=infra`.
@@ -41,10 +41,22 @@ pub struct Headroom {
     pub resets_at: Option<DateTime<Utc>>,
     /// The highest spend aggregate revision applied when this was computed (0 when none).
     pub spend_revision: i64,
+    /// Per usage-topic partition, how far `spent_usd` holds the org's events: every event of
+    /// the budget's org on `partition` before `next_offset` is in it. `None` from a budget
+    /// service that does not track it (`headroom.v1`).
+    #[serde(default)]
+    pub usage_watermarks: Option<Vec<UsageWatermark>>,
     #[serde(with = "crate::time::micros")]
     pub published_at: DateTime<Utc>,
     /// Orders the records of one key.
     pub revision: i64,
+}
+
+/// See [`Headroom::usage_watermarks`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct UsageWatermark {
+    pub partition: i32,
+    pub next_offset: i64,
 }
 
 impl Headroom {

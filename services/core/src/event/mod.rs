@@ -19,8 +19,8 @@ pub use config_record::{
     DirectoryKind, KeyStatus, VirtualKey, WindowPeriod,
 };
 pub use decision::{Decision, DecisionJson, DecisionState};
-pub use headroom::Headroom;
+pub use headroom::{Headroom, UsageWatermark};
 pub use heartbeat::{Coverage, Heartbeat, PartitionPosition};
 pub use scope::{Attribution, ScopeKeyError};
-pub use spend::{BucketWidth, SpendAggregate};
+pub use spend::{BucketWidth, SpendAggregate, UsageGroup};
 pub use usage::{Endpoint, Outcome, SourceKind, TokenCounts, Tool, UsageEvent, UsageSource};

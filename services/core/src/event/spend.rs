@@ -37,4 +37,20 @@ pub struct SpendAggregate {
     pub revision: i64,
     #[serde(with = "crate::time::micros")]
     pub computed_at: DateTime<Utc>,
+    /// The usage watermarks this record helps to complete (see [`UsageGroup`]); empty for
+    /// session totals and for totals republished without a batch (`spend_aggregate.v2`).
+    #[serde(default)]
+    pub usage_positions: Vec<UsageGroup>,
+}
+
+/// One usage-topic partition's part of a publication of spend totals: the processor read the
+/// totals after the ledger held every event of that partition before `next_offset`, and
+/// published `group_size` hourly records of this org and this revision for the subjects whose
+/// events it wrote from that partition. A reader that has applied all of them holds every
+/// event of the org on the partition before `next_offset` (its exact usage watermark).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct UsageGroup {
+    pub partition: i32,
+    pub next_offset: i64,
+    pub group_size: i32,
 }

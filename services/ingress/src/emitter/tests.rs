@@ -74,6 +74,48 @@ async fn a_parked_emitter_is_woken_by_the_next_event_and_by_shutdown() {
     assert!(sink.inbox.lock().unwrap().closed);
 }
 
+/// A reservation's cost is held until a headroom record shows its event's position: the
+/// landing an event was emitted with is set to the partition and offset it was consumed at.
+#[tokio::test]
+async fn an_event_emitted_with_a_landing_learns_where_it_landed() {
+    let (_mock, kafka) = mock_kafka();
+    let spool = tempfile::tempdir().unwrap();
+    let shutdown = CancellationToken::new();
+    let (sink, emitter) =
+        spawn_with(&kafka, spool.path(), 1 << 20, shutdown.clone(), Duration::from_secs(3600)).await.unwrap();
+    let (consumer, codec) = usage_reader(&kafka).await;
+    let landings: Vec<Option<Landing>> = vec![Some(Landing::default()), None, Some(Landing::default())];
+    let mut sent = Vec::new();
+    for landing in &landings {
+        let e = event();
+        sent.push(e.event_id);
+        match landing {
+            Some(landing) => sink.emit_landed(e, landing.clone()),
+            None => sink.emit(e),
+        }
+    }
+    let within = Duration::from_secs(60);
+    for (id, landing) in sent.iter().zip(&landings) {
+        let message = tokio::time::timeout(within, consumer.recv()).await.expect("delivered").unwrap();
+        assert_eq!(codec.decode(message.payload().unwrap()).await.unwrap().event_id, *id);
+        let Some(landing) = landing else { continue };
+        let landed = tokio::time::timeout(within, async {
+            loop {
+                if let Some(landed) = landing.get() {
+                    return landed;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await
+        .expect("the acknowledgement set the landing");
+        assert_eq!(landed, (message.partition(), message.offset()));
+    }
+    assert!(sent.len() == 3 && landings[1].is_none());
+    shutdown.cancel();
+    emitter.join().await;
+}
+
 #[test]
 fn spool_records_split_back() {
     let record = spool_record("acme/ana", b"\x00\x00\x00\x00\x65avro");

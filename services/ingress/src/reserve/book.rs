@@ -3,7 +3,7 @@
 //!
 //! - **open**: the reservations of requests in flight (their estimated maximum cost);
 //! - **settled**: what requests that finished here actually cost, from their settlement until
-//!   the headroom this replica holds shows it (see [`ReleaseRules`]).
+//!   the headroom this replica holds shows it.
 //!
 //! Contract: a request fits when `open + settled + its reservation <= share`, the share being
 //! the budget's published remaining divided by `ingress.reservation.replicas`; the check and
@@ -12,19 +12,55 @@
 //! reservation, added in full, no longer fits, its likely cost does): near the end of a share
 //! the last request that probably fits is served rather than refused, and the overshoot this
 //! allows is at most one request per budget and replica.
-//! Settled amounts leave the book in settlement order once a headroom record shows them (the
-//! record's `spend_revision`, the processor's read time, is at least `settle_margin` past the
-//! settlement), or once `settle_hold_max` has passed and the record was computed after the
-//! settlement, or once they fall before the record's window start (a new window). Until then
-//! the replica counts them twice (the record may already include them): it errs toward a
-//! refusal, never toward overspend. The lock is per budget: only requests of one budget meet.
+//!
+//! A settled amount leaves the book when the record held shows it, exactly: each settlement
+//! carries the [`Landing`] of its usage event (the usage partition and offset the broker
+//! acknowledged it at, learnt by the emitter), and a record whose usage watermark on that
+//! partition is past that offset has the event in its spent. Until the event has landed and a
+//! record shows it the cost is held (it errs toward a refusal, never toward overspend); so is a
+//! cost whose event never lands (kept aside as refused by the broker), until its window ends.
+//! Settlements before the record's window start leave with the window. A record without
+//! watermarks (from a budget service before `headroom.v2`) falls back to time: the record's
+//! `spend_revision`, the processor's read time, at least [`ReleaseRules::margin_us`] past the
+//! settlement, or [`ReleaseRules::hold_max_us`] passed and the record read after it. The lock
+//! is per budget: only requests of one budget meet.
 
 use std::collections::VecDeque;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
+use faregate_core::event::UsageWatermark;
 use faregate_core::money::Usd;
 
-/// When a settled amount leaves the book (microseconds; see the module docs).
+/// Where a request's usage event landed on the usage topic (partition, offset), once the broker
+/// acknowledged it; set by the emitter, read by the books that hold the request's cost.
+#[derive(Debug, Clone, Default)]
+pub struct Landing(Arc<OnceLock<(i32, i64)>>);
+
+impl Landing {
+    /// The broker acknowledged the event at `offset` of `partition` (the first time counts).
+    pub fn set(&self, partition: i32, offset: i64) {
+        let _ = self.0.set((partition, offset));
+    }
+
+    pub fn get(&self) -> Option<(i32, i64)> {
+        self.0.get().copied()
+    }
+
+    /// Whether `marks` (sorted by partition) are past this landing.
+    fn shown_by(&self, marks: &[UsageWatermark]) -> bool {
+        self.get().is_some_and(|(partition, offset)| {
+            marks
+                .binary_search_by_key(&partition, |m| m.partition)
+                .is_ok_and(|i| marks[i].next_offset > offset)
+        })
+    }
+}
+
+/// How often a book looks through its settled amounts again under one record (µs): new
+/// landings may show under the record it already looked with.
+const RESCAN_US: i64 = 1_000;
+
+/// When a settled amount leaves the book without watermarks (microseconds; see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReleaseRules {
     pub margin_us: i64,
@@ -32,7 +68,7 @@ pub struct ReleaseRules {
 }
 
 /// The published position of a budget a request is admitted against.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Position {
     /// The budget's remaining in its window, as published.
     pub remaining: Usd,
@@ -40,6 +76,11 @@ pub struct Position {
     pub spend_revision: i64,
     /// The record's window start, µs since the epoch.
     pub window_start_us: i64,
+    /// The record's revision.
+    pub revision: i64,
+    /// How far the record's spent holds the org's usage events, sorted by partition; `None`
+    /// from a budget service that does not say.
+    pub watermarks: Option<Arc<[UsageWatermark]>>,
 }
 
 #[derive(Debug, Default)]
@@ -47,16 +88,28 @@ pub struct Book {
     /// The budget's name, for refusals.
     pub name: String,
     state: Mutex<BookState>,
+    /// Woken when room may have appeared: a settlement, a release, a new record.
+    pub(crate) changed: tokio::sync::Notify,
 }
 
 #[derive(Debug, Default)]
 pub(crate) struct BookState {
     open: Usd,
-    /// (settled at, µs since the epoch; cost), in settlement order.
-    settled: VecDeque<(i64, Usd)>,
+    /// In settlement order.
+    settled: VecDeque<Settled>,
     settled_sum: Usd,
     /// A request admitted on its likely cost is in flight.
     overdraft: bool,
+    /// The record revision and time of the last look through `settled` under watermarks.
+    scanned: Option<(i64, i64)>,
+}
+
+#[derive(Debug)]
+struct Settled {
+    /// µs since the epoch.
+    at: i64,
+    cost: Usd,
+    landing: Landing,
 }
 
 /// What a book holds right now.
@@ -74,15 +127,20 @@ impl Held {
 
 impl Book {
     pub fn new(name: String) -> Book {
-        Book { name, state: Mutex::default() }
+        Book { name, state: Mutex::default(), changed: tokio::sync::Notify::new() }
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, BookState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Wake the requests waiting for room here (see [`crate::reserve::Reserver::admit_within`]).
+    pub fn wake(&self) {
+        self.changed.notify_waiters();
+    }
+
     /// What the book holds against `position` at `now_us` (after releasing what it shows).
-    pub fn held(&self, position: Position, rules: ReleaseRules, now_us: i64) -> Held {
+    pub fn held(&self, position: &Position, rules: ReleaseRules, now_us: i64) -> Held {
         let mut state = self.lock();
         state.release(position, rules, now_us);
         state.held()
@@ -94,20 +152,51 @@ impl BookState {
         Held { open: self.open, settled: self.settled_sum }
     }
 
-    /// Drop the settled amounts `position` shows (oldest first; see the module docs).
-    pub(crate) fn release(&mut self, position: Position, rules: ReleaseRules, now_us: i64) {
-        while let Some(&(at, cost)) = self.settled.front() {
-            let shown = position.spend_revision >= at.saturating_add(rules.margin_us);
-            let held_long = now_us >= at.saturating_add(rules.hold_max_us) && position.spend_revision >= at;
-            let old_window = at < position.window_start_us;
-            if !(shown || held_long || old_window) {
-                break;
-            }
-            self.settled.pop_front();
-            self.settled_sum = Usd(self.settled_sum.0 - cost.0);
+    /// Drop the settled amounts `position` shows (see the module docs); whether any went.
+    pub(crate) fn release(&mut self, position: &Position, rules: ReleaseRules, now_us: i64) -> bool {
+        let before = self.settled.len();
+        match &position.watermarks {
+            Some(marks) => self.release_shown(position, marks, now_us),
+            None => self.release_by_time(position, rules, now_us),
         }
         if self.settled.is_empty() {
             self.settled_sum = Usd::ZERO;
+        }
+        self.settled.len() < before
+    }
+
+    fn release_shown(&mut self, position: &Position, marks: &[UsageWatermark], now_us: i64) {
+        if self.settled.is_empty()
+            || self.scanned.is_some_and(|(revision, at)| {
+                revision == position.revision && now_us >= at && now_us < at.saturating_add(RESCAN_US)
+            })
+        {
+            return;
+        }
+        self.scanned = Some((position.revision, now_us));
+        let mut released = rust_decimal::Decimal::ZERO;
+        self.settled.retain(|s| {
+            let gone = s.at < position.window_start_us || s.landing.shown_by(marks);
+            if gone {
+                released += s.cost.0;
+            }
+            !gone
+        });
+        self.settled_sum = Usd(self.settled_sum.0 - released);
+    }
+
+    fn release_by_time(&mut self, position: &Position, rules: ReleaseRules, now_us: i64) {
+        while let Some(s) = self.settled.front() {
+            let shown = position.spend_revision >= s.at.saturating_add(rules.margin_us);
+            let held_long =
+                now_us >= s.at.saturating_add(rules.hold_max_us) && position.spend_revision >= s.at;
+            let old_window = s.at < position.window_start_us;
+            if !(shown || held_long || old_window) {
+                break;
+            }
+            let cost = s.cost;
+            self.settled.pop_front();
+            self.settled_sum = Usd(self.settled_sum.0 - cost.0);
         }
     }
 
@@ -130,13 +219,14 @@ impl BookState {
         self.overdraft = open;
     }
 
-    /// A reservation of `reserved` ends at `now_us`, having cost `cost`.
-    pub(crate) fn settle(&mut self, reserved: Usd, cost: Usd, now_us: i64) {
+    /// A reservation of `reserved` ends at `now_us`, having cost `cost`, its usage event landing
+    /// at `landing`.
+    pub(crate) fn settle(&mut self, reserved: Usd, cost: Usd, now_us: i64, landing: &Landing) {
         self.open = Usd((self.open.0 - reserved.0).max(rust_decimal::Decimal::ZERO));
         if cost.0 > rust_decimal::Decimal::ZERO {
             // Settlement times only grow on one replica, but the clock may step back: keep order.
-            let at = self.settled.back().map_or(now_us, |&(last, _)| now_us.max(last));
-            self.settled.push_back((at, cost));
+            let at = self.settled.back().map_or(now_us, |last| now_us.max(last.at));
+            self.settled.push_back(Settled { at, cost, landing: landing.clone() });
             self.settled_sum = Usd(self.settled_sum.0 + cost.0);
         }
     }
@@ -153,7 +243,48 @@ mod tests {
     const RULES: ReleaseRules = ReleaseRules { margin_us: 1_000, hold_max_us: 30_000 };
 
     fn at(remaining: &str, spend_revision: i64) -> Position {
-        Position { remaining: usd(remaining), spend_revision, window_start_us: 0 }
+        Position { remaining: usd(remaining), spend_revision, ..Position::default() }
+    }
+
+    fn marked(revision: i64, marks: &[(i32, i64)], window_start_us: i64) -> Position {
+        let marks: Vec<UsageWatermark> =
+            marks.iter().map(|&(partition, next_offset)| UsageWatermark { partition, next_offset }).collect();
+        Position {
+            remaining: usd("1"),
+            revision,
+            window_start_us,
+            watermarks: Some(marks.into()),
+            ..Position::default()
+        }
+    }
+
+    #[test]
+    fn with_watermarks_a_cost_leaves_exactly_when_a_record_shows_its_event() {
+        let book = Book::new("b".into());
+        let mut state = book.lock();
+        let (first, second, lost) = (Landing::default(), Landing::default(), Landing::default());
+        state.settle(usd("0"), usd("0.2"), 10_000, &first);
+        state.settle(usd("0"), usd("0.3"), 11_000, &second);
+        state.settle(usd("0"), usd("0.1"), 12_000, &lost);
+        // Nothing has landed: no record shows anything, however late.
+        state.release(&marked(1, &[(0, 1_000), (1, 1_000)], 0), RULES, i64::MAX / 2);
+        assert_eq!(state.held().settled, usd("0.6"));
+        first.set(1, 41);
+        second.set(0, 7);
+        // Partition 1 only up to offset 41 (exclusive): neither shows yet.
+        state.release(&marked(2, &[(0, 7), (1, 41)], 0), RULES, 20_000);
+        assert_eq!(state.held().settled, usd("0.6"));
+        // The second's partition moved past it; out of settlement order is fine.
+        state.release(&marked(3, &[(0, 8), (1, 41)], 0), RULES, 20_000);
+        assert_eq!(state.held().settled, usd("0.3"));
+        // A landing learnt after the record came is looked at again within a millisecond.
+        state.release(&marked(4, &[(0, 8), (1, 42)], 0), RULES, 21_000);
+        assert_eq!(state.held().settled, usd("0.1"));
+        // The event that never landed stays until its window ends.
+        state.release(&marked(5, &[(0, 9), (1, 99)], 12_000), RULES, 22_000);
+        assert_eq!(state.held().settled, usd("0.1"));
+        state.release(&marked(6, &[], 12_001), RULES, 22_000);
+        assert_eq!(state.held(), Held::default());
     }
 
     #[test]
@@ -163,20 +294,20 @@ mod tests {
         state.open(usd("0.5"));
         assert!(state.fits(usd("0.5"), usd("1")));
         assert!(!state.fits(usd("0.500000000000000001"), usd("1")));
-        state.settle(usd("0.5"), usd("0.2"), 10_000);
+        state.settle(usd("0.5"), usd("0.2"), 10_000, &Landing::default());
         state.open(usd("0.3"));
-        state.settle(usd("0.3"), usd("0.3"), 20_000);
+        state.settle(usd("0.3"), usd("0.3"), 20_000, &Landing::default());
         assert_eq!(state.held(), Held { open: usd("0"), settled: usd("0.5") });
         // A record read before the margin passed shows neither.
-        state.release(at("1", 10_999), RULES, 20_000);
+        state.release(&at("1", 10_999), RULES, 20_000);
         assert_eq!(state.held().settled, usd("0.5"));
         // Read a margin after the first: the first goes, the second stays.
-        state.release(at("1", 11_000), RULES, 20_000);
+        state.release(&at("1", 11_000), RULES, 20_000);
         assert_eq!(state.held().settled, usd("0.3"));
         // Long held, and the record was read after it: it goes without the margin.
-        state.release(at("1", 20_000), RULES, 49_999);
+        state.release(&at("1", 20_000), RULES, 49_999);
         assert_eq!(state.held().settled, usd("0.3"));
-        state.release(at("1", 20_000), RULES, 50_000);
+        state.release(&at("1", 20_000), RULES, 50_000);
         assert_eq!(state.held(), Held::default());
     }
 
@@ -184,18 +315,18 @@ mod tests {
     fn a_stalled_pipeline_keeps_everything_held_and_a_new_window_releases_it() {
         let book = Book::new("b".into());
         let mut state = book.lock();
-        state.settle(usd("0"), usd("0.4"), 5_000);
+        state.settle(usd("0"), usd("0.4"), 5_000, &Landing::default());
         // No record computed after the settlement: held however long it takes.
-        state.release(at("1", 4_999), RULES, i64::MAX / 2);
+        state.release(&at("1", 4_999), RULES, i64::MAX / 2);
         assert_eq!(state.held().settled, usd("0.4"));
         state.release(
-            Position { remaining: usd("1"), spend_revision: 0, window_start_us: 5_001 },
+            &Position { remaining: usd("1"), window_start_us: 5_001, ..Position::default() },
             RULES,
             6_000,
         );
         assert_eq!(state.held().settled, usd("0"));
         // Nothing billed, nothing held; a settle never takes open below zero.
-        state.settle(usd("0.1"), usd("0"), 7_000);
+        state.settle(usd("0.1"), usd("0"), 7_000, &Landing::default());
         assert_eq!(state.held(), Held::default());
     }
 

@@ -26,7 +26,7 @@ use faregate_pricing::PriceCatalog;
 use rust_decimal::{Decimal, RoundingStrategy};
 
 use crate::config::ReservationConfig;
-pub use book::{Book, Held, Position, ReleaseRules};
+pub use book::{Book, Held, Landing, Position, ReleaseRules};
 pub use estimate::{Estimate, OutputFrom, OutputHistory};
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +51,9 @@ pub struct Refusal {
     /// What the replica holds there already.
     pub held: Usd,
     pub reservation: Usd,
+    /// Room may still come: the replica holds something there (requests in flight, costs not
+    /// yet shown) and the request's likely cost fits the share once that is gone.
+    pub may_fit_later: bool,
 }
 
 /// Reservations of one replica.
@@ -120,6 +123,43 @@ impl Reserver {
         Usd(share.round_dp_with_strategy(18, RoundingStrategy::ToNegativeInfinity))
     }
 
+    /// [`admit`](Self::admit), and while the refusal may turn into room
+    /// ([`Refusal::may_fit_later`]) wait for it, up to `ingress.reservation.max_wait_ms`: each
+    /// settlement, release or new headroom record of a covering budget tries again, with the
+    /// covering budgets asked anew from `refresh` (the newest positions). Returns how long it
+    /// waited, if it did.
+    pub async fn admit_within(
+        self: &Arc<Self>,
+        covering: Vec<Covering>,
+        refresh: impl Fn() -> Vec<Covering>,
+        estimate: &Estimate,
+    ) -> Result<(Reservation, Option<std::time::Duration>), Refusal> {
+        let started = tokio::time::Instant::now();
+        let deadline = started + std::time::Duration::from_millis(self.config.max_wait_ms);
+        let mut first = Some(covering);
+        let mut waited = false;
+        loop {
+            let now_covering = first.take().unwrap_or_else(&refresh);
+            let books: Vec<Arc<Book>> = now_covering.iter().map(|c| c.book.clone()).collect();
+            // Listening before the look: a change between the look and the wait is not missed.
+            let mut changes: Vec<_> = books.iter().map(|b| Box::pin(b.changed.notified())).collect();
+            changes.iter_mut().for_each(|c| {
+                c.as_mut().enable();
+            });
+            match self.admit(now_covering, estimate) {
+                Ok(reservation) => return Ok((reservation, waited.then(|| started.elapsed()))),
+                Err(refusal) if refusal.may_fit_later && tokio::time::Instant::now() < deadline => {
+                    waited = true;
+                    let any = futures::future::select_all(changes);
+                    if tokio::time::timeout_at(deadline, any).await.is_err() {
+                        return Err(refusal);
+                    }
+                }
+                Err(refusal) => return Err(refusal),
+            }
+        }
+    }
+
     /// Reserve `estimate.amount` against every budget in `covering` (on a budget where it no
     /// longer fits, as that budget's one overdraft if `estimate.likely` fits: see [`book`]), or
     /// refuse naming the first budget it does not fit.
@@ -134,8 +174,12 @@ impl Reserver {
         covering.dedup_by_key(|c| Arc::as_ptr(&c.book) as usize);
         let now = now_us();
         let mut locked: Vec<_> = covering.iter().map(|c| (c, c.book.lock(), false)).collect();
+        let mut refusal = None;
+        let mut released = Vec::new();
         for (c, state, overdraft) in &mut locked {
-            state.release(c.position, self.rules, now);
+            if state.release(&c.position, self.rules, now) {
+                released.push(c.book.clone());
+            }
             let share = self.share(c.position.remaining);
             if state.fits(amount, share) {
                 continue;
@@ -144,12 +188,21 @@ impl Reserver {
                 *overdraft = true;
                 continue;
             }
-            return Err(Refusal {
+            let held = state.held().total();
+            refusal = Some(Refusal {
                 budget: c.book.name.clone(),
                 share,
-                held: state.held().total(),
+                held,
                 reservation: amount,
+                may_fit_later: held.0 > Decimal::ZERO && estimate.likely.0 <= share.0,
             });
+            break;
+        }
+        if let Some(refusal) = refusal {
+            drop(locked);
+            // What this look released may be the room another request waits for.
+            released.iter().for_each(|book| book.wake());
+            return Err(refusal);
         }
         let mut overdrafts = Vec::with_capacity(locked.len());
         for (_, state, overdraft) in &mut locked {
@@ -161,6 +214,7 @@ impl Reserver {
             overdrafts.push(*overdraft);
         }
         drop(locked);
+        released.iter().for_each(|book| book.wake());
         Ok(Reservation {
             reserver: self.clone(),
             books: covering.into_iter().map(|c| c.book).zip(overdrafts).collect(),
@@ -186,26 +240,33 @@ impl Reservation {
     }
 
     /// Settle to the priced cost of `event` (its final tokens); an event the catalog cannot
-    /// price settles to the reserved amount.
-    pub fn settle(mut self, event: &UsageEvent) {
+    /// price settles to the reserved amount. The books hold the cost until a headroom record
+    /// shows the event: the returned landing is where the emitter says it landed.
+    pub fn settle(mut self, event: &UsageEvent) -> Landing {
         let cost = match self.reserver.catalog.price(event) {
             faregate_core::clickhouse::ledger::Pricing::Priced { cost, .. } => cost.total(),
             faregate_core::clickhouse::ledger::Pricing::Unpriced { .. } => self.amount,
         };
-        self.close(cost);
+        let landing = Landing::default();
+        self.close(cost, &landing);
+        landing
     }
 
-    fn close(&mut self, cost: Usd) {
+    /// Settle at `cost`; without an event (`landing` never set) the cost is held until its
+    /// window ends.
+    fn close(&mut self, cost: Usd, landing: &Landing) {
         if std::mem::replace(&mut self.settled, true) {
             return;
         }
         let now = now_us();
         for (book, overdraft) in &self.books {
             let mut state = book.lock();
-            state.settle(self.amount, cost, now);
+            state.settle(self.amount, cost, now, landing);
             if *overdraft {
                 state.set_overdraft(false);
             }
+            drop(state);
+            book.wake();
         }
     }
 }
@@ -213,6 +274,6 @@ impl Reservation {
 impl Drop for Reservation {
     fn drop(&mut self) {
         let amount = self.amount;
-        self.close(amount);
+        self.close(amount, &Landing::default());
     }
 }
