@@ -416,6 +416,7 @@ pub fn day_headroom(
         resets_at: None,
         spend_revision: now.timestamp_micros(),
         usage_watermarks: None,
+        shares: None,
         published_at: now,
         revision: 1,
     }

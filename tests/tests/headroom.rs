@@ -184,3 +184,47 @@ async fn a_settled_cost_leaves_the_book_when_the_headroom_shows_its_event() {
     assert_eq!(budget["reserved_usd"], "0", "{budget}");
     chain.assert_running();
 }
+
+/// Shares follow demand: with three replicas, a budget's remaining is not cut in static thirds.
+/// All of Ana's traffic goes to one replica, whose request reserves half the budget (more than
+/// a third): it waits for the budget service to hear its demand and give it the share, and is
+/// served. A request at a second replica then waits for its own share and is served too; a
+/// replica that asked for nothing gets nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shares_follow_demand_so_one_busy_replica_can_use_more_than_a_third() {
+    let ana = KeySpec::new("acme", "infra", "ana");
+    let user = BudgetScope { org: "acme".into(), user: Some("ana".into()), ..BudgetScope::default() };
+    let mut setup = ChainSetup::new(kafka_config(), clickhouse_config());
+    setup.keys = vec![ana.clone()];
+    setup.budgets = vec![budget("ana-day", user, WindowPeriod::Day, "1")];
+    setup.replicas = 3;
+    let chain = Chain::start(setup).await;
+    remaining_becomes(&chain, &ana, "1.00").await;
+    // 30,000 output tokens at $15 per million: $0.45 reserved (and some input), 45 % of $1.
+    let big = |url: &str| {
+        chain
+            .http
+            .post(format!("{url}/v1/messages"))
+            .header("x-api-key", &ana.secret)
+            .header("anthropic-version", "2023-06-01")
+            .header(USAGE_HEADER, "input=1000,output=100")
+            .json(&serde_json::json!({"model": "claude-sonnet-4-5", "max_tokens": 30000, "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+    };
+    for replica in [0, 1] {
+        let response = big(&chain.ingresses[replica].url).await.unwrap();
+        assert_eq!(response.status().as_u16(), 200, "replica {replica}: {:?}", response.headers());
+        let reserved: rust_decimal::Decimal =
+            response.headers()["x-faregate-reserved"].to_str().unwrap().parse().unwrap();
+        assert!(reserved > rust_decimal::Decimal::new(34, 2), "more than a third: {reserved}");
+        assert!(
+            response.headers().contains_key("x-faregate-reservation-waited-ms"),
+            "replica {replica} waited for its share: {:?}",
+            response.headers()
+        );
+    }
+    let me = chain.me(&chain.ingresses[2].url, &ana.secret).await.unwrap();
+    let budget = me["budgets"].as_array().unwrap().iter().find(|b| b["id"] == "ana-day").unwrap().clone();
+    assert_eq!(budget["share_usd"], "0", "a replica that asked nothing has no share: {budget}");
+    chain.assert_running();
+}

@@ -92,7 +92,7 @@ async fn rig_full(config: impl FnOnce(&mut IngressConfig), decisions_fresh: bool
     let enforcement =
         Arc::new(faregate_ingress::enforcement::Enforcement::new(ingress.enforcement_stale_after_secs));
     let gateway = Arc::new(Gateway {
-        reserver: faregate_ingress::gateway::reserver(&ingress).unwrap(),
+        reserver: faregate_ingress::gateway::reserver(&ingress, "test-replica").unwrap(),
         client: faregate_ingress::gateway::upstream_client(&ingress).unwrap(),
         config: Arc::new(ingress),
         keys: keys.clone(),

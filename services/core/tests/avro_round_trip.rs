@@ -92,6 +92,12 @@ proptest! {
     }
 
     #[test]
+    fn demand_round_trips(demand in arbitrary::demand()) {
+        let codec = codec::<faregate_core::event::Demand>(SchemaFamily::Demand);
+        prop_assert_eq!(round_trip(&codec, &demand), demand);
+    }
+
+    #[test]
     fn resolving_headroom_agrees(headroom in arbitrary::headroom()) {
         prop_assert_eq!(resolve(SchemaFamily::Headroom, &headroom), headroom);
     }

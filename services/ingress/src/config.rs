@@ -72,6 +72,10 @@ pub struct IngressConfig {
     pub listen: String,
     /// Name of this ingress in usage events (`source_name`).
     pub source_name: String,
+    /// This replica's name on the demand topic and in the headroom's shares: unique among the
+    /// replicas serving the same budgets and stable across restarts. Empty:
+    /// `ingress-<host name>:<port>`.
+    pub replica_id: String,
     /// Providers to forward to.
     pub upstreams: Vec<UpstreamConfig>,
     pub auth: AuthMode,
@@ -111,8 +115,13 @@ pub struct ReservationConfig {
     /// covering it before forwarding; false admits on the budget decision alone.
     pub enabled: bool,
     /// The number of ingress replicas serving the same budgets: each admits within
-    /// 1/`replicas` of a budget's remaining headroom.
+    /// 1/`replicas` of a budget's remaining headroom while the budget service shares nothing
+    /// out by demand (no replica reported demand on the budget, or an older budget service).
     pub replicas: u32,
+    /// How often this replica reports its demand on each budget it holds or was asked anything
+    /// against (`kafka.topics.demand`), in milliseconds; the budget service shares headroom
+    /// from the reports.
+    pub demand_interval_ms: u64,
     /// Request body bytes counted as one input token in the estimate.
     pub bytes_per_input_token: u32,
     /// Output tokens reserved when a request sets no limit and nothing is known of its key or
@@ -147,6 +156,7 @@ impl Default for ReservationConfig {
         ReservationConfig {
             enabled: true,
             replicas: 1,
+            demand_interval_ms: 250,
             bytes_per_input_token: 3,
             default_output_tokens: 4096,
             history_min_samples: 8,
@@ -165,6 +175,7 @@ impl Default for IngressConfig {
         IngressConfig {
             listen: "127.0.0.1:8787".into(),
             source_name: "ingress".into(),
+            replica_id: String::new(),
             upstreams: vec![
                 UpstreamConfig {
                     name: "anthropic".into(),
@@ -234,6 +245,9 @@ impl Validate for IngressConfig {
             ));
         }
         let r = &self.reservation;
+        if r.demand_interval_ms < 10 {
+            return Err(ConfigError::field("ingress.reservation.demand_interval_ms", "must be at least 10"));
+        }
         if r.replicas == 0 || r.bytes_per_input_token == 0 || r.history_factor == 0 {
             return Err(ConfigError::field(
                 "ingress.reservation",

@@ -47,11 +47,27 @@ impl std::fmt::Debug for Gateway {
 /// The reserver `config` asks for (`None` when reservations are off).
 pub fn reserver(
     config: &IngressConfig,
+    replica: &str,
 ) -> Result<Option<Arc<crate::reserve::Reserver>>, crate::reserve::ReserveError> {
     if !config.reservation.enabled {
         return Ok(None);
     }
-    Ok(Some(Arc::new(crate::reserve::Reserver::new(&config.reservation)?)))
+    Ok(Some(Arc::new(crate::reserve::Reserver::new(&config.reservation, replica)?)))
+}
+
+/// This replica's name: `ingress.replica_id`, else `ingress-<host name>:<port>` (a random
+/// name where the host has none).
+pub fn replica_id(config: &IngressConfig, port: u16) -> String {
+    if !config.replica_id.trim().is_empty() {
+        return config.replica_id.trim().to_string();
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| uuid::Uuid::now_v7().simple().to_string());
+    format!("ingress-{host}:{port}")
 }
 
 /// The HTTP client for upstreams (see [`crate::upstream`]).

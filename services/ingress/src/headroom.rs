@@ -120,6 +120,7 @@ impl HeadroomCache {
                         marks.sort_by_key(|m| m.partition);
                         marks.into()
                     }),
+                    shares: record.shares.as_ref().map(|shares| shares.clone().into()),
                 },
                 book,
             });
@@ -162,6 +163,26 @@ impl HeadroomCache {
             }
         }
         (tightest, covering)
+    }
+
+    /// Every budget held: (record key, scope key, budget id, position, this replica's book).
+    pub fn books(&self) -> Vec<(String, String, String, Position, Arc<Book>)> {
+        let Ok(inner) = self.inner.read() else { return Vec::new() };
+        inner
+            .index
+            .values()
+            .flat_map(|map| map.values().flatten())
+            .filter_map(|e| {
+                let (_, record) = inner.latest.get(&e.key)?;
+                Some((
+                    e.key.clone(),
+                    record.scope_key.clone(),
+                    record.budget_id.clone(),
+                    e.position.clone(),
+                    e.book.clone(),
+                ))
+            })
+            .collect()
     }
 
     /// What this replica holds against the budget of record key `key` (for `/v1/me`).
@@ -248,6 +269,7 @@ mod tests {
             resets_at: Some(t),
             spend_revision: 1,
             usage_watermarks: None,
+            shares: None,
             published_at: t,
             revision,
         }

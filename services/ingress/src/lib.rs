@@ -24,6 +24,7 @@ pub mod attribution;
 pub mod collector;
 pub mod config;
 pub mod decisions;
+pub mod demand;
 pub mod emitter;
 pub mod enforcement;
 pub mod errors;
@@ -176,7 +177,8 @@ pub async fn run_on(
                 return Err(error.into());
             }
         };
-    let reserver = match gateway::reserver(&config) {
+    let replica = gateway::replica_id(&config, addr.port());
+    let reserver = match gateway::reserver(&config, &replica) {
         Ok(reserver) => reserver,
         Err(error) => {
             tasks.token().cancel();
@@ -196,6 +198,10 @@ pub async fn run_on(
         limiter: Arc::default(),
         sink: Arc::new(sink),
     });
+    if let Some(reserver) = gateway.reserver.clone() {
+        let report = demand::report(kafka.clone(), gateway.headroom.clone(), reserver, tasks.token().clone());
+        tasks.spawn("demand-reporter", async move { Ok(report.await?) });
+    }
     {
         let (gateway, token) = (gateway.clone(), tasks.token().clone());
         tasks.spawn("readiness", async move {

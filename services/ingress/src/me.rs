@@ -5,7 +5,8 @@
 //! than the key: the answer says which scope). `?format=statusline` answers one line of text
 //! for an editor's status line, e.g. `$3.20 of $10.00 today`. With reservations on, each budget
 //! also says what this replica holds against it: open reservations (`reserved_usd`) and costs
-//! settled here that the headroom may not show yet (`settled_unreflected_usd`).
+//! settled here that the headroom does not show yet (`settled_unreflected_usd`), and its share of
+//! the remaining (`share_usd`: by demand, or the remaining over `ingress.reservation.replicas`).
 
 use std::sync::Arc;
 
@@ -138,6 +139,7 @@ pub async fn me(State(gw): State<Arc<Gateway>>, Query(query): Query<MeQuery>, re
                     let held = book.held(&position, reserver.rules(), chrono::Utc::now().timestamp_micros());
                     budget["reserved_usd"] = json!(held.open.0.normalize().to_string());
                     budget["settled_unreflected_usd"] = json!(held.settled.0.normalize().to_string());
+                    budget["share_usd"] = json!(reserver.share(&position).amount.0.normalize().to_string());
                 }
                 budget
             })
@@ -178,6 +180,7 @@ mod tests {
             resets_at: Some(t),
             spend_revision: 1,
             usage_watermarks: None,
+            shares: None,
             published_at: t,
             revision: 1,
         }

@@ -173,8 +173,8 @@ pub async fn run(case: &Case) -> Outcome {
                 {
                     let b = &me["budgets"][0];
                     let line = format!(
-                        "remaining {} reserved {} settled-unreflected {}",
-                        b["remaining_usd"], b["reserved_usd"], b["settled_unreflected_usd"]
+                        "remaining {} reserved {} settled-unreflected {} share {}",
+                        b["remaining_usd"], b["reserved_usd"], b["settled_unreflected_usd"], b["share_usd"]
                     );
                     samples.lock().unwrap().push((Instant::now(), line));
                 }
@@ -240,7 +240,10 @@ pub async fn run(case: &Case) -> Outcome {
     if std::env::var("FAREGATE_OVERSPEND_TRACE").is_ok()
         && let Some((at, _, _)) = &first_refusal
     {
-        for (t, line) in samples.iter().filter(|(t, _)| *t <= *at + Duration::from_millis(300)).rev().take(12)
+        let all = std::env::var("FAREGATE_OVERSPEND_TRACE").is_ok_and(|v| v == "all");
+        let window = if all { Duration::from_secs(3600) } else { Duration::from_millis(300) };
+        for (t, line) in
+            samples.iter().filter(|(t, _)| *t <= *at + window).rev().take(if all { usize::MAX } else { 12 })
         {
             let done: Decimal = calls
                 .iter()

@@ -10,7 +10,9 @@
 //!   (the project's producer settings, a consumer assigned to the partition), one at a time;
 //! - event-to-decision: a request whose spend alone crosses its user's budget; from the moment
 //!   its response is complete until the ingress holds the block (its decisions stream), for the
-//!   first replica and for the last one to hold it;
+//!   first replica and for the last one to hold it; idle, and again **loaded**: while
+//!   `LOOPS` loops of a user without a budget send as fast as they can through every replica
+//!   (the load a runaway puts on the processor, the ledger and the budget service);
 //! - runaway: 3 loops of one user (spread over the replicas) sending requests as fast as they can
 //!   until blocked; overspend = the ledger's exact spend - the limit, in USD and in % of the
 //!   limit, next to what the loops spent in one baseline Kafka hop and in one event-to-decision
@@ -21,7 +23,8 @@
 //!
 //!   FAREGATE_TEST_KAFKA_BROKERS=... FAREGATE_TEST_CLICKHOUSE_URL=... target/release/overspend
 //!   # FAREGATE_OVERSPEND_TRIALS (20 crossings per series), FAREGATE_OVERSPEND_LIMIT (USD, 2),
-//!   # FAREGATE_OVERSPEND_PARTS (`latency,caps`: which parts run); for caps,
+//!   # FAREGATE_OVERSPEND_PARTS (`latency,caps`: which parts run), _FETCH_WAITS_MS (500,10);
+//!   # for caps,
 //!   # FAREGATE_OVERSPEND_REPLICAS (1,3), _LATENCIES_MS (0,2000), _LIMITS (2,0.5); experiments:
 //!   # _SETTLE_MARGIN_MS, _SETTLE_HOLD_MAX_MS and _HISTORY_FACTOR (the ingress's reservation settings), _TRACE=1
 //!   # (what the first replica held before the first refusal, sampled from /v1/me)
@@ -122,6 +125,27 @@ async fn runaway(chain: &Arc<Chain>, key: &KeySpec) -> Runaway {
     Runaway { calls, seconds, spent }
 }
 
+/// One crossing per key, one at a time, spread over the replicas: the times from each response
+/// to the first replica and to every replica holding the block, sorted.
+async fn crossings(
+    chain: &Chain,
+    keys: &[KeySpec],
+    decisions: &mut tokio::sync::mpsc::UnboundedReceiver<(usize, faregate_core::event::Decision, Instant)>,
+) -> (Vec<std::time::Duration>, Vec<std::time::Duration>) {
+    let replicas = chain.ingresses.len();
+    let (mut first, mut last) = (Vec::new(), Vec::new());
+    for (i, key) in keys.iter().enumerate() {
+        let status = post(chain, &chain.ingresses[i % replicas].url, key, CROSSING_USAGE).await;
+        let done = Instant::now();
+        assert_eq!(status, 200);
+        let subject = format!("org=bench/user={}", key.user.as_deref().unwrap());
+        let (at_first, at_last) = blocked_everywhere(decisions, &subject, replicas).await;
+        first.push(at_first - done);
+        last.push(at_last - done);
+    }
+    (sorted(first), sorted(last))
+}
+
 struct Series<'a> {
     brokers: &'a str,
     clickhouse_url: &'a str,
@@ -135,6 +159,8 @@ struct Series<'a> {
 async fn series(Series { brokers, clickhouse_url, replicas, trials, limit, fetch_wait_ms }: Series<'_>) {
     let crossing: Vec<KeySpec> =
         (0..trials).map(|i| KeySpec::new("bench", "agents", &format!("t{i}"))).collect();
+    let loaded: Vec<KeySpec> =
+        (0..trials).map(|i| KeySpec::new("bench", "agents", &format!("l{i}"))).collect();
     let looper = KeySpec::new("bench", "agents", "runaway");
     let mut kafka = kafka_config_for(brokers);
     kafka.fetch_wait_max_ms = fetch_wait_ms;
@@ -149,26 +175,43 @@ async fn series(Series { brokers, clickhouse_url, replicas, trials, limit, fetch
     );
     setup.replicas = replicas;
     setup.processor_batch_wait_ms = ProcessorConfig::default().batch_max_wait_ms;
-    setup.budgets = crossing.iter().map(|k| budget(k.user.as_deref().unwrap(), CROSSING_LIMIT)).collect();
+    setup.budgets =
+        crossing.iter().chain(&loaded).map(|k| budget(k.user.as_deref().unwrap(), CROSSING_LIMIT)).collect();
     setup.budgets.push(budget("runaway", limit));
-    setup.keys = crossing.clone();
+    setup.keys = crossing.iter().chain(&loaded).cloned().collect();
     setup.keys.push(looper.clone());
+    setup.keys.push(KeySpec::new("bench", "agents", "load"));
     let chain = Arc::new(Chain::start(setup).await);
     let urls: Vec<String> = chain.ingresses.iter().map(|i| i.url.clone()).collect();
     let mut decisions = follow_decisions(&chain.http, &urls, COLLECTOR_TOKEN);
 
     let baseline = kafka_baseline(&chain.kafka, 200).await;
-    let (mut first, mut last) = (Vec::new(), Vec::new());
-    for (i, key) in crossing.iter().enumerate() {
-        let status = post(&chain, &chain.ingresses[i % replicas].url, key, CROSSING_USAGE).await;
-        let done = Instant::now();
-        assert_eq!(status, 200);
-        let subject = format!("org=bench/user=t{i}");
-        let (at_first, at_last) = blocked_everywhere(&mut decisions, &subject, replicas).await;
-        first.push(at_first - done);
-        last.push(at_last - done);
+    let (first, last) = crossings(&chain, &crossing, &mut decisions).await;
+
+    // The same crossings again, under load: loops of a user no budget covers (nothing stops
+    // them) through every replica, until the crossings are measured.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let loaded_calls = Arc::new(AtomicU64::new(0));
+    let load: Vec<_> = (0..LOOPS)
+        .map(|i| {
+            let (chain, stop, calls) = (chain.clone(), stop.clone(), loaded_calls.clone());
+            tokio::spawn(async move {
+                let url = chain.ingresses[i % chain.ingresses.len()].url.clone();
+                let key = KeySpec::new("bench", "agents", "load");
+                while !stop.load(Ordering::Relaxed) {
+                    assert_eq!(post(&chain, &url, &key, LOOP_USAGE).await, 200);
+                    calls.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    let load_started = Instant::now();
+    let (loaded_first, loaded_last) = crossings(&chain, &loaded, &mut decisions).await;
+    stop.store(true, Ordering::Relaxed);
+    for handle in load {
+        handle.await.unwrap();
     }
-    let (first, last) = (sorted(first), sorted(last));
+    let load_rate = loaded_calls.load(Ordering::SeqCst) as f64 / load_started.elapsed().as_secs_f64();
     let run = runaway(&chain, &looper).await;
 
     let limit: Decimal = limit.parse().unwrap();
@@ -188,7 +231,13 @@ async fn series(Series { brokers, clickhouse_url, replicas, trials, limit, fetch
         pct(&baseline, 50),
         pct(&baseline, 99)
     );
-    for (what, samples) in [("first replica", &first), ("every replica", &last)] {
+    println!("load while the loaded crossings ran: {load_rate:.0} requests/s ({LOOPS} loops, no budget)");
+    for (what, samples) in [
+        ("first replica", &first),
+        ("every replica", &last),
+        ("loaded, first replica", &loaded_first),
+        ("loaded, every replica", &loaded_last),
+    ] {
         println!(
             "event-to-decision ({what}): p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms ({:.0} x / {:.0} x the Kafka p50 / p99)",
             pct(samples, 50),
@@ -250,7 +299,11 @@ async fn main() {
     if !parts.contains("latency") {
         return;
     }
-    for fetch_wait_ms in [500, 10] {
+    let fetch_waits: Vec<u32> = env_or("FAREGATE_OVERSPEND_FETCH_WAITS_MS", "500,10".to_string())
+        .split(',')
+        .map(|s| s.trim().parse().expect("milliseconds"))
+        .collect();
+    for fetch_wait_ms in fetch_waits {
         for replicas in [1, 3] {
             let (brokers, clickhouse_url, limit) = (&brokers, &clickhouse, &limit);
             series(Series { brokers, clickhouse_url, replicas, trials, limit, fetch_wait_ms }).await;

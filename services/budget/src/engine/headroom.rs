@@ -41,6 +41,7 @@ pub(crate) struct Reported {
     resets_at: Option<DateTime<Utc>>,
     /// The org's usage watermark version ([`super::watermark`]).
     marks_version: u64,
+    shares: Option<Vec<faregate_core::event::ReplicaShare>>,
 }
 
 pub(crate) fn period_text(period: WindowPeriod) -> &'static str {
@@ -75,6 +76,7 @@ pub(crate) fn headroom_of(state: &BudgetState, now: DateTime<Utc>, spend_revisio
         resets_at: s.resets_at,
         spend_revision,
         usage_watermarks: None,
+        shares: None,
         published_at: now,
         revision: 0,
     }
@@ -93,6 +95,12 @@ impl Engine {
                 self.headroom_dirty.insert(id.clone());
             }
         }
+        // Shares move as demand records expire.
+        for id in self.demands.budgets() {
+            if self.budgets.contains_key(id) && !self.headroom_dirty.contains(id) {
+                self.headroom_dirty.insert(id.clone());
+            }
+        }
         let mut out =
             HeadroomOutput { records: Vec::new(), removed: std::mem::take(&mut self.headroom_removed) };
         let mut dirty: Vec<String> = self.headroom_dirty.drain().collect();
@@ -103,8 +111,10 @@ impl Engine {
                 continue;
             }
             let mut record = headroom_of(state, now, self.spend_revision);
+            self.demands.prune(&id, record.window_start, now);
             let (marks, marks_version) = self.usage_marks.of(&state.budget.scope.org);
             record.usage_watermarks = Some(marks);
+            record.shares = self.demands.shares(&id, record.remaining_usd, record.window_start, now);
             self.headroom_spans.insert(id.clone(), state.window.span_at(now));
             let reported = Reported {
                 key: record.key(),
@@ -114,6 +124,7 @@ impl Engine {
                 window_start: record.window_start,
                 resets_at: record.resets_at,
                 marks_version,
+                shares: record.shares.clone(),
             };
             if self.headroom_reported.get(&id) == Some(&reported) {
                 continue;
@@ -308,5 +319,39 @@ mod tests {
         let month = out.records.iter().find(|r| r.budget_id == "acme-month").unwrap();
         assert_eq!((month.spent_usd, &month.usage_watermarks), (usd("3"), &mark));
         assert!(engine.take_headroom(at(23, 9, 3)).is_empty(), "then nothing until something moves");
+    }
+
+    #[test]
+    fn a_record_carries_the_replicas_shares_and_a_demand_change_reports_again() {
+        use faregate_core::event::{Demand, ReplicaShare};
+        let mut engine = warm_engine();
+        engine.take_headroom(at(23, 9, 0));
+        let demand = |replica: &str, asked: &str, published_at| Demand {
+            replica: replica.into(),
+            scope_key: "org=acme/team=infra".into(),
+            budget_id: "infra-day".into(),
+            open_usd: usd("0"),
+            settled_usd: usd("0"),
+            demand_usd: usd(asked),
+            unit_usd: usd("0.01"),
+            interval_ms: 250,
+            published_at,
+        };
+        let put = |engine: &mut Engine, d: Demand| engine.apply_demand(&d.key(), Some(d));
+        put(&mut engine, demand("gw-1", "3", at(23, 9, 0)));
+        put(&mut engine, demand("gw-2", "1", at(23, 9, 0)));
+        let out = engine.take_headroom(at(23, 9, 0));
+        assert_eq!(out.records.len(), 1, "only the budget with demand: {out:?}");
+        let share = |replica: &str, dollars: &str| ReplicaShare {
+            replica: replica.into(),
+            share_usd: usd(dollars),
+            report_at: at(23, 9, 0),
+        };
+        assert_eq!(out.records[0].shares, Some(vec![share("gw-1", "7.5"), share("gw-2", "2.5")]));
+        assert!(engine.take_headroom(at(23, 9, 0)).is_empty(), "the same shares: nothing new");
+        // Both expire three intervals on: the record says so (static shares again).
+        let later = at(23, 9, 0) + chrono::TimeDelta::seconds(1);
+        let out = engine.take_headroom(later);
+        assert_eq!(out.records[0].shares, None);
     }
 }

@@ -10,7 +10,8 @@
 //!   limit). A decision is emitted only when the scope's state, deciding budget, window or reset
 //!   time changes, never for spend moving within a state.
 //! - [`Engine::take_headroom`] reports each budget's limit, spent and remaining when they
-//!   changed (see [`headroom`]).
+//!   changed (see [`headroom`]), with the org's usage watermarks ([`watermark`]) and the
+//!   gateway replicas' shares of it ([`shares`], from [`Engine::apply_demand`]).
 //! - [`Engine::tick`] moves windows: a calendar reset emits `allow` on time with no traffic.
 //! - Threshold alerts fire once per window and budget (only the highest threshold crossed at
 //!   once); rolling windows re-arm a threshold once spend falls below it. Restored decisions and
@@ -26,6 +27,7 @@
 pub mod anomaly;
 mod evaluate;
 pub mod headroom;
+mod shares;
 pub mod store;
 mod watermark;
 
@@ -127,6 +129,8 @@ pub struct Engine {
     headroom_removed: Vec<String>,
     /// How far the spend holds each org's usage events ([`watermark`]).
     usage_marks: watermark::UsageMarks,
+    /// The gateway replicas' demand on each budget ([`shares`]).
+    demands: shares::Demands,
     last_prune: i32,
     last_forecast: i64,
 }
@@ -167,6 +171,8 @@ impl Engine {
         }
         fresh.ownership = self.ownership.clone();
         fresh.last_revision = self.last_revision;
+        // Read from the whole demand topic whatever the assignment.
+        fresh.demands = self.demands.clone();
         fresh.dirty.clear();
         fresh
     }
@@ -275,6 +281,16 @@ impl Engine {
     pub(crate) fn next_revision(&mut self, now: DateTime<Utc>) -> i64 {
         self.last_revision = now.timestamp_micros().max(self.last_revision + 1);
         self.last_revision
+    }
+
+    /// Take one demand-topic record (`None`: a tombstone of `key`); the budget's headroom is
+    /// reported again if its shares changed.
+    pub fn apply_demand(&mut self, key: &str, record: Option<faregate_core::event::Demand>) {
+        if let Some(id) = self.demands.apply(key, record)
+            && self.budgets.contains_key(&id)
+        {
+            self.headroom_dirty.insert(id);
+        }
     }
 
     /// Take one spend aggregate.

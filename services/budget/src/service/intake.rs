@@ -15,7 +15,7 @@ use rdkafka::message::Message;
 use tokio_util::sync::CancellationToken;
 
 use faregate_core::avro::AvroCodec;
-use faregate_core::event::{BucketWidth, ConfigEntity, ConfigRecord, SpendAggregate};
+use faregate_core::event::{BucketWidth, ConfigEntity, ConfigRecord, Demand, SpendAggregate};
 use faregate_core::kafka::DeadLetters;
 use faregate_core::kafka::dlq::Stage;
 
@@ -58,6 +58,7 @@ pub fn check_aggregate(a: &SpendAggregate) -> Result<(), String> {
 pub(crate) struct Intake {
     pub(crate) config_codec: AvroCodec<ConfigRecord>,
     pub(crate) spend_codec: AvroCodec<SpendAggregate>,
+    pub(crate) demand_codec: AvroCodec<Demand>,
     pub(crate) dlq: DeadLetters,
     /// (topic, partition, offset) of what this process already dead-lettered.
     dead: HashSet<(String, i32, i64)>,
@@ -67,9 +68,56 @@ impl Intake {
     pub(crate) fn new(
         config_codec: AvroCodec<ConfigRecord>,
         spend_codec: AvroCodec<SpendAggregate>,
+        demand_codec: AvroCodec<Demand>,
         dlq: DeadLetters,
     ) -> Intake {
-        Intake { config_codec, spend_codec, dlq, dead: HashSet::new() }
+        Intake { config_codec, spend_codec, demand_codec, dlq, dead: HashSet::new() }
+    }
+
+    /// Apply one demand-topic message to the engine (or dead-letter it).
+    pub(crate) async fn demand<M: Message>(
+        &mut self,
+        engine: &Mutex<Engine>,
+        message: &M,
+        shutdown: &CancellationToken,
+    ) -> Result<(), BudgetError> {
+        let key = message.key().map(String::from_utf8_lossy).unwrap_or_default().to_string();
+        let Some(payload) = message.payload() else {
+            engine.lock().unwrap().apply_demand(&key, None);
+            return Ok(());
+        };
+        let demand = match self.demand_codec.decode(payload).await {
+            Ok(demand) => demand,
+            Err(error) => {
+                return self
+                    .dead_letter("demand", message, Stage::Decode, &error.to_string(), shutdown)
+                    .await;
+            }
+        };
+        let mut problems = Vec::new();
+        if key != demand.key() {
+            problems.push(format!("key {key:?} does not match the record's {:?}", demand.key()));
+        }
+        for (field, amount) in [
+            ("open_usd", demand.open_usd),
+            ("settled_usd", demand.settled_usd),
+            ("demand_usd", demand.demand_usd),
+            ("unit_usd", demand.unit_usd),
+        ] {
+            if amount.0.is_sign_negative() && !amount.0.is_zero() {
+                problems.push(format!("field `{field}`: {} is negative", amount.0));
+            }
+        }
+        if demand.interval_ms <= 0 {
+            problems.push(format!("field `interval_ms`: {} is not positive", demand.interval_ms));
+        }
+        if !problems.is_empty() {
+            return self
+                .dead_letter("demand", message, Stage::Validate, &problems.join("; "), shutdown)
+                .await;
+        }
+        engine.lock().unwrap().apply_demand(&key, Some(demand));
+        Ok(())
     }
 
     /// Apply one config-topic message to the engine (or dead-letter it).

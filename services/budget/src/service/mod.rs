@@ -49,7 +49,7 @@ use rdkafka::message::{Message, OwnedMessage};
 use tokio_util::sync::CancellationToken;
 
 use faregate_core::avro::{AvroCodec, SchemaFamily};
-use faregate_core::event::{ConfigRecord, Heartbeat, SpendAggregate};
+use faregate_core::event::{ConfigRecord, Demand, Heartbeat, SpendAggregate};
 use faregate_core::kafka::{
     AckProducer, DeadLetters, IdlePacer, KafkaConfig, OwnershipWatch, ProduceError, RecordProducer, Verdict,
     ensure_topics,
@@ -277,7 +277,7 @@ pub async fn serve(
         .topic_specs()
         .into_iter()
         .filter(|s| {
-            [&t.spend, &t.decisions, &t.config, &t.alerts, &t.dlq, &t.heartbeats, &t.headroom]
+            [&t.spend, &t.decisions, &t.config, &t.alerts, &t.dlq, &t.heartbeats, &t.headroom, &t.demand]
                 .contains(&&s.name)
         })
         .collect();
@@ -289,6 +289,7 @@ pub async fn serve(
     let intake = Intake::new(
         AvroCodec::<ConfigRecord>::new(SchemaFamily::ConfigRecord, &t.config, registry.clone()).await?,
         AvroCodec::<SpendAggregate>::new(SchemaFamily::SpendAggregate, &t.spend, registry.clone()).await?,
+        AvroCodec::<Demand>::new(SchemaFamily::Demand, &t.demand, registry.clone()).await?,
         DeadLetters::sharing(&producer, &kafka),
     );
     let publisher = Publisher {
@@ -333,6 +334,8 @@ pub async fn serve(
     while let Some(m) = next_until_caught_up(&mut budgets, &shutdown).await? {
         service.intake.config(&service.engine, &m, &shutdown).await?;
     }
+    // The gateways' demand, from the whole topic (shares need every replica's), as it comes.
+    let mut demands = service.open(&t.demand, true).await?;
     let mut group = SpendGroup::join(&service.kafka, &service.config.group_id, &instance_id, &t.spend)
         .map_err(|e| BudgetError::Kafka(format!("{}: {e}", t.spend)))?;
     let mut watch = OwnershipWatch::new(&service.kafka, &service.config.group_id, &t.spend, partitions_ok)
@@ -410,6 +413,13 @@ pub async fn serve(
                 }
                 Err(error) => {
                     tracing::warn!(%error, "config consumer error");
+                    Ok(())
+                }
+            },
+            message = demands.next() => match message {
+                Ok(m) => service.intake.demand(&service.engine, &m, &shutdown).await,
+                Err(error) => {
+                    tracing::warn!(%error, "demand consumer error");
                     Ok(())
                 }
             },

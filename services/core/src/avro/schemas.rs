@@ -26,10 +26,11 @@ pub enum SchemaFamily {
     Alert,
     Heartbeat,
     Headroom,
+    Demand,
 }
 
 impl SchemaFamily {
-    pub const ALL: [SchemaFamily; 7] = [
+    pub const ALL: [SchemaFamily; 8] = [
         SchemaFamily::UsageEvent,
         SchemaFamily::SpendAggregate,
         SchemaFamily::Decision,
@@ -37,6 +38,7 @@ impl SchemaFamily {
         SchemaFamily::Alert,
         SchemaFamily::Heartbeat,
         SchemaFamily::Headroom,
+        SchemaFamily::Demand,
     ];
 
     /// The fixed family number of the id rule.
@@ -49,6 +51,7 @@ impl SchemaFamily {
             SchemaFamily::Alert => 5,
             SchemaFamily::Heartbeat => 6,
             SchemaFamily::Headroom => 7,
+            SchemaFamily::Demand => 8,
         }
     }
 
@@ -62,6 +65,7 @@ impl SchemaFamily {
             SchemaFamily::Alert => "alert",
             SchemaFamily::Heartbeat => "heartbeat",
             SchemaFamily::Headroom => "headroom",
+            SchemaFamily::Demand => "demand",
         }
     }
 

@@ -476,6 +476,14 @@ pub fn headroom() -> impl Strategy<Value = Headroom> {
                 .prop_map(|(partition, next_offset)| UsageWatermark { partition, next_offset }),
             0..3,
         )),
+        option::of(vec(
+            (text(), usd(), timestamp()).prop_map(|(replica, share_usd, report_at)| ReplicaShare {
+                replica,
+                share_usd,
+                report_at,
+            }),
+            0..3,
+        )),
     )
         .prop_map(
             |(
@@ -483,6 +491,7 @@ pub fn headroom() -> impl Strategy<Value = Headroom> {
                 (limit_usd, spent_usd, remaining_usd, window_start, window_end, resets_at),
                 (spend_revision, published_at, revision),
                 usage_watermarks,
+                shares,
             )| Headroom {
                 scope_key,
                 budget_id,
@@ -499,8 +508,35 @@ pub fn headroom() -> impl Strategy<Value = Headroom> {
                 resets_at,
                 spend_revision,
                 usage_watermarks,
+                shares,
                 published_at,
                 revision,
             },
         )
+}
+
+pub fn demand() -> impl Strategy<Value = Demand> {
+    (text(), text(), text(), usd(), usd(), usd(), usd(), any::<i64>(), timestamp()).prop_map(
+        |(
+            replica,
+            scope_key,
+            budget_id,
+            open_usd,
+            settled_usd,
+            demand_usd,
+            unit_usd,
+            interval_ms,
+            published_at,
+        )| Demand {
+            replica,
+            scope_key,
+            budget_id,
+            open_usd,
+            settled_usd,
+            demand_usd,
+            unit_usd,
+            interval_ms,
+            published_at,
+        },
+    )
 }

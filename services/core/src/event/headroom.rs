@@ -46,6 +46,10 @@ pub struct Headroom {
     /// service that does not track it (`headroom.v1`).
     #[serde(default)]
     pub usage_watermarks: Option<Vec<UsageWatermark>>,
+    /// The remaining shared among the gateway replicas that reported demand; `None` when none
+    /// did (each then takes `remaining / ingress.reservation.replicas`).
+    #[serde(default)]
+    pub shares: Option<Vec<ReplicaShare>>,
     #[serde(with = "crate::time::micros")]
     pub published_at: DateTime<Utc>,
     /// Orders the records of one key.
@@ -57,6 +61,18 @@ pub struct Headroom {
 pub struct UsageWatermark {
     pub partition: i32,
     pub next_offset: i64,
+}
+
+/// What one gateway replica may hold against a budget (see [`Headroom::shares`]): its open
+/// reservations and the costs it settled after `report_at` together stay within `share_usd`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ReplicaShare {
+    pub replica: String,
+    #[serde(with = "crate::money::avro_decimal")]
+    pub share_usd: Usd,
+    /// The `published_at` of the demand report the share was computed from.
+    #[serde(with = "crate::time::micros")]
+    pub report_at: DateTime<Utc>,
 }
 
 impl Headroom {

@@ -7,6 +7,7 @@ pub mod alert;
 pub mod arbitrary;
 pub mod config_record;
 pub mod decision;
+pub mod demand;
 pub mod headroom;
 pub mod heartbeat;
 pub mod scope;
@@ -19,7 +20,8 @@ pub use config_record::{
     DirectoryKind, KeyStatus, VirtualKey, WindowPeriod,
 };
 pub use decision::{Decision, DecisionJson, DecisionState};
-pub use headroom::{Headroom, UsageWatermark};
+pub use demand::Demand;
+pub use headroom::{Headroom, ReplicaShare, UsageWatermark};
 pub use heartbeat::{Coverage, Heartbeat, PartitionPosition};
 pub use scope::{Attribution, ScopeKeyError};
 pub use spend::{BucketWidth, SpendAggregate, UsageGroup};

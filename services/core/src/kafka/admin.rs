@@ -57,6 +57,7 @@ impl KafkaConfig {
             spec(&t.alerts, true),
             spec(&t.heartbeats, true),
             spec(&t.headroom, true),
+            spec(&t.demand, true),
         ]
     }
 }

@@ -94,6 +94,10 @@ pub struct TopicsConfig {
     /// Each budget's headroom (limit, spent, remaining as of a spend revision), keyed by
     /// `<scope key>#budget=<id>`; compacted. Gateways read it for the budget headers and `/v1/me`.
     pub headroom: String,
+    /// Each gateway replica's demand on each budget (what it holds and was asked for), keyed by
+    /// `<replica>#<scope key>#budget=<id>`; compacted. The budget service shares headroom
+    /// among the replicas from it.
+    pub demand: String,
     /// Partitions of topics Faregate creates.
     pub partitions: i32,
     /// Replication factor of topics Faregate creates (1 on a single broker, 3 in production).
@@ -105,7 +109,7 @@ pub struct TopicsConfig {
 impl TopicsConfig {
     /// Every topic name with its field name, for code that renames or checks them all (a new
     /// topic is added here once, not in every harness).
-    pub fn names_mut(&mut self) -> [(&'static str, &mut String); 8] {
+    pub fn names_mut(&mut self) -> [(&'static str, &mut String); 9] {
         [
             ("usage", &mut self.usage),
             ("spend", &mut self.spend),
@@ -115,6 +119,7 @@ impl TopicsConfig {
             ("alerts", &mut self.alerts),
             ("heartbeats", &mut self.heartbeats),
             ("headroom", &mut self.headroom),
+            ("demand", &mut self.demand),
         ]
     }
 }
@@ -130,6 +135,7 @@ impl Default for TopicsConfig {
             alerts: "faregate.alerts.v1".into(),
             heartbeats: "faregate.heartbeats.v1".into(),
             headroom: "faregate.headroom.v1".into(),
+            demand: "faregate.demand.v1".into(),
             partitions: 3,
             replication: 1,
             retention_hours: 7 * 24,

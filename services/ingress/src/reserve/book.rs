@@ -81,6 +81,8 @@ pub struct Position {
     /// How far the record's spent holds the org's usage events, sorted by partition; `None`
     /// from a budget service that does not say.
     pub watermarks: Option<Arc<[UsageWatermark]>>,
+    /// The remaining shared among the replicas by demand; `None`: static shares.
+    pub shares: Option<Arc<[faregate_core::event::ReplicaShare]>>,
 }
 
 #[derive(Debug, Default)]
@@ -102,6 +104,49 @@ pub(crate) struct BookState {
     overdraft: bool,
     /// The record revision and time of the last look through `settled` under watermarks.
     scanned: Option<(i64, i64)>,
+    /// Reservations asked for here lately (µs, amount, likely cost), oldest first.
+    asked: VecDeque<(i64, Usd, Usd)>,
+    /// Requests waiting for room here: how many, their reservations, the largest likely cost.
+    waiting: (usize, Usd, Usd),
+}
+
+/// How far back a book's demand looks (µs).
+const DEMAND_WINDOW_US: i64 = 2_000_000;
+/// Asks a book remembers at most (a busy budget's window is summed from these).
+const MAX_ASKED: usize = 8_192;
+
+/// This replica's share of a budget: what its open reservations and settled costs (all of
+/// them, or those settled after `settled_after_us`) may come to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Share {
+    pub amount: Usd,
+    /// A share by demand: the time (µs) of the report it was computed from.
+    pub settled_after_us: Option<i64>,
+}
+
+impl From<Usd> for Share {
+    fn from(amount: Usd) -> Share {
+        Share { amount, settled_after_us: None }
+    }
+}
+
+/// What a replica reports of one budget (`faregate_core::event::Demand`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Report {
+    /// Open reservations.
+    pub open: Usd,
+    /// Settled costs not yet shown.
+    pub settled: Usd,
+    /// Reservations asked for in the last window and those waiting now.
+    pub demand: Usd,
+    /// The largest likely cost among them.
+    pub unit: Usd,
+}
+
+impl Report {
+    pub fn is_zero(&self) -> bool {
+        self.open.0.is_zero() && self.settled.0.is_zero() && self.demand.0.is_zero()
+    }
 }
 
 #[derive(Debug)]
@@ -144,6 +189,24 @@ impl Book {
         let mut state = self.lock();
         state.release(position, rules, now_us);
         state.held()
+    }
+
+    /// What to report of this budget at `now_us`: holds (after releasing what `position`
+    /// shows) and demand.
+    pub fn report(&self, position: &Position, rules: ReleaseRules, now_us: i64) -> Report {
+        let mut state = self.lock();
+        state.release(position, rules, now_us);
+        state.prune_asked(now_us);
+        let (waiting, waiting_sum, waiting_unit) = state.waiting;
+        let asked: rust_decimal::Decimal = state.asked.iter().map(|(_, amount, _)| amount.0).sum();
+        let unit = state.asked.iter().map(|(_, _, likely)| likely.0).max().unwrap_or_default();
+        let held = state.held();
+        Report {
+            open: held.open,
+            settled: held.settled,
+            demand: Usd(asked + waiting_sum.0),
+            unit: Usd(if waiting > 0 { unit.max(waiting_unit.0) } else { unit }),
+        }
     }
 }
 
@@ -200,9 +263,51 @@ impl BookState {
         }
     }
 
+    /// A request asked for `amount` (likely `likely`) here at `now_us`: demand.
+    pub(crate) fn ask(&mut self, now_us: i64, amount: Usd, likely: Usd) {
+        self.prune_asked(now_us);
+        if self.asked.len() >= MAX_ASKED {
+            self.asked.pop_front();
+        }
+        self.asked.push_back((now_us, amount, likely));
+    }
+
+    fn prune_asked(&mut self, now_us: i64) {
+        while self.asked.front().is_some_and(|(at, _, _)| *at < now_us.saturating_sub(DEMAND_WINDOW_US)) {
+            self.asked.pop_front();
+        }
+    }
+
+    /// A request of `amount` (likely `likely`) starts (`true`) or stops waiting for room here.
+    pub(crate) fn waiting(&mut self, amount: Usd, likely: Usd, starts: bool) {
+        let (count, sum, unit) = &mut self.waiting;
+        if starts {
+            *count += 1;
+            *sum = Usd(sum.0 + amount.0);
+            *unit = Usd(unit.0.max(likely.0));
+        } else {
+            *count = count.saturating_sub(1);
+            *sum = if *count == 0 { Usd::ZERO } else { Usd(sum.0 - amount.0) };
+            if *count == 0 {
+                *unit = Usd::ZERO;
+            }
+        }
+    }
+
+    /// What counts against `share`: the open reservations, and the settled costs (those
+    /// settled after the report a share by demand was computed from: the earlier ones were set
+    /// aside for this replica apart from its share).
+    pub(crate) fn counted(&self, share: Share) -> Usd {
+        let settled = match share.settled_after_us {
+            None => self.settled_sum.0,
+            Some(since) => self.settled.iter().rev().take_while(|s| s.at > since).map(|s| s.cost.0).sum(),
+        };
+        Usd(self.open.0 + settled)
+    }
+
     /// Whether `amount` more fits in `share`.
-    pub(crate) fn fits(&self, amount: Usd, share: Usd) -> bool {
-        self.open.0 + self.settled_sum.0 + amount.0 <= share.0
+    pub(crate) fn fits(&self, amount: Usd, share: Share) -> bool {
+        self.counted(share).0 + amount.0 <= share.amount.0
     }
 
     pub(crate) fn open(&mut self, amount: Usd) {
@@ -211,7 +316,7 @@ impl BookState {
 
     /// Whether a request whose reservation does not fit may go on its `likely` cost: no other
     /// overdraft is in flight and the likely cost fits.
-    pub(crate) fn overdraft_fits(&self, likely: Usd, share: Usd) -> bool {
+    pub(crate) fn overdraft_fits(&self, likely: Usd, share: Share) -> bool {
         !self.overdraft && self.fits(likely, share)
     }
 
@@ -292,8 +397,8 @@ mod tests {
         let book = Book::new("b".into());
         let mut state = book.lock();
         state.open(usd("0.5"));
-        assert!(state.fits(usd("0.5"), usd("1")));
-        assert!(!state.fits(usd("0.500000000000000001"), usd("1")));
+        assert!(state.fits(usd("0.5"), usd("1").into()));
+        assert!(!state.fits(usd("0.500000000000000001"), usd("1").into()));
         state.settle(usd("0.5"), usd("0.2"), 10_000, &Landing::default());
         state.open(usd("0.3"));
         state.settle(usd("0.3"), usd("0.3"), 20_000, &Landing::default());
@@ -331,17 +436,33 @@ mod tests {
     }
 
     #[test]
+    fn a_share_by_demand_counts_only_what_settled_after_its_report() {
+        let book = Book::new("b".into());
+        let mut state = book.lock();
+        state.settle(usd("0"), usd("0.3"), 1_000, &Landing::default());
+        state.open(usd("0.2"));
+        state.settle(usd("0"), usd("0.1"), 3_000, &Landing::default());
+        // Reported at 2,000: the $0.3 before it was set aside apart from the share.
+        let share = Share { amount: usd("0.5"), settled_after_us: Some(2_000) };
+        assert_eq!(state.counted(share), usd("0.3"));
+        assert!(state.fits(usd("0.2"), share));
+        assert!(!state.fits(usd("0.200000000000000001"), share));
+        // A static share counts everything.
+        assert_eq!(state.counted(usd("0.5").into()), usd("0.6"));
+    }
+
+    #[test]
     fn one_overdraft_at_a_time_and_only_on_a_likely_cost_that_fits() {
         let book = Book::new("b".into());
         let mut state = book.lock();
         state.open(usd("0.9"));
-        assert!(!state.fits(usd("0.2"), usd("1")));
-        assert!(state.overdraft_fits(usd("0.1"), usd("1")));
-        assert!(!state.overdraft_fits(usd("0.100000000000000001"), usd("1")));
+        assert!(!state.fits(usd("0.2"), usd("1").into()));
+        assert!(state.overdraft_fits(usd("0.1"), usd("1").into()));
+        assert!(!state.overdraft_fits(usd("0.100000000000000001"), usd("1").into()));
         state.open(usd("0.2"));
         state.set_overdraft(true);
-        assert!(!state.overdraft_fits(usd("0"), usd("10")), "one at a time");
+        assert!(!state.overdraft_fits(usd("0"), usd("10").into()), "one at a time");
         state.set_overdraft(false);
-        assert!(!state.overdraft_fits(usd("0.1"), usd("1")), "the full reservation is held");
+        assert!(!state.overdraft_fits(usd("0.1"), usd("1").into()), "the full reservation is held");
     }
 }

@@ -26,7 +26,7 @@ use faregate_pricing::PriceCatalog;
 use rust_decimal::{Decimal, RoundingStrategy};
 
 use crate::config::ReservationConfig;
-pub use book::{Book, Held, Landing, Position, ReleaseRules};
+pub use book::{Book, Held, Landing, Position, ReleaseRules, Report, Share};
 pub use estimate::{Estimate, OutputFrom, OutputHistory};
 
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +63,10 @@ pub struct Reserver {
     rules: ReleaseRules,
     catalog: Arc<PriceCatalog>,
     pub history: OutputHistory,
+    /// This replica's name in the headroom's shares and on the demand topic.
+    replica: String,
+    /// Wakes the demand publisher at once: a request waits for a share this replica lacks.
+    pub(crate) urgent: tokio::sync::Notify,
 }
 
 fn now_us() -> i64 {
@@ -70,8 +74,9 @@ fn now_us() -> i64 {
 }
 
 impl Reserver {
-    /// A reserver pricing from `config.prices_dir` (the compiled-in catalog when empty).
-    pub fn new(config: &ReservationConfig) -> Result<Reserver, ReserveError> {
+    /// A reserver of replica `replica` pricing from `config.prices_dir` (the compiled-in
+    /// catalog when empty).
+    pub fn new(config: &ReservationConfig, replica: &str) -> Result<Reserver, ReserveError> {
         let catalog = if config.prices_dir.is_empty() {
             PriceCatalog::embedded()
         } else {
@@ -86,7 +91,18 @@ impl Reserver {
             config: config.clone(),
             catalog: Arc::new(catalog),
             history: OutputHistory::default(),
+            replica: replica.to_string(),
+            urgent: tokio::sync::Notify::new(),
         })
+    }
+
+    /// This replica's name in the headroom's shares and on the demand topic.
+    pub fn replica(&self) -> &str {
+        &self.replica
+    }
+
+    pub fn config(&self) -> &ReservationConfig {
+        &self.config
     }
 
     /// Learn from a finished request: a completed, billed response's output teaches the
@@ -114,13 +130,21 @@ impl Reserver {
         }
     }
 
-    /// This replica's share of `remaining` (rounded down to 10^-18 dollars).
-    fn share(&self, remaining: Usd) -> Usd {
-        if self.config.replicas <= 1 {
-            return remaining;
+    /// This replica's share of the budget at `position`: what the record's demand shares give
+    /// it (nothing when it is not named), else `remaining / replicas` rounded down to 10^-18
+    /// dollars.
+    pub fn share(&self, position: &Position) -> Share {
+        if let Some(shares) = &position.shares {
+            return shares.iter().find(|s| s.replica == self.replica).map_or(Usd::ZERO.into(), |s| Share {
+                amount: s.share_usd,
+                settled_after_us: Some(s.report_at.timestamp_micros()),
+            });
         }
-        let share = remaining.0 / Decimal::from(self.config.replicas);
-        Usd(share.round_dp_with_strategy(18, RoundingStrategy::ToNegativeInfinity))
+        if self.config.replicas <= 1 {
+            return position.remaining.into();
+        }
+        let share = position.remaining.0 / Decimal::from(self.config.replicas);
+        Usd(share.round_dp_with_strategy(18, RoundingStrategy::ToNegativeInfinity)).into()
     }
 
     /// [`admit`](Self::admit), and while the refusal may turn into room
@@ -137,7 +161,9 @@ impl Reserver {
         let started = tokio::time::Instant::now();
         let deadline = started + std::time::Duration::from_millis(self.config.max_wait_ms);
         let mut first = Some(covering);
-        let mut waited = false;
+        let (mut waited, mut looked) = (false, false);
+        // Counted as demand while it waits, however the wait ends (the client may leave).
+        let mut _waiting: Option<Waiting> = None;
         loop {
             let now_covering = first.take().unwrap_or_else(&refresh);
             let books: Vec<Arc<Book>> = now_covering.iter().map(|c| c.book.clone()).collect();
@@ -146,10 +172,16 @@ impl Reserver {
             changes.iter_mut().for_each(|c| {
                 c.as_mut().enable();
             });
-            match self.admit(now_covering, estimate) {
+            match self.look(now_covering, estimate, !std::mem::replace(&mut looked, true)) {
                 Ok(reservation) => return Ok((reservation, waited.then(|| started.elapsed()))),
                 Err(refusal) if refusal.may_fit_later && tokio::time::Instant::now() < deadline => {
-                    waited = true;
+                    if !waited {
+                        waited = true;
+                        _waiting = Some(Waiting::start(&books, estimate));
+                        // The budget service hears of this replica's demand now, not at the
+                        // next report: a share may be what it waits for.
+                        self.urgent.notify_one();
+                    }
                     let any = futures::future::select_all(changes);
                     if tokio::time::timeout_at(deadline, any).await.is_err() {
                         return Err(refusal);
@@ -165,8 +197,18 @@ impl Reserver {
     /// refuse naming the first budget it does not fit.
     pub fn admit(
         self: &Arc<Self>,
+        covering: Vec<Covering>,
+        estimate: &Estimate,
+    ) -> Result<Reservation, Refusal> {
+        self.look(covering, estimate, false)
+    }
+
+    /// [`admit`](Self::admit); with `ask`, the request's first look, counted as demand.
+    fn look(
+        self: &Arc<Self>,
         mut covering: Vec<Covering>,
         estimate: &Estimate,
+        ask: bool,
     ) -> Result<Reservation, Refusal> {
         let amount = estimate.amount;
         // One lock order for every request: by the book's address.
@@ -180,7 +222,10 @@ impl Reserver {
             if state.release(&c.position, self.rules, now) {
                 released.push(c.book.clone());
             }
-            let share = self.share(c.position.remaining);
+            if ask {
+                state.ask(now, amount, estimate.likely);
+            }
+            let share = self.share(&c.position);
             if state.fits(amount, share) {
                 continue;
             }
@@ -188,13 +233,20 @@ impl Reserver {
                 *overdraft = true;
                 continue;
             }
-            let held = state.held().total();
+            let held = state.counted(share);
+            // Room may come from this replica's own holds settling, or (shares by demand) from
+            // the budget service giving it more of a remaining that has room for it.
+            let own = held.0 > Decimal::ZERO && estimate.likely.0 <= share.amount.0;
+            // (A record with usage watermarks comes from a budget service that shares by
+            // demand: a replica without a share gets one once its demand is heard.)
+            let by_demand = c.position.shares.is_some() || c.position.watermarks.is_some();
+            let shared = by_demand && estimate.likely.0 <= c.position.remaining.0;
             refusal = Some(Refusal {
                 budget: c.book.name.clone(),
-                share,
+                share: share.amount,
                 held,
                 reservation: amount,
-                may_fit_later: held.0 > Decimal::ZERO && estimate.likely.0 <= share.0,
+                may_fit_later: own || shared,
             });
             break;
         }
@@ -221,6 +273,30 @@ impl Reserver {
             amount,
             settled: false,
         })
+    }
+}
+
+/// A request waiting for room: counted in its budgets' demand until dropped.
+struct Waiting {
+    books: Vec<Arc<Book>>,
+    amount: Usd,
+    likely: Usd,
+}
+
+impl Waiting {
+    fn start(books: &[Arc<Book>], estimate: &Estimate) -> Waiting {
+        for book in books {
+            book.lock().waiting(estimate.amount, estimate.likely, true);
+        }
+        Waiting { books: books.to_vec(), amount: estimate.amount, likely: estimate.likely }
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        for book in &self.books {
+            book.lock().waiting(self.amount, self.likely, false);
+        }
     }
 }
 

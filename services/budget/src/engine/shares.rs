@@ -1,0 +1,360 @@
+//! Demand shares: each budget's remaining headroom shared among the gateway replicas that
+//! reported demand on it (`faregate_core::event::Demand`), published on its headroom records
+//! (`Headroom::shares`) so that every replica reads its share from the same record as the
+//! remaining it applies to.
+//!
+//! Contract ([`Demands::shares`]):
+//! - no live record (younger than three of its intervals) for a budget: no shares (`None`);
+//!   each replica then takes `remaining / ingress.reservation.replicas`;
+//! - what every replica reported holding, open reservations and unshown settled costs (live
+//!   ones, and expired ones of the current window for [`ORPHAN_HOLD`] after their report: a
+//!   replica that died or was cut off may still have costs on their way, which its restart
+//!   sends), is set aside first, and only the rest (`remaining - all holdings`, at least zero)
+//!   is divided;
+//! - each live replica's share is its reported open reservations plus its part of the rest,
+//!   with the time of the report (`report_at`): the replica counts against it its open
+//!   reservations and the costs it settled *after* that report (those before were set aside
+//!   whole; counting them in the share too would give a replica back, once the headroom shows
+//!   them, money already spent). So what all replicas hold beyond the spend stays within the
+//!   remaining;
+//! - the rest goes to the live replicas with demand, in proportion to it; while one of them
+//!   would get less than one likely request (`unit_usd`) and there are others, the one with the
+//!   least demand gets none and the rest is divided again, so near the end of a budget the last
+//!   requests fit somewhere instead of every replica holding a sliver too small for any;
+//! - when the remaining does not even cover the holdings (reservations in flight beyond what
+//!   is left), nobody gets anything new: what is left after the settled costs is shared in
+//!   proportion to each live replica's open reservations, so a replica whose requests settle
+//!   below their reservations cannot admit again on the difference while the budget is spent;
+//! - shares are rounded down to 10^-18 dollars; they and everything set aside sum to at most
+//!   `remaining` (when that is positive). So what all replicas hold beyond the spend (each
+//!   replica's open reservations and what it settled after its report within its share, the
+//!   settled costs reported before set aside) is at most the remaining.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+use rust_decimal::{Decimal, RoundingStrategy};
+
+use faregate_core::event::{Demand, ReplicaShare};
+use faregate_core::money::Usd;
+
+/// How long an expired report's holdings stay set aside: the time a replica that died has to
+/// come back and send its spool. Costs it sends later than that may exceed the limit by what
+/// it held (docs/ARCHITECTURE.md, "Admission by reservation").
+pub(crate) const ORPHAN_HOLD: chrono::TimeDelta = chrono::TimeDelta::minutes(15);
+
+/// Whether `d`'s holdings are set aside at `now` in the window starting at `window_start`.
+fn sets_aside(d: &Demand, window_start: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+    d.live_at(now) || (d.published_at >= window_start && now - d.published_at <= ORPHAN_HOLD)
+}
+
+/// The demand records held, per budget id and replica.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Demands {
+    by_budget: HashMap<String, BTreeMap<String, Demand>>,
+}
+
+impl Demands {
+    /// Apply a demand-topic record (`None`: the tombstone of `key`'s replica and budget).
+    /// Returns the budget id whose shares may have changed.
+    pub(crate) fn apply(&mut self, key: &str, record: Option<Demand>) -> Option<String> {
+        match record {
+            Some(demand) => {
+                let id = demand.budget_id.clone();
+                let entries = self.by_budget.entry(id.clone()).or_default();
+                let newer =
+                    entries.get(&demand.replica).is_none_or(|d| d.published_at <= demand.published_at);
+                newer.then(|| {
+                    entries.insert(demand.replica.clone(), demand);
+                    id
+                })
+            }
+            None => {
+                let (replica, rest) = key.split_once('#')?;
+                let id = rest.rsplit_once("#budget=")?.1.to_string();
+                let entries = self.by_budget.get_mut(&id)?;
+                entries.remove(replica)?;
+                if entries.is_empty() {
+                    self.by_budget.remove(&id);
+                }
+                Some(id)
+            }
+        }
+    }
+
+    /// Forget budget `id`'s records that expired and set nothing aside any more (nothing held,
+    /// or reported before the window starting at `window_start`).
+    pub(crate) fn prune(&mut self, id: &str, window_start: DateTime<Utc>, now: DateTime<Utc>) {
+        let Some(entries) = self.by_budget.get_mut(id) else { return };
+        entries
+            .retain(|_, d| d.live_at(now) || (held(d) > Decimal::ZERO && sets_aside(d, window_start, now)));
+        if entries.is_empty() {
+            self.by_budget.remove(id);
+        }
+    }
+
+    /// Budgets with any demand record (their shares move with time as records expire).
+    pub(crate) fn budgets(&self) -> impl Iterator<Item = &String> {
+        self.by_budget.keys()
+    }
+
+    /// The shares of budget `id` with `remaining` left in the window starting at
+    /// `window_start`, at `now`; see the module docs.
+    pub(crate) fn shares(
+        &self,
+        id: &str,
+        remaining: Usd,
+        window_start: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Option<Vec<ReplicaShare>> {
+        let entries = self.by_budget.get(id)?;
+        let live: Vec<&Demand> = entries.values().filter(|d| d.live_at(now)).collect();
+        if live.is_empty() {
+            return None;
+        }
+        let held: Decimal = entries.values().filter(|d| sets_aside(d, window_start, now)).map(held).sum();
+        let live_open: Decimal = live.iter().map(|d| open(d)).sum();
+        // What live replicas may hold in all: the remaining less every settled cost and every
+        // expired replica's reservations (`held - live_open`).
+        let total = remaining.0 - (held - live_open);
+        if total < live_open {
+            // Over-committed: the reservations in flight alone exceed what is left. Nobody
+            // admits anything new; each keeps a part of what is left in proportion to what it
+            // has in flight (so the shares still sum to at most the remaining).
+            let left = total.max(Decimal::ZERO);
+            return Some(
+                live.iter()
+                    .map(|d| ReplicaShare {
+                        replica: d.replica.clone(),
+                        share_usd: Usd(if live_open.is_zero() {
+                            Decimal::ZERO
+                        } else {
+                            (left * open(d))
+                                .checked_div(live_open)
+                                .unwrap_or(Decimal::ZERO)
+                                .round_dp_with_strategy(18, RoundingStrategy::ToZero)
+                        }),
+                        report_at: d.published_at,
+                    })
+                    .collect(),
+            );
+        }
+        let rest = total - live_open;
+        let mut takers: Vec<&Demand> =
+            live.iter().copied().filter(|d| d.demand_usd.0 > Decimal::ZERO).collect();
+        takers.sort_by(|a, b| b.demand_usd.0.cmp(&a.demand_usd.0).then_with(|| a.replica.cmp(&b.replica)));
+        let mut parts = divide(rest, &takers);
+        while takers.len() > 1 && takers.iter().zip(&parts).any(|(d, part)| *part < d.unit_usd.0) {
+            takers.pop();
+            parts = divide(rest, &takers);
+        }
+        let part_of = |replica: &str| {
+            takers.iter().position(|d| d.replica == replica).map_or(Decimal::ZERO, |i| parts[i])
+        };
+        Some(
+            live.iter()
+                .map(|d| ReplicaShare {
+                    replica: d.replica.clone(),
+                    share_usd: Usd(open(d) + part_of(&d.replica)),
+                    report_at: d.published_at,
+                })
+                .collect(),
+        )
+    }
+}
+
+/// What a report holds: open reservations and unshown settled costs.
+fn held(d: &Demand) -> Decimal {
+    open(d) + d.settled_usd.0.max(Decimal::ZERO)
+}
+
+fn open(d: &Demand) -> Decimal {
+    d.open_usd.0.max(Decimal::ZERO)
+}
+
+/// `rest` divided in proportion to the takers' demand (largest first): each part rounded down,
+/// the first taking what rounding left, so the parts sum to exactly `rest`.
+fn divide(rest: Decimal, takers: &[&Demand]) -> Vec<Decimal> {
+    let total: Decimal = takers.iter().map(|d| d.demand_usd.0).sum();
+    if takers.is_empty() || total.is_zero() {
+        return vec![Decimal::ZERO; takers.len()];
+    }
+    let mut parts: Vec<Decimal> = takers
+        .iter()
+        .map(|d| {
+            let fraction = d.demand_usd.0.checked_div(total).unwrap_or(Decimal::ZERO);
+            rest.checked_mul(fraction)
+                .unwrap_or(Decimal::ZERO)
+                .round_dp_with_strategy(18, RoundingStrategy::ToZero)
+                .min(rest)
+        })
+        .collect();
+    let others: Decimal = parts[1..].iter().sum();
+    parts[0] = (rest - others).max(Decimal::ZERO);
+    parts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn usd(s: &str) -> Usd {
+        Usd(s.parse().unwrap())
+    }
+
+    fn at(ms: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp_millis(1_800_000_000_000 + ms).unwrap()
+    }
+
+    fn demand(replica: &str, held: &str, asked: &str, unit: &str, published_ms: i64) -> Demand {
+        Demand {
+            replica: replica.into(),
+            scope_key: "org=acme".into(),
+            budget_id: "b".into(),
+            open_usd: Usd(usd(held).0 / Decimal::TWO),
+            settled_usd: Usd(usd(held).0 / Decimal::TWO),
+            demand_usd: usd(asked),
+            unit_usd: usd(unit),
+            interval_ms: 250,
+            published_at: at(published_ms),
+        }
+    }
+
+    fn shares_of(d: &Demands, remaining: &str, now_ms: i64) -> Vec<(String, Usd)> {
+        d.shares("b", usd(remaining), at(0), at(now_ms))
+            .unwrap()
+            .into_iter()
+            .map(|s| (s.replica, s.share_usd))
+            .collect()
+    }
+
+    fn put(d: &mut Demands, demand: Demand) {
+        let key = demand.key();
+        d.apply(&key, Some(demand));
+    }
+
+    #[test]
+    fn the_rest_after_every_hold_follows_demand_and_the_shares_never_exceed_the_remaining() {
+        let mut d = Demands::default();
+        assert_eq!(d.shares("b", usd("10"), at(0), at(0)), None, "no demand: static shares");
+        put(&mut d, demand("a", "1", "3", "0.01", 0));
+        put(&mut d, demand("b", "0.5", "1", "0.01", 0));
+        put(&mut d, demand("c", "0", "0", "0", 0));
+        // 10 - 1.5 held = 8.5, split 3:1; each share adds the replica's open reservations, the
+        // settled costs stay set aside: shares and settled costs sum to the remaining.
+        let shares = shares_of(&d, "10", 100);
+        assert_eq!(
+            shares,
+            vec![("a".into(), usd("6.875")), ("b".into(), usd("2.375")), ("c".into(), usd("0"))]
+        );
+        let sum: Decimal = shares.iter().map(|s| s.1.0).sum();
+        assert_eq!(sum + usd("0.75").0, usd("10").0);
+        let at_report = d.shares("b", usd("10"), at(0), at(100)).unwrap();
+        assert_eq!(at_report[0].report_at, at(0), "tied to the report it was computed from");
+        // A third of a cent in thirds: exact to the 18th place, never more than the rest.
+        put(&mut d, demand("a", "0", "1", "0", 1));
+        put(&mut d, demand("b", "0", "1", "0", 1));
+        put(&mut d, demand("c", "0", "1", "0", 1));
+        let shares = shares_of(&d, "0.01", 100);
+        let sum: Decimal = shares.iter().map(|s| s.1.0).sum();
+        assert_eq!(sum, Decimal::new(1, 2));
+        assert_eq!(shares[1].1, usd("0.003333333333333333"));
+    }
+
+    #[test]
+    fn over_committed_nobody_gets_more_than_what_is_left() {
+        let mut d = Demands::default();
+        // a has $0.4 open and $0.2 settled, b $0.2 open: $0.5 left covers neither.
+        put(
+            &mut d,
+            Demand { open_usd: usd("0.4"), settled_usd: usd("0.2"), ..demand("a", "0", "1", "0", 0) },
+        );
+        put(&mut d, Demand { open_usd: usd("0.2"), ..demand("b", "0", "1", "0", 0) });
+        // $0.5 - $0.2 settled = $0.3 for $0.6 in flight: halves of their reservations.
+        assert_eq!(shares_of(&d, "0.5", 100), vec![("a".into(), usd("0.2")), ("b".into(), usd("0.1"))]);
+        // Overspent: nothing for anyone.
+        assert_eq!(shares_of(&d, "-0.016", 100), vec![("a".into(), usd("0")), ("b".into(), usd("0"))]);
+    }
+
+    #[test]
+    fn near_the_end_the_rest_goes_where_a_whole_request_fits() {
+        let mut d = Demands::default();
+        put(&mut d, demand("a", "0", "0.05", "0.009", 0));
+        put(&mut d, demand("b", "0", "0.04", "0.009", 0));
+        put(&mut d, demand("c", "0", "0.03", "0.009", 0));
+        // $0.02 in thirds fits nobody's $0.009, in halves b's $0.0089 is short of one: a takes it.
+        assert_eq!(
+            shares_of(&d, "0.02", 100),
+            vec![("a".into(), usd("0.02")), ("b".into(), usd("0")), ("c".into(), usd("0"))]
+        );
+        // With more left, halves fit: b and a share it, c still too small at a third.
+        assert_eq!(
+            shares_of(&d, "0.027", 100),
+            vec![("a".into(), usd("0.015")), ("b".into(), usd("0.012")), ("c".into(), usd("0"))]
+        );
+    }
+
+    #[test]
+    fn an_expired_replica_keeps_its_holds_set_aside_and_a_tombstone_forgets_it() {
+        let mut d = Demands::default();
+        put(&mut d, demand("a", "0", "1", "0", 0));
+        put(&mut d, demand("dead", "2", "1", "0", 0));
+        // Both live: a gets the rest after the dead one's holds.
+        assert_eq!(shares_of(&d, "10", 700), vec![("a".into(), usd("4")), ("dead".into(), usd("5"))]);
+        // Refreshed a; the other expired (older than three intervals): not shared, still set aside.
+        put(&mut d, demand("a", "0", "1", "0", 800));
+        assert_eq!(shares_of(&d, "10", 900), vec![("a".into(), usd("8"))]);
+        // An older record of a replica does not replace a newer one.
+        put(&mut d, demand("a", "5", "1", "0", 10));
+        assert_eq!(shares_of(&d, "10", 900), vec![("a".into(), usd("8"))]);
+        assert_eq!(d.apply("dead#org=acme#budget=b", None), Some("b".to_string()));
+        assert_eq!(shares_of(&d, "10", 900), vec![("a".into(), usd("10"))]);
+        assert_eq!(d.shares("b", usd("10"), at(0), at(2_000)), None, "nobody live");
+        d.prune("b", at(0), at(2_000));
+        assert_eq!(d.budgets().count(), 0, "expired with nothing held: forgotten");
+        // Set aside for a while after its last report, not for the rest of the window.
+        put(&mut d, demand("a", "0", "1", "0", 900_000));
+        put(&mut d, demand("gone", "2", "1", "0", 0));
+        assert_eq!(shares_of(&d, "10", 900_000), vec![("a".into(), usd("8"))]);
+        put(&mut d, demand("a", "0", "1", "0", 900_001));
+        assert_eq!(shares_of(&d, "10", 900_001), vec![("a".into(), usd("10"))]);
+    }
+
+    proptest::proptest! {
+        /// Whatever the reports: live shares, plus every settled cost and every expired
+        /// replica's reservations set aside, never exceed a positive remaining (the argument in
+        /// docs/ARCHITECTURE.md needs no more).
+        #[test]
+        fn shares_and_what_is_set_aside_never_exceed_the_remaining(
+            reports in proptest::collection::vec((0u32..5_000, 0u32..5_000, 0u32..5_000, 0u32..2_000, proptest::bool::ANY), 1..6),
+            remaining in -2_000i64..20_000,
+        ) {
+            let cents = |n: u32| Usd(Decimal::new(i64::from(n), 3));
+            let mut d = Demands::default();
+            for (i, (open, settled, asked, unit, live)) in reports.iter().enumerate() {
+                let published_ms = if *live { 0 } else { -1_000 };
+                put(&mut d, Demand {
+                    open_usd: cents(*open),
+                    settled_usd: cents(*settled),
+                    ..demand(&format!("r{i}"), "0", "0", "0", published_ms)
+                });
+                if let Some(entry) = d.by_budget.get_mut("b").and_then(|e| e.get_mut(&format!("r{i}"))) {
+                    entry.demand_usd = cents(*asked);
+                    entry.unit_usd = cents(*unit);
+                }
+            }
+            let remaining = Usd(Decimal::new(remaining, 3));
+            let Some(shares) = d.shares("b", remaining, at(-10_000), at(100)) else { return Ok(()) };
+            let live: Vec<&Demand> = d.by_budget["b"].values().filter(|x| x.live_at(at(100))).collect();
+            let orphans_open: Decimal = d.by_budget["b"].values().filter(|x| !x.live_at(at(100))).map(open).sum();
+            let settled: Decimal = d.by_budget["b"].values().map(|x| x.settled_usd.0).sum();
+            let shared: Decimal = shares.iter().map(|s| s.share_usd.0).sum();
+            proptest::prop_assert_eq!(shares.len(), live.len());
+            proptest::prop_assert!(shares.iter().all(|s| s.share_usd.0 >= Decimal::ZERO));
+            proptest::prop_assert!(
+                shared + settled + orphans_open <= remaining.0.max(settled + orphans_open),
+                "shared {} settled {} orphans {} remaining {}", shared, settled, orphans_open, remaining.0
+            );
+        }
+    }
+}

@@ -1,0 +1,46 @@
+//! Demand: one gateway replica's position on one budget (what it holds against the budget's
+//! headroom, what its requests asked for lately), published to the compacted demand topic keyed
+//! by [`Demand::key`]. The budget service shares each budget's remaining among the replicas
+//! from the live records (younger than three of their intervals): `Headroom::shares`.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::money::Usd;
+
+/// One replica's demand on one budget (schema `demand.v1`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Demand {
+    /// The gateway replica (`ingress.replica_id`).
+    pub replica: String,
+    pub scope_key: String,
+    pub budget_id: String,
+    /// Open reservations (requests in flight).
+    #[serde(with = "crate::money::avro_decimal")]
+    pub open_usd: Usd,
+    /// Settled costs the replica's headroom does not show yet.
+    #[serde(with = "crate::money::avro_decimal")]
+    pub settled_usd: Usd,
+    /// Reservations asked for in the last window (admitted, refused or waiting) and waiting now.
+    #[serde(with = "crate::money::avro_decimal")]
+    pub demand_usd: Usd,
+    /// The largest likely cost of one of those requests.
+    #[serde(with = "crate::money::avro_decimal")]
+    pub unit_usd: Usd,
+    /// How often the replica reports.
+    pub interval_ms: i64,
+    #[serde(with = "crate::time::micros")]
+    pub published_at: DateTime<Utc>,
+}
+
+impl Demand {
+    /// The compaction key: `<replica>#<scope key>#budget=<id>`.
+    pub fn key(&self) -> String {
+        format!("{}#{}", self.replica, crate::event::Headroom::key_of(&self.scope_key, &self.budget_id))
+    }
+
+    /// Whether the record is still live at `now` (younger than three of its intervals).
+    pub fn live_at(&self, now: DateTime<Utc>) -> bool {
+        now - self.published_at <= chrono::TimeDelta::milliseconds(self.interval_ms.max(1).saturating_mul(3))
+    }
+}

@@ -1,0 +1,126 @@
+//! This replica's demand on each budget, reported to the compacted demand topic
+//! (`kafka.topics.demand`, Avro `demand.v1`, keyed `<replica>#<scope key>#budget=<id>`), from
+//! which the budget service shares each budget's headroom among the replicas
+//! (docs/ARCHITECTURE.md, "Admission by reservation").
+//!
+//! Contract: every `ingress.reservation.demand_interval_ms`, and at once when a request starts
+//! waiting for room (a share this replica may lack), one record per budget this replica holds
+//! anything against or was asked for in the last window: its holds, its demand and the largest
+//! likely cost among it; once a budget goes quiet, one record of zeros, then nothing; at
+//! shutdown (after the gateway stopped serving), zeros for every budget still active, so
+//! the budget service does not keep this replica's last holdings aside (a killed replica's
+//! stay aside for a while, `budget::engine::shares::ORPHAN_HOLD`). A record
+//! that cannot be sent is counted (`faregate_ingress_demand_failures_total`) and logged, and the
+//! next report replaces it: the budget service stops counting a replica whose reports stop
+//! (three intervals), which costs that replica its share, never another's.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio_util::sync::CancellationToken;
+
+use faregate_core::avro::SchemaFamily;
+use faregate_core::event::Demand;
+use faregate_core::kafka::{KafkaConfig, ProduceError, RecordProducer};
+
+use crate::headroom::HeadroomCache;
+use crate::reserve::Reserver;
+
+/// Report until `shutdown`.
+pub async fn report(
+    kafka: KafkaConfig,
+    headroom: Arc<HeadroomCache>,
+    reserver: Arc<Reserver>,
+    shutdown: CancellationToken,
+) -> Result<(), ProduceError> {
+    let producer =
+        RecordProducer::<Demand>::new(&kafka, "ingress", SchemaFamily::Demand, &kafka.topics.demand).await?;
+    let interval_ms = reserver.config().demand_interval_ms;
+    let mut ticker = tokio::time::interval(Duration::from_millis(interval_ms));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Budgets last reported with something in them: each gets one record of zeros when quiet.
+    let mut active: HashSet<String> = HashSet::new();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => {
+                farewell(&producer, &headroom, &reserver, &active, interval_ms).await;
+                return Ok(());
+            }
+            _ = ticker.tick() => {}
+            _ = reserver.urgent.notified() => {}
+        }
+        let now = Utc::now();
+        let mut records = Vec::new();
+        for (key, scope_key, budget_id, position, book) in headroom.books() {
+            let report = book.report(&position, reserver.rules(), now.timestamp_micros());
+            let quiet = report.is_zero();
+            if quiet && !active.remove(&key) {
+                continue;
+            }
+            if !quiet {
+                active.insert(key);
+            }
+            records.push(Demand {
+                replica: reserver.replica().to_string(),
+                scope_key,
+                budget_id,
+                open_usd: report.open,
+                settled_usd: report.settled,
+                demand_usd: report.demand,
+                unit_usd: report.unit,
+                interval_ms: i64::try_from(interval_ms).unwrap_or(i64::MAX),
+                published_at: now,
+            });
+        }
+        let keys: Vec<String> = records.iter().map(Demand::key).collect();
+        let sends = futures::future::join_all(
+            keys.iter().zip(&records).map(|(key, record)| producer.send(key, record)),
+        );
+        let results = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            results = sends => results,
+        };
+        for result in results {
+            if let Err(error) = result {
+                metrics::counter!("faregate_ingress_demand_failures_total").increment(1);
+                tracing::warn!(%error, "reporting demand failed; the next report replaces it");
+            }
+        }
+    }
+}
+
+/// Zeros for every budget in `active`, briefly (a broker that is away loses them: the budget
+/// service then keeps the last holdings aside for a while, which is safe).
+async fn farewell(
+    producer: &RecordProducer<Demand>,
+    headroom: &HeadroomCache,
+    reserver: &Reserver,
+    active: &HashSet<String>,
+    interval_ms: u64,
+) {
+    let now = Utc::now();
+    let records: Vec<Demand> = headroom
+        .books()
+        .into_iter()
+        .filter(|(key, ..)| active.contains(key))
+        .map(|(_, scope_key, budget_id, ..)| Demand {
+            replica: reserver.replica().to_string(),
+            scope_key,
+            budget_id,
+            open_usd: faregate_core::money::Usd::ZERO,
+            settled_usd: faregate_core::money::Usd::ZERO,
+            demand_usd: faregate_core::money::Usd::ZERO,
+            unit_usd: faregate_core::money::Usd::ZERO,
+            interval_ms: i64::try_from(interval_ms).unwrap_or(i64::MAX),
+            published_at: now,
+        })
+        .collect();
+    let keys: Vec<String> = records.iter().map(Demand::key).collect();
+    let sends =
+        futures::future::join_all(keys.iter().zip(&records).map(|(key, record)| producer.send(key, record)));
+    if tokio::time::timeout(Duration::from_secs(2), sends).await.is_err() {
+        tracing::warn!(budgets = records.len(), "the last demand reports did not go out before shutdown");
+    }
+}
