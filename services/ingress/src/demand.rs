@@ -12,7 +12,7 @@
 //! stay aside for a while, `budget::engine::shares::ORPHAN_HOLD`). A record
 //! that cannot be sent is counted (`faregate_ingress_demand_failures_total`) and logged, and the
 //! next report replaces it: the budget service stops counting a replica whose reports stop
-//! (three intervals), which costs that replica its share, never another's.
+//! (three intervals and two seconds), which costs that replica its share, never another's.
 
 use std::collections::HashSet;
 use std::sync::Arc;

@@ -23,7 +23,8 @@
 //!
 //!   FAREGATE_TEST_KAFKA_BROKERS=... FAREGATE_TEST_CLICKHOUSE_URL=... target/release/overspend
 //!   # FAREGATE_OVERSPEND_TRIALS (20 crossings per series), FAREGATE_OVERSPEND_LIMIT (USD, 2),
-//!   # FAREGATE_OVERSPEND_PARTS (`latency,caps`: which parts run), _FETCH_WAITS_MS (500,10);
+//!   # FAREGATE_OVERSPEND_PARTS (`latency,caps`: which parts run), _FETCH_WAITS_MS (500,10),
+//!   # _LOAD_RPS (300: the load under which the loaded crossings are measured);
 //!   # for caps,
 //!   # FAREGATE_OVERSPEND_REPLICAS (1,3), _LATENCIES_MS (0,2000), _LIMITS (2,0.5); experiments:
 //!   # _SETTLE_MARGIN_MS, _SETTLE_HOLD_MAX_MS and _HISTORY_FACTOR (the ingress's reservation settings), _TRACE=1
@@ -154,9 +155,13 @@ struct Series<'a> {
     limit: &'a str,
     /// `kafka.fetch_wait_max_ms` for every Kafka client of the chain and the baseline.
     fetch_wait_ms: u32,
+    /// Requests per second of the load under which the loaded crossings are measured.
+    load_rps: u32,
 }
 
-async fn series(Series { brokers, clickhouse_url, replicas, trials, limit, fetch_wait_ms }: Series<'_>) {
+async fn series(
+    Series { brokers, clickhouse_url, replicas, trials, limit, fetch_wait_ms, load_rps }: Series<'_>,
+) {
     let crossing: Vec<KeySpec> =
         (0..trials).map(|i| KeySpec::new("bench", "agents", &format!("t{i}"))).collect();
     let loaded: Vec<KeySpec> =
@@ -189,16 +194,21 @@ async fn series(Series { brokers, clickhouse_url, replicas, trials, limit, fetch
     let (first, last) = crossings(&chain, &crossing, &mut decisions).await;
 
     // The same crossings again, under load: loops of a user no budget covers (nothing stops
-    // them) through every replica, until the crossings are measured.
+    // them) through every replica, at `load_rps` in all (an open loop above what the processor
+    // can write would make every latency grow without bound), until the crossings are measured.
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let loaded_calls = Arc::new(AtomicU64::new(0));
+    let per_loop = std::time::Duration::from_secs_f64(LOOPS as f64 / load_rps as f64);
     let load: Vec<_> = (0..LOOPS)
         .map(|i| {
             let (chain, stop, calls) = (chain.clone(), stop.clone(), loaded_calls.clone());
             tokio::spawn(async move {
                 let url = chain.ingresses[i % chain.ingresses.len()].url.clone();
                 let key = KeySpec::new("bench", "agents", "load");
+                let mut pace = tokio::time::interval(per_loop);
+                pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
                 while !stop.load(Ordering::Relaxed) {
+                    pace.tick().await;
                     assert_eq!(post(&chain, &url, &key, LOOP_USAGE).await, 200);
                     calls.fetch_add(1, Ordering::Relaxed);
                 }
@@ -231,7 +241,9 @@ async fn series(Series { brokers, clickhouse_url, replicas, trials, limit, fetch
         pct(&baseline, 50),
         pct(&baseline, 99)
     );
-    println!("load while the loaded crossings ran: {load_rate:.0} requests/s ({LOOPS} loops, no budget)");
+    println!(
+        "load while the loaded crossings ran: {load_rate:.0} requests/s ({LOOPS} loops paced to {load_rps}/s, no budget)"
+    );
     for (what, samples) in [
         ("first replica", &first),
         ("every replica", &last),
@@ -299,6 +311,7 @@ async fn main() {
     if !parts.contains("latency") {
         return;
     }
+    let load_rps = env_or("FAREGATE_OVERSPEND_LOAD_RPS", 300u32);
     let fetch_waits: Vec<u32> = env_or("FAREGATE_OVERSPEND_FETCH_WAITS_MS", "500,10".to_string())
         .split(',')
         .map(|s| s.trim().parse().expect("milliseconds"))
@@ -306,7 +319,8 @@ async fn main() {
     for fetch_wait_ms in fetch_waits {
         for replicas in [1, 3] {
             let (brokers, clickhouse_url, limit) = (&brokers, &clickhouse, &limit);
-            series(Series { brokers, clickhouse_url, replicas, trials, limit, fetch_wait_ms }).await;
+            series(Series { brokers, clickhouse_url, replicas, trials, limit, fetch_wait_ms, load_rps })
+                .await;
         }
     }
 }

@@ -340,7 +340,9 @@ mod tests {
         let put = |engine: &mut Engine, d: Demand| engine.apply_demand(&d.key(), Some(d));
         put(&mut engine, demand("gw-1", "3", at(23, 9, 0)));
         put(&mut engine, demand("gw-2", "1", at(23, 9, 0)));
-        let out = engine.take_headroom(at(23, 9, 0));
+        let shared = at(23, 9, 0) + chrono::TimeDelta::milliseconds(500);
+        assert!(engine.take_headroom(at(23, 9, 0)).is_empty(), "static for two report intervals");
+        let out = engine.take_headroom(shared);
         assert_eq!(out.records.len(), 1, "only the budget with demand: {out:?}");
         let share = |replica: &str, dollars: &str| ReplicaShare {
             replica: replica.into(),
@@ -348,9 +350,10 @@ mod tests {
             report_at: at(23, 9, 0),
         };
         assert_eq!(out.records[0].shares, Some(vec![share("gw-1", "7.5"), share("gw-2", "2.5")]));
-        assert!(engine.take_headroom(at(23, 9, 0)).is_empty(), "the same shares: nothing new");
-        // Both expire three intervals on: the record says so (static shares again).
-        let later = at(23, 9, 0) + chrono::TimeDelta::seconds(1);
+        assert!(engine.take_headroom(shared).is_empty(), "the same shares: nothing new");
+        // Both expire (three intervals and the read slack on), holding nothing: forgotten, and
+        // the record says so (static shares again).
+        let later = at(23, 9, 0) + chrono::TimeDelta::seconds(3);
         let out = engine.take_headroom(later);
         assert_eq!(out.records[0].shares, None);
     }

@@ -4,8 +4,14 @@
 //! remaining it applies to.
 //!
 //! Contract ([`Demands::shares`]):
-//! - no live record (younger than three of its intervals) for a budget: no shares (`None`);
-//!   each replica then takes `remaining / ingress.reservation.replicas`;
+//! - no record for a budget (or its records all expired holding nothing, and were forgotten),
+//!   or the first arrived less than two report intervals ago: no shares (`None`); each replica
+//!   then takes `remaining / ingress.reservation.replicas`. The delay lets every replica that
+//!   admitted under those static shares report its holdings before they are shared out;
+//! - once shared, a budget stays shared while any record is held: with no live record the
+//!   shares are empty (nobody admits; a replica asked for anything reports at once and is named
+//!   in the next record), never static again, since static shares would not set aside what
+//!   replicas hold under their shares by demand;
 //! - what every replica reported holding, open reservations and unshown settled costs (live
 //!   ones, and expired ones of the current window for [`ORPHAN_HOLD`] after their report: a
 //!   replica that died or was cut off may still have costs on their way, which its restart
@@ -52,6 +58,8 @@ fn sets_aside(d: &Demand, window_start: DateTime<Utc>, now: DateTime<Utc>) -> bo
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Demands {
     by_budget: HashMap<String, BTreeMap<String, Demand>>,
+    /// Per budget, the first report since it had none (see [`Demands::shares`]).
+    since: HashMap<String, DateTime<Utc>>,
 }
 
 impl Demands {
@@ -65,6 +73,8 @@ impl Demands {
                 let newer =
                     entries.get(&demand.replica).is_none_or(|d| d.published_at <= demand.published_at);
                 newer.then(|| {
+                    let first = self.since.entry(id.clone()).or_insert(demand.published_at);
+                    *first = (*first).min(demand.published_at);
                     entries.insert(demand.replica.clone(), demand);
                     id
                 })
@@ -76,6 +86,7 @@ impl Demands {
                 entries.remove(replica)?;
                 if entries.is_empty() {
                     self.by_budget.remove(&id);
+                    self.since.remove(&id);
                 }
                 Some(id)
             }
@@ -90,6 +101,7 @@ impl Demands {
             .retain(|_, d| d.live_at(now) || (held(d) > Decimal::ZERO && sets_aside(d, window_start, now)));
         if entries.is_empty() {
             self.by_budget.remove(id);
+            self.since.remove(id);
         }
     }
 
@@ -108,10 +120,14 @@ impl Demands {
         now: DateTime<Utc>,
     ) -> Option<Vec<ReplicaShare>> {
         let entries = self.by_budget.get(id)?;
-        let live: Vec<&Demand> = entries.values().filter(|d| d.live_at(now)).collect();
-        if live.is_empty() {
+        // Static shares until every replica that admitted under them had time to report what it
+        // holds (two report intervals), so switching sets their holdings aside.
+        let interval = entries.values().map(|d| d.interval_ms.max(1)).max().unwrap_or(1);
+        let since = *self.since.get(id)?;
+        if now - since < chrono::TimeDelta::milliseconds(interval.saturating_mul(2)) {
             return None;
         }
+        let live: Vec<&Demand> = entries.values().filter(|d| d.live_at(now)).collect();
         let held: Decimal = entries.values().filter(|d| sets_aside(d, window_start, now)).map(held).sum();
         let live_open: Decimal = live.iter().map(|d| open(d)).sum();
         // What live replicas may hold in all: the remaining less every settled cost and every
@@ -221,7 +237,7 @@ mod tests {
     }
 
     fn shares_of(d: &Demands, remaining: &str, now_ms: i64) -> Vec<(String, Usd)> {
-        d.shares("b", usd(remaining), at(0), at(now_ms))
+        d.shares("b", usd(remaining), at(-10_000), at(now_ms))
             .unwrap()
             .into_iter()
             .map(|s| (s.replica, s.share_usd))
@@ -237,25 +253,27 @@ mod tests {
     fn the_rest_after_every_hold_follows_demand_and_the_shares_never_exceed_the_remaining() {
         let mut d = Demands::default();
         assert_eq!(d.shares("b", usd("10"), at(0), at(0)), None, "no demand: static shares");
+        put(&mut d, demand("a", "0", "1", "0.01", 0));
+        assert_eq!(d.shares("b", usd("10"), at(0), at(499)), None, "static for two report intervals");
         put(&mut d, demand("a", "1", "3", "0.01", 0));
         put(&mut d, demand("b", "0.5", "1", "0.01", 0));
         put(&mut d, demand("c", "0", "0", "0", 0));
         // 10 - 1.5 held = 8.5, split 3:1; each share adds the replica's open reservations, the
         // settled costs stay set aside: shares and settled costs sum to the remaining.
-        let shares = shares_of(&d, "10", 100);
+        let shares = shares_of(&d, "10", 600);
         assert_eq!(
             shares,
             vec![("a".into(), usd("6.875")), ("b".into(), usd("2.375")), ("c".into(), usd("0"))]
         );
         let sum: Decimal = shares.iter().map(|s| s.1.0).sum();
         assert_eq!(sum + usd("0.75").0, usd("10").0);
-        let at_report = d.shares("b", usd("10"), at(0), at(100)).unwrap();
+        let at_report = d.shares("b", usd("10"), at(0), at(600)).unwrap();
         assert_eq!(at_report[0].report_at, at(0), "tied to the report it was computed from");
         // A third of a cent in thirds: exact to the 18th place, never more than the rest.
         put(&mut d, demand("a", "0", "1", "0", 1));
         put(&mut d, demand("b", "0", "1", "0", 1));
         put(&mut d, demand("c", "0", "1", "0", 1));
-        let shares = shares_of(&d, "0.01", 100);
+        let shares = shares_of(&d, "0.01", 600);
         let sum: Decimal = shares.iter().map(|s| s.1.0).sum();
         assert_eq!(sum, Decimal::new(1, 2));
         assert_eq!(shares[1].1, usd("0.003333333333333333"));
@@ -271,9 +289,9 @@ mod tests {
         );
         put(&mut d, Demand { open_usd: usd("0.2"), ..demand("b", "0", "1", "0", 0) });
         // $0.5 - $0.2 settled = $0.3 for $0.6 in flight: halves of their reservations.
-        assert_eq!(shares_of(&d, "0.5", 100), vec![("a".into(), usd("0.2")), ("b".into(), usd("0.1"))]);
+        assert_eq!(shares_of(&d, "0.5", 600), vec![("a".into(), usd("0.2")), ("b".into(), usd("0.1"))]);
         // Overspent: nothing for anyone.
-        assert_eq!(shares_of(&d, "-0.016", 100), vec![("a".into(), usd("0")), ("b".into(), usd("0"))]);
+        assert_eq!(shares_of(&d, "-0.016", 600), vec![("a".into(), usd("0")), ("b".into(), usd("0"))]);
     }
 
     #[test]
@@ -284,12 +302,12 @@ mod tests {
         put(&mut d, demand("c", "0", "0.03", "0.009", 0));
         // $0.02 in thirds fits nobody's $0.009, in halves b's $0.0089 is short of one: a takes it.
         assert_eq!(
-            shares_of(&d, "0.02", 100),
+            shares_of(&d, "0.02", 600),
             vec![("a".into(), usd("0.02")), ("b".into(), usd("0")), ("c".into(), usd("0"))]
         );
         // With more left, halves fit: b and a share it, c still too small at a third.
         assert_eq!(
-            shares_of(&d, "0.027", 100),
+            shares_of(&d, "0.027", 600),
             vec![("a".into(), usd("0.015")), ("b".into(), usd("0.012")), ("c".into(), usd("0"))]
         );
     }
@@ -301,16 +319,17 @@ mod tests {
         put(&mut d, demand("dead", "2", "1", "0", 0));
         // Both live: a gets the rest after the dead one's holds.
         assert_eq!(shares_of(&d, "10", 700), vec![("a".into(), usd("4")), ("dead".into(), usd("5"))]);
-        // Refreshed a; the other expired (older than three intervals): not shared, still set aside.
-        put(&mut d, demand("a", "0", "1", "0", 800));
-        assert_eq!(shares_of(&d, "10", 900), vec![("a".into(), usd("8"))]);
+        // Refreshed a; the other expired (older than three intervals and the read slack): not
+        // shared, still set aside.
+        put(&mut d, demand("a", "0", "1", "0", 3_000));
+        assert_eq!(shares_of(&d, "10", 3_100), vec![("a".into(), usd("8"))]);
         // An older record of a replica does not replace a newer one.
         put(&mut d, demand("a", "5", "1", "0", 10));
-        assert_eq!(shares_of(&d, "10", 900), vec![("a".into(), usd("8"))]);
+        assert_eq!(shares_of(&d, "10", 3_100), vec![("a".into(), usd("8"))]);
         assert_eq!(d.apply("dead#org=acme#budget=b", None), Some("b".to_string()));
-        assert_eq!(shares_of(&d, "10", 900), vec![("a".into(), usd("10"))]);
-        assert_eq!(d.shares("b", usd("10"), at(0), at(2_000)), None, "nobody live");
-        d.prune("b", at(0), at(2_000));
+        assert_eq!(shares_of(&d, "10", 3_100), vec![("a".into(), usd("10"))]);
+        assert_eq!(d.shares("b", usd("10"), at(0), at(6_000)), Some(vec![]), "nobody live: nobody admits");
+        d.prune("b", at(0), at(6_000));
         assert_eq!(d.budgets().count(), 0, "expired with nothing held: forgotten");
         // Set aside for a while after its last report, not for the rest of the window.
         put(&mut d, demand("a", "0", "1", "0", 900_000));
@@ -332,7 +351,7 @@ mod tests {
             let cents = |n: u32| Usd(Decimal::new(i64::from(n), 3));
             let mut d = Demands::default();
             for (i, (open, settled, asked, unit, live)) in reports.iter().enumerate() {
-                let published_ms = if *live { 0 } else { -1_000 };
+                let published_ms = if *live { 0 } else { -5_000 };
                 put(&mut d, Demand {
                     open_usd: cents(*open),
                     settled_usd: cents(*settled),
@@ -344,9 +363,9 @@ mod tests {
                 }
             }
             let remaining = Usd(Decimal::new(remaining, 3));
-            let Some(shares) = d.shares("b", remaining, at(-10_000), at(100)) else { return Ok(()) };
-            let live: Vec<&Demand> = d.by_budget["b"].values().filter(|x| x.live_at(at(100))).collect();
-            let orphans_open: Decimal = d.by_budget["b"].values().filter(|x| !x.live_at(at(100))).map(open).sum();
+            let Some(shares) = d.shares("b", remaining, at(-10_000), at(600)) else { return Ok(()) };
+            let live: Vec<&Demand> = d.by_budget["b"].values().filter(|x| x.live_at(at(600))).collect();
+            let orphans_open: Decimal = d.by_budget["b"].values().filter(|x| !x.live_at(at(600))).map(open).sum();
             let settled: Decimal = d.by_budget["b"].values().map(|x| x.settled_usd.0).sum();
             let shared: Decimal = shares.iter().map(|s| s.share_usd.0).sum();
             proptest::prop_assert_eq!(shares.len(), live.len());

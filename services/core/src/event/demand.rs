@@ -1,7 +1,7 @@
 //! Demand: one gateway replica's position on one budget (what it holds against the budget's
 //! headroom, what its requests asked for lately), published to the compacted demand topic keyed
 //! by [`Demand::key`]. The budget service shares each budget's remaining among the replicas
-//! from the live records (younger than three of their intervals): `Headroom::shares`.
+//! from the live records ([`Demand::live_at`]): `Headroom::shares`.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -39,8 +39,14 @@ impl Demand {
         format!("{}#{}", self.replica, crate::event::Headroom::key_of(&self.scope_key, &self.budget_id))
     }
 
-    /// Whether the record is still live at `now` (younger than three of its intervals).
+    /// Whether the record is still live at `now`: younger than three of its intervals plus
+    /// [`Demand::READ_SLACK_MS`] (the budget service reads the topic in the background lane,
+    /// whose fetch wait may hold a record back for most of a second).
     pub fn live_at(&self, now: DateTime<Utc>) -> bool {
-        now - self.published_at <= chrono::TimeDelta::milliseconds(self.interval_ms.max(1).saturating_mul(3))
+        let ttl = self.interval_ms.max(1).saturating_mul(3).saturating_add(Self::READ_SLACK_MS);
+        now - self.published_at <= chrono::TimeDelta::milliseconds(ttl)
     }
+
+    /// See [`Demand::live_at`].
+    pub const READ_SLACK_MS: i64 = 2_000;
 }
