@@ -186,10 +186,10 @@ async fn a_settled_cost_leaves_the_book_when_the_headroom_shows_its_event() {
 }
 
 /// Shares follow demand: with three replicas, a budget's remaining is not cut in static thirds.
-/// All of Ana's traffic goes to one replica, whose request reserves half the budget (more than
-/// a third): it waits for the budget service to hear its demand and give it the share, and is
-/// served. A request at a second replica then waits for its own share and is served too; a
-/// replica that asked for nothing gets nothing.
+/// All of Ana's traffic goes to one replica, whose request reserves 45 % of the budget (more
+/// than a third: static thirds would refuse it): the budget service gives it the share its
+/// demand asks for, and it is served. A request at a second replica waits for its own share
+/// and is served too; a replica that asked for nothing gets nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shares_follow_demand_so_one_busy_replica_can_use_more_than_a_third() {
     let ana = KeySpec::new("acme", "infra", "ana");
@@ -217,11 +217,15 @@ async fn shares_follow_demand_so_one_busy_replica_can_use_more_than_a_third() {
         let reserved: rust_decimal::Decimal =
             response.headers()["x-faregate-reserved"].to_str().unwrap().parse().unwrap();
         assert!(reserved > rust_decimal::Decimal::new(34, 2), "more than a third: {reserved}");
-        assert!(
-            response.headers().contains_key("x-faregate-reservation-waited-ms"),
-            "replica {replica} waited for its share: {:?}",
-            response.headers()
-        );
+        // Replica 0 was asked (free calls) before, so its share may already be there; replica 1
+        // never was: its request waited for one.
+        if replica == 1 {
+            assert!(
+                response.headers().contains_key("x-faregate-reservation-waited-ms"),
+                "replica 1 waited for its share: {:?}",
+                response.headers()
+            );
+        }
     }
     let me = chain.me(&chain.ingresses[2].url, &ana.secret).await.unwrap();
     let budget = me["budgets"].as_array().unwrap().iter().find(|b| b["id"] == "ana-day").unwrap().clone();

@@ -115,8 +115,8 @@ pub struct ReservationConfig {
     /// covering it before forwarding; false admits on the budget decision alone.
     pub enabled: bool,
     /// The number of ingress replicas serving the same budgets: each admits within
-    /// 1/`replicas` of a budget's remaining headroom while the budget service shares nothing
-    /// out by demand (no replica reported demand on the budget, or an older budget service).
+    /// 1/`replicas` of a budget's remaining headroom, against a budget service that does not
+    /// share by demand (`headroom.v1`); otherwise the budget service's shares apply.
     pub replicas: u32,
     /// How often this replica reports its demand on each budget it holds or was asked anything
     /// against (`kafka.topics.demand`), in milliseconds; the budget service shares headroom

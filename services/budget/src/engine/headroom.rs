@@ -337,11 +337,13 @@ mod tests {
             interval_ms: 250,
             published_at,
         };
-        let put = |engine: &mut Engine, d: Demand| engine.apply_demand(&d.key(), Some(d));
+        let put = |engine: &mut Engine, d: Demand| {
+            let received = d.published_at;
+            engine.apply_demand(&d.key(), Some(d), received)
+        };
         put(&mut engine, demand("gw-1", "3", at(23, 9, 0)));
         put(&mut engine, demand("gw-2", "1", at(23, 9, 0)));
-        let shared = at(23, 9, 0) + chrono::TimeDelta::milliseconds(500);
-        assert!(engine.take_headroom(at(23, 9, 0)).is_empty(), "static for two report intervals");
+        let shared = at(23, 9, 0);
         let out = engine.take_headroom(shared);
         assert_eq!(out.records.len(), 1, "only the budget with demand: {out:?}");
         let share = |replica: &str, dollars: &str| ReplicaShare {
@@ -352,7 +354,7 @@ mod tests {
         assert_eq!(out.records[0].shares, Some(vec![share("gw-1", "7.5"), share("gw-2", "2.5")]));
         assert!(engine.take_headroom(shared).is_empty(), "the same shares: nothing new");
         // Both expire (three intervals and the read slack on), holding nothing: forgotten, and
-        // the record says so (static shares again).
+        // the record says so (no shares: the gateways report again when asked).
         let later = at(23, 9, 0) + chrono::TimeDelta::seconds(3);
         let out = engine.take_headroom(later);
         assert_eq!(out.records[0].shares, None);

@@ -285,8 +285,14 @@ impl Engine {
 
     /// Take one demand-topic record (`None`: a tombstone of `key`); the budget's headroom is
     /// reported again if its shares changed.
-    pub fn apply_demand(&mut self, key: &str, record: Option<faregate_core::event::Demand>) {
-        if let Some(id) = self.demands.apply(key, record)
+    /// `now` is when it arrived (this service's clock judges whether a report is live).
+    pub fn apply_demand(
+        &mut self,
+        key: &str,
+        record: Option<faregate_core::event::Demand>,
+        now: DateTime<Utc>,
+    ) {
+        if let Some(id) = self.demands.apply(key, record, now)
             && self.budgets.contains_key(&id)
         {
             self.headroom_dirty.insert(id);

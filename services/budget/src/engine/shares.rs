@@ -4,14 +4,11 @@
 //! remaining it applies to.
 //!
 //! Contract ([`Demands::shares`]):
-//! - no record for a budget (or its records all expired holding nothing, and were forgotten),
-//!   or the first arrived less than two report intervals ago: no shares (`None`); each replica
-//!   then takes `remaining / ingress.reservation.replicas`. The delay lets every replica that
-//!   admitted under those static shares report its holdings before they are shared out;
-//! - once shared, a budget stays shared while any record is held: with no live record the
-//!   shares are empty (nobody admits; a replica asked for anything reports at once and is named
-//!   in the next record), never static again, since static shares would not set aside what
-//!   replicas hold under their shares by demand;
+//! - no record for a budget (or its records all expired holding nothing, and were forgotten):
+//!   no shares (`None`); a gateway then has no share either and reports its demand at once (a
+//!   gateway facing a budget service without demand shares, `headroom.v1`, takes
+//!   `remaining / ingress.reservation.replicas` instead);
+//! - with records but none live, the shares are empty: nobody admits until a report names it;
 //! - what every replica reported holding, open reservations and unshown settled costs (live
 //!   ones, and expired ones of the current window for [`ORPHAN_HOLD`] after their report: a
 //!   replica that died or was cut off may still have costs on their way, which its restart
@@ -49,23 +46,19 @@ use faregate_core::money::Usd;
 /// it held (docs/ARCHITECTURE.md, "Admission by reservation").
 pub(crate) const ORPHAN_HOLD: chrono::TimeDelta = chrono::TimeDelta::minutes(15);
 
-/// Whether `d`'s holdings are set aside at `now` in the window starting at `window_start`.
-fn sets_aside(d: &Demand, window_start: DateTime<Utc>, now: DateTime<Utc>) -> bool {
-    d.live_at(now) || (d.published_at >= window_start && now - d.published_at <= ORPHAN_HOLD)
-}
-
 /// The demand records held, per budget id and replica.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Demands {
     by_budget: HashMap<String, BTreeMap<String, Demand>>,
-    /// Per budget, the first report since it had none (see [`Demands::shares`]).
-    since: HashMap<String, DateTime<Utc>>,
+    /// When each record arrived, by this service's clock (budget id, replica): liveness and the
+    /// orphan hold are judged by it, so a gateway's clock never decides them.
+    received: HashMap<(String, String), DateTime<Utc>>,
 }
 
 impl Demands {
     /// Apply a demand-topic record (`None`: the tombstone of `key`'s replica and budget).
     /// Returns the budget id whose shares may have changed.
-    pub(crate) fn apply(&mut self, key: &str, record: Option<Demand>) -> Option<String> {
+    pub(crate) fn apply(&mut self, key: &str, record: Option<Demand>, now: DateTime<Utc>) -> Option<String> {
         match record {
             Some(demand) => {
                 let id = demand.budget_id.clone();
@@ -73,8 +66,7 @@ impl Demands {
                 let newer =
                     entries.get(&demand.replica).is_none_or(|d| d.published_at <= demand.published_at);
                 newer.then(|| {
-                    let first = self.since.entry(id.clone()).or_insert(demand.published_at);
-                    *first = (*first).min(demand.published_at);
+                    self.received.insert((id.clone(), demand.replica.clone()), now);
                     entries.insert(demand.replica.clone(), demand);
                     id
                 })
@@ -84,9 +76,9 @@ impl Demands {
                 let id = rest.rsplit_once("#budget=")?.1.to_string();
                 let entries = self.by_budget.get_mut(&id)?;
                 entries.remove(replica)?;
+                self.received.remove(&(id.clone(), replica.to_string()));
                 if entries.is_empty() {
                     self.by_budget.remove(&id);
-                    self.since.remove(&id);
                 }
                 Some(id)
             }
@@ -96,13 +88,38 @@ impl Demands {
     /// Forget budget `id`'s records that expired and set nothing aside any more (nothing held,
     /// or reported before the window starting at `window_start`).
     pub(crate) fn prune(&mut self, id: &str, window_start: DateTime<Utc>, now: DateTime<Utc>) {
+        let Some(entries) = self.by_budget.get(id) else { return };
+        let gone: Vec<String> = entries
+            .values()
+            .filter(|d| {
+                !(self.live(d, now) || (held(d) > Decimal::ZERO && self.sets_aside(d, window_start, now)))
+            })
+            .map(|d| d.replica.clone())
+            .collect();
         let Some(entries) = self.by_budget.get_mut(id) else { return };
-        entries
-            .retain(|_, d| d.live_at(now) || (held(d) > Decimal::ZERO && sets_aside(d, window_start, now)));
+        for replica in gone {
+            entries.remove(&replica);
+            self.received.remove(&(id.to_string(), replica));
+        }
         if entries.is_empty() {
             self.by_budget.remove(id);
-            self.since.remove(id);
         }
+    }
+
+    /// When `d` arrived (its own time where it was never received: tests that build state).
+    fn received_at(&self, d: &Demand) -> DateTime<Utc> {
+        self.received.get(&(d.budget_id.clone(), d.replica.clone())).copied().unwrap_or(d.published_at)
+    }
+
+    /// Whether `d` is live at `now`: [`Demand::live_at`], by when it arrived here.
+    fn live(&self, d: &Demand, now: DateTime<Utc>) -> bool {
+        Demand { published_at: self.received_at(d), ..d.clone() }.live_at(now)
+    }
+
+    /// Whether `d`'s holdings are set aside at `now` in the window starting at `window_start`.
+    fn sets_aside(&self, d: &Demand, window_start: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+        let at = self.received_at(d);
+        self.live(d, now) || (at >= window_start && now - at <= ORPHAN_HOLD)
     }
 
     /// Budgets with any demand record (their shares move with time as records expire).
@@ -120,15 +137,9 @@ impl Demands {
         now: DateTime<Utc>,
     ) -> Option<Vec<ReplicaShare>> {
         let entries = self.by_budget.get(id)?;
-        // Static shares until every replica that admitted under them had time to report what it
-        // holds (two report intervals), so switching sets their holdings aside.
-        let interval = entries.values().map(|d| d.interval_ms.max(1)).max().unwrap_or(1);
-        let since = *self.since.get(id)?;
-        if now - since < chrono::TimeDelta::milliseconds(interval.saturating_mul(2)) {
-            return None;
-        }
-        let live: Vec<&Demand> = entries.values().filter(|d| d.live_at(now)).collect();
-        let held: Decimal = entries.values().filter(|d| sets_aside(d, window_start, now)).map(held).sum();
+        let live: Vec<&Demand> = entries.values().filter(|d| self.live(d, now)).collect();
+        let held: Decimal =
+            entries.values().filter(|d| self.sets_aside(d, window_start, now)).map(held).sum();
         let live_open: Decimal = live.iter().map(|d| open(d)).sum();
         // What live replicas may hold in all: the remaining less every settled cost and every
         // expired replica's reservations (`held - live_open`).
@@ -244,17 +255,17 @@ mod tests {
             .collect()
     }
 
+    /// Received when published (this service's clock agrees with the gateway's).
     fn put(d: &mut Demands, demand: Demand) {
         let key = demand.key();
-        d.apply(&key, Some(demand));
+        let received = demand.published_at;
+        d.apply(&key, Some(demand), received);
     }
 
     #[test]
     fn the_rest_after_every_hold_follows_demand_and_the_shares_never_exceed_the_remaining() {
         let mut d = Demands::default();
         assert_eq!(d.shares("b", usd("10"), at(0), at(0)), None, "no demand: static shares");
-        put(&mut d, demand("a", "0", "1", "0.01", 0));
-        assert_eq!(d.shares("b", usd("10"), at(0), at(499)), None, "static for two report intervals");
         put(&mut d, demand("a", "1", "3", "0.01", 0));
         put(&mut d, demand("b", "0.5", "1", "0.01", 0));
         put(&mut d, demand("c", "0", "0", "0", 0));
@@ -326,7 +337,7 @@ mod tests {
         // An older record of a replica does not replace a newer one.
         put(&mut d, demand("a", "5", "1", "0", 10));
         assert_eq!(shares_of(&d, "10", 3_100), vec![("a".into(), usd("8"))]);
-        assert_eq!(d.apply("dead#org=acme#budget=b", None), Some("b".to_string()));
+        assert_eq!(d.apply("dead#org=acme#budget=b", None, at(3_100)), Some("b".to_string()));
         assert_eq!(shares_of(&d, "10", 3_100), vec![("a".into(), usd("10"))]);
         assert_eq!(d.shares("b", usd("10"), at(0), at(6_000)), Some(vec![]), "nobody live: nobody admits");
         d.prune("b", at(0), at(6_000));

@@ -79,11 +79,12 @@ impl Intake {
         &mut self,
         engine: &Mutex<Engine>,
         message: &M,
+        now: chrono::DateTime<chrono::Utc>,
         shutdown: &CancellationToken,
     ) -> Result<(), BudgetError> {
         let key = message.key().map(String::from_utf8_lossy).unwrap_or_default().to_string();
         let Some(payload) = message.payload() else {
-            engine.lock().unwrap().apply_demand(&key, None);
+            engine.lock().unwrap().apply_demand(&key, None, now);
             return Ok(());
         };
         let demand = match self.demand_codec.decode(payload).await {
@@ -116,7 +117,7 @@ impl Intake {
                 .dead_letter("demand", message, Stage::Validate, &problems.join("; "), shutdown)
                 .await;
         }
-        engine.lock().unwrap().apply_demand(&key, Some(demand));
+        engine.lock().unwrap().apply_demand(&key, Some(demand), now);
         Ok(())
     }
 

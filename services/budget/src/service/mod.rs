@@ -417,7 +417,10 @@ pub async fn serve(
                 }
             },
             message = demands.next() => match message {
-                Ok(m) => service.intake.demand(&service.engine, &m, &shutdown).await,
+                Ok(m) => {
+                    let now = service.clock.now();
+                    service.intake.demand(&service.engine, &m, now, &shutdown).await
+                }
                 Err(error) => {
                     tracing::warn!(%error, "demand consumer error");
                     Ok(())

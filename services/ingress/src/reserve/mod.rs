@@ -131,7 +131,8 @@ impl Reserver {
     }
 
     /// This replica's share of the budget at `position`: what the record's demand shares give
-    /// it (nothing when it is not named), else `remaining / replicas` rounded down to 10^-18
+    /// it (nothing when it is not named, or when nobody reported demand yet), else, from a
+    /// budget service without demand shares, `remaining / replicas` rounded down to 10^-18
     /// dollars.
     pub fn share(&self, position: &Position) -> Share {
         if let Some(shares) = &position.shares {
@@ -139,6 +140,14 @@ impl Reserver {
                 amount: s.share_usd,
                 settled_after_us: Some(s.report_at.timestamp_micros()),
             });
+        }
+        // A budget service that shares by demand (its records carry usage watermarks) but has
+        // no report of this budget yet: no share until one names this replica. Static shares
+        // of a shrinking remaining are not sound (a replica whose costs the headroom shows
+        // gets room the others' unshown costs already took), so they are only for a budget
+        // service that cannot share (`headroom.v1`).
+        if position.watermarks.is_some() {
+            return Usd::ZERO.into();
         }
         if self.config.replicas <= 1 {
             return position.remaining.into();
