@@ -52,7 +52,7 @@ pub(crate) struct Demands {
     by_budget: HashMap<String, BTreeMap<String, Demand>>,
     /// When each record arrived, by this service's clock (budget id, replica): liveness and the
     /// orphan hold are judged by it, so a gateway's clock never decides them.
-    received: HashMap<(String, String), DateTime<Utc>>,
+    received: HashMap<String, HashMap<String, DateTime<Utc>>>,
 }
 
 impl Demands {
@@ -66,7 +66,7 @@ impl Demands {
                 let newer =
                     entries.get(&demand.replica).is_none_or(|d| d.published_at <= demand.published_at);
                 newer.then(|| {
-                    self.received.insert((id.clone(), demand.replica.clone()), now);
+                    self.received.entry(id.clone()).or_default().insert(demand.replica.clone(), now);
                     entries.insert(demand.replica.clone(), demand);
                     id
                 })
@@ -76,9 +76,12 @@ impl Demands {
                 let id = rest.rsplit_once("#budget=")?.1.to_string();
                 let entries = self.by_budget.get_mut(&id)?;
                 entries.remove(replica)?;
-                self.received.remove(&(id.clone(), replica.to_string()));
+                if let Some(received) = self.received.get_mut(&id) {
+                    received.remove(replica);
+                }
                 if entries.is_empty() {
                     self.by_budget.remove(&id);
+                    self.received.remove(&id);
                 }
                 Some(id)
             }
@@ -99,21 +102,24 @@ impl Demands {
         let Some(entries) = self.by_budget.get_mut(id) else { return };
         for replica in gone {
             entries.remove(&replica);
-            self.received.remove(&(id.to_string(), replica));
+            if let Some(received) = self.received.get_mut(id) {
+                received.remove(&replica);
+            }
         }
         if entries.is_empty() {
             self.by_budget.remove(id);
+            self.received.remove(id);
         }
     }
 
     /// When `d` arrived (its own time where it was never received: tests that build state).
     fn received_at(&self, d: &Demand) -> DateTime<Utc> {
-        self.received.get(&(d.budget_id.clone(), d.replica.clone())).copied().unwrap_or(d.published_at)
+        self.received.get(&d.budget_id).and_then(|r| r.get(&d.replica)).copied().unwrap_or(d.published_at)
     }
 
     /// Whether `d` is live at `now`: [`Demand::live_at`], by when it arrived here.
     fn live(&self, d: &Demand, now: DateTime<Utc>) -> bool {
-        Demand { published_at: self.received_at(d), ..d.clone() }.live_at(now)
+        now - self.received_at(d) <= d.lifetime()
     }
 
     /// Whether `d`'s holdings are set aside at `now` in the window starting at `window_start`.

@@ -43,8 +43,14 @@ impl Demand {
     /// [`Demand::READ_SLACK_MS`] (the budget service reads the topic in the background lane,
     /// whose fetch wait may hold a record back for most of a second).
     pub fn live_at(&self, now: DateTime<Utc>) -> bool {
-        let ttl = self.interval_ms.max(1).saturating_mul(3).saturating_add(Self::READ_SLACK_MS);
-        now - self.published_at <= chrono::TimeDelta::milliseconds(ttl)
+        now - self.published_at <= self.lifetime()
+    }
+
+    /// How long a record stays live (see [`Demand::live_at`]).
+    pub fn lifetime(&self) -> chrono::TimeDelta {
+        chrono::TimeDelta::milliseconds(
+            self.interval_ms.max(1).saturating_mul(3).saturating_add(Self::READ_SLACK_MS),
+        )
     }
 
     /// See [`Demand::live_at`].
