@@ -103,6 +103,8 @@ impl HeadroomCache {
             .and_then(|(shape, lookup)| inner.index.get(&shape)?.get(&lookup)?.iter().find(|e| e.key == key))
             .map(|e| e.book.clone())
             .unwrap_or_else(|| Arc::new(Book::new(record.budget_name.clone())));
+        tracing::debug!(budget = %record.budget_id, revision = record.revision, remaining = %record.remaining_usd,
+            shares = record.shares.as_ref().map_or(0, Vec::len), "headroom record");
         inner.unindex(key);
         // A new position may be the room a waiting request needs.
         book.wake();

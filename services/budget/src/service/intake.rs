@@ -117,6 +117,8 @@ impl Intake {
                 .dead_letter("demand", message, Stage::Validate, &problems.join("; "), shutdown)
                 .await;
         }
+        tracing::debug!(budget = %demand.budget_id, replica = %demand.replica, demand = %demand.demand_usd,
+            open = %demand.open_usd, "demand report");
         engine.lock().unwrap().apply_demand(&key, Some(demand), now);
         Ok(())
     }

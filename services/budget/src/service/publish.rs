@@ -46,6 +46,10 @@ impl Publisher {
         shutdown: &CancellationToken,
     ) -> Result<(), BudgetError> {
         metrics::counter!("faregate_budget_headroom_records_total").increment(out.records.len() as u64);
+        for h in &out.records {
+            tracing::debug!(budget = %h.budget_id, revision = h.revision, remaining = %h.remaining_usd,
+                shares = h.shares.as_ref().map_or(0, Vec::len), "publishing headroom");
+        }
         let sends = out.records.iter().map(|h| {
             let key = h.key();
             async move { retry(shutdown, || self.headroom.send(&key, h)).await }

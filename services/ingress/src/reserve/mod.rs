@@ -185,6 +185,8 @@ impl Reserver {
                 Ok(reservation) => return Ok((reservation, waited.then(|| started.elapsed()))),
                 Err(refusal) if refusal.may_fit_later && tokio::time::Instant::now() < deadline => {
                     if !waited {
+                        tracing::debug!(budget = %refusal.budget, share = %refusal.share, held = %refusal.held,
+                            "request waits for room");
                         waited = true;
                         _waiting = Some(Waiting::start(&books, estimate));
                         // The budget service hears of this replica's demand now, not at the
