@@ -10,9 +10,12 @@
 //! shutdown (after the gateway stopped serving), zeros for every budget still active, so
 //! the budget service does not keep this replica's last holdings aside (a killed replica's
 //! stay aside for a while, `budget::engine::shares::ORPHAN_HOLD`). A record
-//! that cannot be sent is counted (`faregate_ingress_demand_failures_total`) and logged, and the
-//! next report replaces it: the budget service stops counting a replica whose reports stop
-//! (three intervals and two seconds), which costs that replica its share, never another's.
+//! that cannot be sent is counted (`faregate_ingress_demand_failures_total`), and the next
+//! report replaces it; while reports fail the gauge `faregate_ingress_demand_failing` is 1 (read
+//! by `faregate status`), with an ERROR log when they start failing and an INFO log when they
+//! go out again. The budget service stops counting a replica whose reports stop (three
+//! intervals and two seconds), which costs that replica its share, never another's. Not a
+//! reason to be unready: requests under no shared budget are still served.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -42,6 +45,8 @@ pub async fn report(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Budgets last reported with something in them: each gets one record of zeros when quiet.
     let mut active: HashSet<String> = HashSet::new();
+    let mut health = Health::default();
+    metrics::gauge!("faregate_ingress_demand_failing").set(0.0);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => {
@@ -74,6 +79,9 @@ pub async fn report(
                 published_at: now,
             });
         }
+        if !records.is_empty() {
+            tracing::debug!(budgets = records.len(), "reporting demand");
+        }
         let keys: Vec<String> = records.iter().map(Demand::key).collect();
         let sends = futures::future::join_all(
             keys.iter().zip(&records).map(|(key, record)| producer.send(key, record)),
@@ -82,12 +90,33 @@ pub async fn report(
             _ = shutdown.cancelled() => return Ok(()),
             results = sends => results,
         };
-        for result in results {
-            if let Err(error) = result {
-                metrics::counter!("faregate_ingress_demand_failures_total").increment(1);
-                tracing::warn!(%error, "reporting demand failed; the next report replaces it");
-            }
+        let failed: Vec<ProduceError> = results.into_iter().filter_map(Result::err).collect();
+        metrics::counter!("faregate_ingress_demand_failures_total").increment(failed.len() as u64);
+        match (health.reported(failed.len()), failed.first()) {
+            (Some(true), Some(error)) => tracing::error!(%error, records = failed.len(),
+                "demand reports cannot be sent: this replica's shares lapse and requests under budgets shared by demand wait, then are refused"),
+            (Some(false), _) => tracing::info!("demand reports go out again"),
+            _ => {}
         }
+    }
+}
+
+/// Whether the last report went out: the gauge `faregate_ingress_demand_failing` (1 while
+/// reports fail, which `faregate status` reads), set on each change.
+#[derive(Debug, Default)]
+struct Health {
+    failing: bool,
+}
+
+impl Health {
+    /// A report went out with `failed` records not sent; the new state when it changed.
+    fn reported(&mut self, failed: usize) -> Option<bool> {
+        let failing = failed > 0;
+        if failing == std::mem::replace(&mut self.failing, failing) {
+            return None;
+        }
+        metrics::gauge!("faregate_ingress_demand_failing").set(if failing { 1.0 } else { 0.0 });
+        Some(failing)
     }
 }
 
@@ -122,5 +151,18 @@ async fn farewell(
         futures::future::join_all(keys.iter().zip(&records).map(|(key, record)| producer.send(key, record)));
     if tokio::time::timeout(Duration::from_secs(2), sends).await.is_err() {
         tracing::warn!(budgets = records.len(), "the last demand reports did not go out before shutdown");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Health;
+
+    #[test]
+    fn a_failing_report_is_told_once_and_so_is_its_recovery() {
+        let mut health = Health::default();
+        let seen: Vec<Option<bool>> =
+            [0, 2, 1, 0, 0, 3].into_iter().map(|failed| health.reported(failed)).collect();
+        assert_eq!(seen, [None, Some(true), None, Some(false), None, Some(true)]);
     }
 }

@@ -13,7 +13,7 @@
 //! | ingress dead | `ingress_unreachable` | |
 //! | processor dead | `metering_stalled` (usage waits, the ledger unwritten for the bound) or `partition_unowned` | the other one |
 //! | budget service dead | `enforcement_stale` | `ingress_enforcement_stale`, `partition_unowned` |
-//! | broker dead | `broker_unreachable` | `ingress_enforcement_stale` |
+//! | broker dead | `broker_unreachable` | `ingress_enforcement_stale`, `ingress_demand_unreported` |
 //! | ClickHouse frozen or dead | `ledger_unreachable` | |
 //!
 //! A double restart is too short to hold: status runs once right after the second kill, while
@@ -129,7 +129,9 @@ impl Expectation {
                 Role::Processor => (&["metering_stalled", "partition_unowned"], &[]),
                 Role::Budget => (&["enforcement_stale"], &["ingress_enforcement_stale", "partition_unowned"]),
             },
-            Fault::KillBroker => (&["broker_unreachable"], &["ingress_enforcement_stale"]),
+            Fault::KillBroker => {
+                (&["broker_unreachable"], &["ingress_enforcement_stale", "ingress_demand_unreported"])
+            }
             Fault::FreezeClickHouse | Fault::KillClickHouse => (&["ledger_unreachable"], &[]),
         };
         Expectation { named, permitted }

@@ -18,7 +18,8 @@
 //! - enforcement stale: no heartbeat, a spend partition uncovered, or the watermark older than
 //!   the bound;
 //! - ClickHouse does not answer (refused, failed, or no answer within the probe's timeout);
-//! - an `--ingress` is unreachable, its spool is full, or it reports enforcement stale.
+//! - an `--ingress` is unreachable, its spool is full, it reports enforcement stale, or it
+//!   cannot send its demand reports (the budget service then shares it nothing).
 
 use serde::Serialize;
 
@@ -48,6 +49,9 @@ pub enum Cause {
     SpoolFull,
     /// An ingress reports enforcement stale.
     IngressEnforcementStale,
+    /// An ingress cannot send its demand reports: its shares of budgets shared by demand lapse,
+    /// and requests under them wait, then are refused.
+    IngressDemandUnreported,
 }
 
 /// One reason the deployment is blind.
@@ -150,20 +154,34 @@ pub fn judge(facts: &Facts<'_>) -> Vec<Problem> {
         problems.push(Problem::new(Cause::LedgerUnreachable, format!("ClickHouse is unreachable: {error}")));
     }
     for i in facts.ingress {
-        match (&i.error, &i.metrics) {
-            (Some(error), _) => problems.push(Problem::new(
+        if let Some(error) = &i.error {
+            problems.push(Problem::new(
                 Cause::IngressUnreachable,
                 format!("ingress {} is unreachable: {error}", i.url),
-            )),
-            (None, m) if m.spool_full == Some(true) => problems.push(Problem::new(
+            ));
+            continue;
+        }
+        let m = &i.metrics;
+        if m.spool_full == Some(true) {
+            problems.push(Problem::new(
                 Cause::SpoolFull,
                 format!("ingress {} has a full spool (it refuses requests)", i.url),
-            )),
-            (None, m) if m.enforcement_stale == Some(true) => problems.push(Problem::new(
+            ));
+        }
+        if m.enforcement_stale == Some(true) {
+            problems.push(Problem::new(
                 Cause::IngressEnforcementStale,
                 format!("ingress {} reports enforcement stale", i.url),
-            )),
-            _ => {}
+            ));
+        }
+        if m.demand_failing == Some(true) {
+            problems.push(Problem::new(
+                Cause::IngressDemandUnreported,
+                format!(
+                    "ingress {} cannot send its demand reports: requests under budgets shared by demand wait, then are refused",
+                    i.url
+                ),
+            ));
         }
     }
     problems
@@ -305,21 +323,24 @@ mod tests {
 
     #[test]
     fn an_ingress_is_judged_by_its_metrics() {
-        let ingress = |error: Option<&str>, full: bool, stale: bool| IngressStatus {
+        let ingress = |error: Option<&str>, full: bool, stale: bool, demand: bool| IngressStatus {
             url: "http://i".into(),
             reachable: error.is_none(),
             metrics: IngressMetrics {
                 spool_pending_bytes: Some(0.0),
                 spool_full: Some(full),
                 enforcement_stale: Some(stale),
+                demand_failing: Some(demand),
             },
             error: error.map(String::from),
         };
         let all = [
-            ingress(Some("refused"), false, false),
-            ingress(None, true, false),
-            ingress(None, false, true),
-            ingress(None, false, false),
+            ingress(Some("refused"), true, true, true),
+            ingress(None, true, false, false),
+            ingress(None, false, true, false),
+            ingress(None, false, false, true),
+            ingress(None, false, false, false),
+            ingress(None, true, true, true),
         ];
         let got: Vec<Cause> = judge(&Facts {
             broker: &broker(None),
@@ -332,6 +353,13 @@ mod tests {
         .into_iter()
         .map(|p| p.cause)
         .collect();
-        assert_eq!(got, vec![Cause::IngressUnreachable, Cause::SpoolFull, Cause::IngressEnforcementStale]);
+        use Cause::*;
+        let each = [IngressUnreachable, SpoolFull, IngressEnforcementStale, IngressDemandUnreported];
+        let all_three = [SpoolFull, IngressEnforcementStale, IngressDemandUnreported];
+        assert_eq!(
+            got,
+            [each.as_slice(), all_three.as_slice()].concat(),
+            "every problem of a reachable ingress, none of one that is not"
+        );
     }
 }

@@ -221,6 +221,8 @@ pub struct IngressMetrics {
     pub spool_pending_bytes: Option<f64>,
     pub spool_full: Option<bool>,
     pub enforcement_stale: Option<bool>,
+    /// Its demand reports to the budget service fail (`faregate_ingress_demand_failing`).
+    pub demand_failing: Option<bool>,
 }
 
 /// Read an ingress's Prometheus metrics from `url` (its metrics address; `/metrics` is added).
@@ -250,6 +252,7 @@ pub async fn ingress(url: &str) -> anyhow::Result<IngressMetrics> {
         spool_pending_bytes: value("faregate_ingress_spool_pending_bytes"),
         spool_full: value("faregate_ingress_spool_full").map(|v| v >= 1.0),
         enforcement_stale: value("faregate_ingress_enforcement_stale").map(|v| v >= 1.0),
+        demand_failing: value("faregate_ingress_demand_failing").map(|v| v >= 1.0),
     })
 }
 

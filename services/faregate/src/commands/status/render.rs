@@ -106,21 +106,25 @@ pub fn table(report: &Report) -> String {
     ]);
     for i in &report.ingress {
         let m = &i.metrics;
-        let ok = i.reachable && m.spool_full != Some(true) && m.enforcement_stale != Some(true);
+        let ok = i.reachable
+            && m.spool_full != Some(true)
+            && m.enforcement_stale != Some(true)
+            && m.demand_failing != Some(true);
         table.add_row([
             format!("ingress {}", i.url),
             verdict(ok).into(),
             match &i.error {
                 Some(error) => error.clone(),
                 None => format!(
-                    "spool backlog {} bytes{}, enforcement {}",
+                    "spool backlog {} bytes{}, enforcement {}{}",
                     m.spool_pending_bytes.map_or("?".into(), |b| (b as u64).to_string()),
                     if m.spool_full == Some(true) { " (FULL)" } else { "" },
                     match m.enforcement_stale {
                         Some(true) => "stale",
                         Some(false) => "live",
                         None => "?",
-                    }
+                    },
+                    if m.demand_failing == Some(true) { ", demand reports FAILING" } else { "" }
                 ),
             },
         ]);
