@@ -21,6 +21,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::stack::{COLLECTOR_TOKEN, MODEL};
 
+/// How long a load client waits for an answer.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// What was sent and what was acknowledged.
 #[derive(Default)]
 pub struct Book {
@@ -80,7 +83,10 @@ impl Load {
             url,
             stop: CancellationToken::new(),
             tasks: Vec::new(),
-            http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap(),
+            // Longer than any wait the gateway may impose (`ingress.reservation.max_wait_ms`,
+            // 10 s): a client that leaves first leaves a request that is rightly billed nothing
+            // (it never reached the provider), which the book cannot tell from a lost one.
+            http: reqwest::Client::builder().timeout(CLIENT_TIMEOUT).build().unwrap(),
         };
         let mut tasks = Vec::new();
         for _ in 0..shape.collector_clients {
@@ -131,14 +137,14 @@ impl Load {
     }
 
     /// Send requests costing $0.03 each with `key` until the gateway refuses one with 402;
-    /// the time from the first response to the refusal, or `None` after `deadline`.
+    /// the time from the first request (a wait for its share included) to the refusal, or
+    /// `None` after `deadline`.
     pub async fn until_blocked(&self, key: &LoadKey, deadline: Duration) -> Option<Duration> {
         let client = self.client(self.url.subscribe());
         let tokens = TokenCounts { input: 10_000, ..TokenCounts::default() };
-        let mut first: Option<Instant> = None;
+        let started = Instant::now();
         loop {
             let status = client.message(key, tokens, false).await;
-            let started = *first.get_or_insert_with(Instant::now);
             if status == Some(402) {
                 return Some(started.elapsed());
             }

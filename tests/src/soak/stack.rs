@@ -132,7 +132,7 @@ database = "{database}"
 [telemetry]
 metrics_listen = "127.0.0.1:0"
 log_format = "json"
-log_filter = "info"
+log_filter = "info,faregate_ingress::headroom=debug,faregate_ingress::demand=debug,faregate_ingress::reserve=debug,faregate_budget::service=debug,faregate_core::kafka::idle=debug"
 [ingress]
 listen = "127.0.0.1:0"
 source_name = "soak-ingress"
