@@ -166,6 +166,11 @@ impl Chain {
         chain
     }
 
+    /// The price catalog every service of the chain reads (`prices_dir`).
+    pub fn prices_dir(&self) -> &std::path::Path {
+        self.prices.path()
+    }
+
     /// The first ingress's URL (no `/v1`).
     pub fn url(&self) -> &str {
         &self.ingresses[0].url

@@ -9,6 +9,7 @@
 //! Waiting is always for a condition with a deadline, never a fixed sleep.
 
 pub mod chain;
+pub mod process;
 pub mod soak;
 
 use std::net::{TcpListener, TcpStream};

@@ -10,14 +10,14 @@
 //!   printed here. A lost event older than `WINDOW` fails the test.
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use faregate_core::kafka::{KafkaConfig, ensure_topics};
 use faregate_fake_upstream::{FakeConfig, FakeUpstream};
-use faregate_tests::{eventually_within, kafka_config, usage_events_until};
+use faregate_tests::process::Service;
+use faregate_tests::{kafka_config, usage_events_until};
 use serde_json::{Value, json};
 use tokio::sync::{Notify, watch};
 
@@ -72,62 +72,14 @@ log_filter = "info"
     )
 }
 
-/// One run of `faregate ingress`; killed with SIGKILL on drop.
-struct Ingress {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Ingress {
-    fn start(config: &Path, log: PathBuf) -> Ingress {
-        let child = Command::new(env!("CARGO_BIN_EXE_faregate"))
-            .args(["--config", &config.display().to_string(), "ingress"])
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&log).unwrap())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("faregate ingress starts");
-        Ingress { child, log }
-    }
-
-    /// The address logged with `message` (the process binds port 0 itself and says where).
-    fn logged_addr(&self, message: &str) -> Option<String> {
-        let text = std::fs::read_to_string(&self.log).ok()?;
-        text.lines().filter_map(|line| serde_json::from_str::<Value>(line).ok()).find_map(|line| {
-            let fields = line.get("fields").unwrap_or(&line);
-            (fields.get("message")?.as_str()? == message)
-                .then(|| fields.get("addr")?.as_str().map(String::from))?
-        })
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Ingress {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 /// Start an ingress and wait until it is ready; its gateway URL.
-async fn start_ready(config: &Path, dir: &Path, round: usize) -> (Ingress, String) {
-    let ingress = Ingress::start(config, dir.join(format!("ingress-{round}.log")));
-    let http = reqwest::Client::new();
-    let (gateway, ops) = eventually_within("the ingress logs its addresses", DEADLINE, || async {
-        Some((
-            ingress.logged_addr("ingress listening")?,
-            ingress.logged_addr("ops endpoint: /metrics /health /ready")?,
-        ))
-    })
-    .await;
-    eventually_within("the ingress is ready", DEADLINE, || {
-        let request = http.get(format!("http://{ops}/ready")).send();
-        async move { request.await.ok().filter(|r| r.status() == 200).map(|_| ()) }
-    })
-    .await;
+async fn start_ready(config: &Path, dir: &Path, round: usize) -> (Service, String) {
+    let bin = Path::new(env!("CARGO_BIN_EXE_faregate"));
+    let log = dir.join(format!("ingress-{round}.log"));
+    let ingress = Service::start_ready(bin, config, "ingress", log, DEADLINE).await;
+    let gateway = ingress
+        .logged_addr("ingress listening")
+        .expect("an ingress says where it listens before it is ready");
     (ingress, format!("http://{gateway}"))
 }
 
