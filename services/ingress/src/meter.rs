@@ -142,7 +142,7 @@ impl Meter {
         }
         let landing = self.reservation.take().map(|reservation| reservation.settle(&event));
         if let Some(reserver) = self.reserver.take() {
-            reserver.learn(&event);
+            reserver.learn(&event, self.request_bytes);
         }
         match landing {
             Some(landing) => self.sink.emit_landed(event, landing),

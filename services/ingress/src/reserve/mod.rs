@@ -27,7 +27,7 @@ use rust_decimal::{Decimal, RoundingStrategy};
 
 use crate::config::ReservationConfig;
 pub use book::{Book, Held, Landing, Position, ReleaseRules, Report, Share};
-pub use estimate::{Estimate, OutputFrom, OutputHistory};
+pub use estimate::{Estimate, History, OutputFrom};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReserveError {
@@ -62,7 +62,7 @@ pub struct Reserver {
     config: ReservationConfig,
     rules: ReleaseRules,
     catalog: Arc<PriceCatalog>,
-    pub history: OutputHistory,
+    pub history: History,
     /// This replica's name in the headroom's shares and on the demand topic.
     replica: String,
     /// Wakes the demand publisher at once: a request waits for a share this replica lacks.
@@ -90,7 +90,7 @@ impl Reserver {
             },
             config: config.clone(),
             catalog: Arc::new(catalog),
-            history: OutputHistory::default(),
+            history: History::default(),
             replica: replica.to_string(),
             urgent: tokio::sync::Notify::new(),
         })
@@ -105,12 +105,16 @@ impl Reserver {
         &self.config
     }
 
-    /// Learn from a finished request: a completed, billed response's output teaches the
-    /// history of its key and (requested) model, reserved or not.
-    pub fn learn(&self, event: &UsageEvent) {
+    /// Learn from a finished request whose body was `body_bytes`: a completed, billed
+    /// response's output and input ratio ([`estimate::input_ratio`]) teach the history of its
+    /// key and (requested) model, reserved or not.
+    pub fn learn(&self, event: &UsageEvent, body_bytes: usize) {
         if event.outcome == faregate_core::event::Outcome::Ok && event.http_status < 400 {
             let output = event.tokens.output.saturating_add(event.tokens.reasoning);
             self.history.record(event.key_id.as_deref(), &event.requested_model, output);
+            if let Some(ratio) = estimate::input_ratio(&self.catalog, &self.config, event, body_bytes) {
+                self.history.record_input(event.key_id.as_deref(), &event.requested_model, ratio);
+            }
         }
     }
 
