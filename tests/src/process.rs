@@ -6,9 +6,25 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use faregate_core::kafka::KafkaConfig;
 use serde_json::Value;
 
 use crate::eventually_within;
+
+/// The `[kafka]` section (every topic of `kafka`, its partition count) and the `[telemetry]`
+/// section (JSON logs, metrics on port 0) of a service's TOML file, for [`Service::start_ready`].
+pub fn common_toml(kafka: &KafkaConfig) -> String {
+    let mut topics = kafka.topics.clone();
+    let names: Vec<String> =
+        topics.names_mut().into_iter().map(|(name, topic)| format!("{name} = \"{topic}\"")).collect();
+    format!(
+        "[kafka]\nbrokers = \"{}\"\nfetch_wait_max_ms = 10\n[kafka.topics]\n{}\npartitions = {}\n\
+         [telemetry]\nmetrics_listen = \"127.0.0.1:0\"\nlog_format = \"json\"\nlog_filter = \"info\"\n",
+        kafka.brokers,
+        names.join("\n"),
+        kafka.topics.partitions
+    )
+}
 
 /// One run of `faregate <role>`.
 pub struct Service {

@@ -17,7 +17,7 @@ use std::time::Duration;
 use faregate_core::kafka::KafkaConfig;
 use faregate_fake_upstream::{FakeConfig, USAGE_HEADER};
 use faregate_tests::chain::{Chain, ChainSetup, KeySpec, rolling_day_budget};
-use faregate_tests::process::Service;
+use faregate_tests::process::{Service, common_toml};
 use faregate_tests::{clickhouse_config, eventually_within, kafka_config};
 use rust_decimal::Decimal;
 use tokio::sync::Notify;
@@ -29,17 +29,8 @@ const KILL_AT: usize = 40;
 const DEADLINE: Duration = Duration::from_secs(120);
 
 fn config_toml(kafka: &KafkaConfig, dir: &Path, upstream: &str, prices: &Path) -> String {
-    let mut topics = kafka.topics.clone();
-    let names: Vec<String> =
-        topics.names_mut().into_iter().map(|(name, topic)| format!("{name} = \"{topic}\"")).collect();
     format!(
-        r#"
-[kafka]
-brokers = "{brokers}"
-fetch_wait_max_ms = 10
-[kafka.topics]
-{names}
-partitions = {partitions}
+        r#"{common}
 [ingress]
 listen = "127.0.0.1:0"
 source_name = "replica-a"
@@ -53,14 +44,8 @@ name = "anthropic"
 provider = "anthropic"
 base_url = "{upstream}"
 api_key = "sk-upstream"
-[telemetry]
-metrics_listen = "127.0.0.1:0"
-log_format = "json"
-log_filter = "info"
 "#,
-        brokers = kafka.brokers,
-        names = names.join("\n"),
-        partitions = kafka.topics.partitions,
+        common = common_toml(kafka),
         spool = dir.join("spool").display(),
         prices = prices.display(),
     )

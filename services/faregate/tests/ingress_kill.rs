@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use faregate_core::kafka::{KafkaConfig, ensure_topics};
 use faregate_fake_upstream::{FakeConfig, FakeUpstream};
-use faregate_tests::process::Service;
+use faregate_tests::process::{Service, common_toml};
 use faregate_tests::{kafka_config, usage_events_until};
 use serde_json::{Value, json};
 use tokio::sync::{Notify, watch};
@@ -30,21 +30,8 @@ const WINDOW: Duration = Duration::from_secs(1);
 const DEADLINE: Duration = Duration::from_secs(90);
 
 fn config_toml(kafka: &KafkaConfig, spool: &Path, upstream: &str) -> String {
-    let t = &kafka.topics;
     format!(
-        r#"
-[kafka]
-brokers = "{brokers}"
-[kafka.topics]
-usage = "{usage}"
-spend = "{spend}"
-decisions = "{decisions}"
-config = "{config}"
-dlq = "{dlq}"
-alerts = "{alerts}"
-heartbeats = "{heartbeats}"
-headroom = "{headroom}"
-partitions = 1
+        r#"{common}
 [ingress]
 listen = "127.0.0.1:0"
 auth = "passthrough"
@@ -54,20 +41,8 @@ spool_dir = "{spool}"
 name = "fake"
 provider = "anthropic"
 base_url = "{upstream}"
-[telemetry]
-metrics_listen = "127.0.0.1:0"
-log_format = "json"
-log_filter = "info"
 "#,
-        brokers = kafka.brokers,
-        usage = t.usage,
-        spend = t.spend,
-        decisions = t.decisions,
-        config = t.config,
-        dlq = t.dlq,
-        alerts = t.alerts,
-        heartbeats = t.heartbeats,
-        headroom = t.headroom,
+        common = common_toml(kafka),
         spool = spool.display(),
     )
 }
