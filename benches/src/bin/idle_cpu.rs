@@ -42,10 +42,12 @@ use faregate_tests::chain::{KeySpec, rolling_day_budget, write_config};
 use faregate_tests::{PrivateBroker, PrivateClickHouse};
 
 const TOKEN: &str = "idle-bench-token";
-/// 10,000 input tokens of claude-sonnet-4-5 ($3 per million in the compiled catalog): $0.03,
-/// three times a trial's limit.
-const CROSSING_USAGE: &str = "input=10000,output=0";
-const LIMIT: &str = "0.01";
+/// About 10,000 input tokens and one output token of claude-sonnet-4-5 ($3 / $15 per million in
+/// the compiled catalog), about $0.03: a trial's whole limit, reserved exactly, so the request
+/// fits and its spend reaches the limit (see `faregate_benches::sized_request`).
+fn crossing_request() -> (serde_json::Value, String, rust_decimal::Decimal) {
+    faregate_benches::sized_request(10_000, 1)
+}
 const SETTLE: Duration = Duration::from_secs(5);
 
 /// utime + stime of `pid` in clock ticks (100 per second), every thread, exited ones included.
@@ -218,9 +220,10 @@ async fn series(
     }
     faregate_core::kafka::ensure_topics(&kafka, &kafka.topic_specs()).await.expect("the series' topics");
     let keys: Vec<KeySpec> = (0..trials).map(|i| KeySpec::new("idle", "bench", &format!("u{i}"))).collect();
+    let limit = crossing_request().2.to_string();
     let budgets: Vec<_> = (0..trials)
         .map(|i| {
-            rolling_day_budget("idle", &format!("u{i}"), &format!("u{i}-day"), &format!("u{i} day"), LIMIT)
+            rolling_day_budget("idle", &format!("u{i}"), &format!("u{i}-day"), &format!("u{i} day"), &limit)
         })
         .collect();
     write_config(&kafka, &keys, &budgets).await;
@@ -270,15 +273,15 @@ async fn series(
     let streaming = reqwest::Client::builder().connect_timeout(Duration::from_secs(10)).build().unwrap();
     let mut decisions = follow_decisions(&streaming, std::slice::from_ref(&gateway), TOKEN);
     let mut crossing = Vec::with_capacity(trials);
+    let (body, usage, _) = crossing_request();
     for (i, key) in keys.iter().enumerate() {
         tokio::time::sleep(gap).await;
         let response = http
             .post(format!("{gateway}/v1/messages"))
             .header("x-api-key", &key.secret)
             .header("anthropic-version", "2023-06-01")
-            .header("x-fake-usage", CROSSING_USAGE)
-            .json(&serde_json::json!({"model": "claude-sonnet-4-5", "max_tokens": 16,
-                                      "messages": [{"role": "user", "content": "cross"}]}))
+            .header("x-fake-usage", &usage)
+            .json(&body)
             .send()
             .await
             .expect("the gateway answers");

@@ -48,12 +48,19 @@ use faregate_tests::{kafka_config_for, unique};
 use rust_decimal::Decimal;
 
 const LOOPS: usize = 3;
-/// 1,000 input tokens at $3 per million (the chain's test catalog).
-const LOOP_USAGE: &str = "input=1000,output=0";
-const LOOP_COST: &str = "0.003";
-/// 10,000 input tokens: $0.03, three times a crossing budget's limit.
-const CROSSING_USAGE: &str = "input=10000,output=0";
-const CROSSING_LIMIT: &str = "0.01";
+/// A loop's request: about 1,000 input tokens at $3 per million (the chain's test catalog).
+fn loop_request() -> (serde_json::Value, String, Decimal) {
+    faregate_benches::sized_request(1_000, 0)
+}
+
+/// A crossing request: about 10,000 input tokens and one output token, about $0.03, which is
+/// its budget's whole limit: the gateway reserves exactly its cost, so it fits, and the spend
+/// it leaves reaches the limit (a budget blocks at spent >= limit). With admission by
+/// reservation a request cannot cross a budget by more than its estimate allows; one sized to
+/// its usage crosses it exactly.
+fn crossing_request() -> (serde_json::Value, String, Decimal) {
+    faregate_benches::sized_request(10_000, 1)
+}
 const MAX_LOOP_CALLS: u64 = 200_000;
 
 fn env(name: &str) -> String {
@@ -70,15 +77,19 @@ fn budget(user: &str, limit: &str) -> Budget {
     )
 }
 
-async fn post(chain: &Chain, url: &str, key: &KeySpec, usage: &str) -> reqwest::StatusCode {
+async fn post(
+    chain: &Chain,
+    url: &str,
+    key: &KeySpec,
+    (body, usage, _): &(serde_json::Value, String, Decimal),
+) -> reqwest::StatusCode {
     let response = chain
         .http
         .post(format!("{url}/v1/messages"))
         .header("x-api-key", &key.secret)
         .header("anthropic-version", "2023-06-01")
         .header("x-fake-usage", usage)
-        .json(&serde_json::json!({"model": "claude-sonnet-4-5", "max_tokens": 16,
-                                  "messages": [{"role": "user", "content": "loop"}]}))
+        .json(body)
         .send()
         .await
         .expect("the ingress answers");
@@ -101,8 +112,9 @@ async fn runaway(chain: &Arc<Chain>, key: &KeySpec) -> Runaway {
             let (chain, key, served) = (chain.clone(), key.clone(), served.clone());
             tokio::spawn(async move {
                 let url = chain.ingresses[i % chain.ingresses.len()].url.clone();
+                let request = loop_request();
                 while served.load(Ordering::Relaxed) < MAX_LOOP_CALLS {
-                    match post(&chain, &url, &key, LOOP_USAGE).await {
+                    match post(&chain, &url, &key, &request).await {
                         reqwest::StatusCode::OK => served.fetch_add(1, Ordering::Relaxed),
                         reqwest::StatusCode::PAYMENT_REQUIRED => return,
                         other => panic!("unexpected status {other}"),
@@ -118,11 +130,7 @@ async fn runaway(chain: &Arc<Chain>, key: &KeySpec) -> Runaway {
     let calls = served.load(Ordering::SeqCst);
     let filter = format!("user = '{}' AND outcome = 'ok'", key.user.as_deref().unwrap());
     let spent = chain.ledger_settles(&filter, calls).await;
-    assert_eq!(
-        spent,
-        Decimal::from(calls) * LOOP_COST.parse::<Decimal>().unwrap(),
-        "ledger = served x price"
-    );
+    assert_eq!(spent, Decimal::from(calls) * loop_request().2, "ledger = served x price");
     Runaway { calls, seconds, spent }
 }
 
@@ -136,7 +144,7 @@ async fn crossings(
     let replicas = chain.ingresses.len();
     let (mut first, mut last) = (Vec::new(), Vec::new());
     for (i, key) in keys.iter().enumerate() {
-        let status = post(chain, &chain.ingresses[i % replicas].url, key, CROSSING_USAGE).await;
+        let status = post(chain, &chain.ingresses[i % replicas].url, key, &crossing_request()).await;
         let done = Instant::now();
         assert_eq!(status, 200);
         let subject = format!("org=bench/user={}", key.user.as_deref().unwrap());
@@ -180,8 +188,11 @@ async fn series(
     );
     setup.replicas = replicas;
     setup.processor_batch_wait_ms = ProcessorConfig::default().batch_max_wait_ms;
-    setup.budgets =
-        crossing.iter().chain(&loaded).map(|k| budget(k.user.as_deref().unwrap(), CROSSING_LIMIT)).collect();
+    setup.budgets = crossing
+        .iter()
+        .chain(&loaded)
+        .map(|k| budget(k.user.as_deref().unwrap(), &crossing_request().2.to_string()))
+        .collect();
     setup.budgets.push(budget("runaway", limit));
     setup.keys = crossing.iter().chain(&loaded).cloned().collect();
     setup.keys.push(looper.clone());
@@ -209,7 +220,7 @@ async fn series(
                 pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
                 while !stop.load(Ordering::Relaxed) {
                     pace.tick().await;
-                    assert_eq!(post(&chain, &url, &key, LOOP_USAGE).await, 200);
+                    assert_eq!(post(&chain, &url, &key, &loop_request()).await, 200);
                     calls.fetch_add(1, Ordering::Relaxed);
                 }
             })
@@ -227,7 +238,7 @@ async fn series(
     let limit: Decimal = limit.parse().unwrap();
     let overspend = run.spent - limit;
     let rate = run.calls as f64 / run.seconds;
-    let per_call: f64 = LOOP_COST.parse().unwrap();
+    let per_call: f64 = loop_request().2.to_string().parse().unwrap();
     let fetch_wait = if fetch_wait_ms == 500 {
         "500 (librdkafka's default)".to_string()
     } else {
