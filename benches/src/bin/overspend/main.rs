@@ -28,7 +28,8 @@
 //!   # for caps,
 //!   # FAREGATE_OVERSPEND_REPLICAS (1,3), _LATENCIES_MS (0,2000), _LIMITS (2,0.5); experiments:
 //!   # _SETTLE_MARGIN_MS, _SETTLE_HOLD_MAX_MS and _HISTORY_FACTOR (the ingress's reservation settings), _TRACE=1
-//!   # (what the first replica held before the first refusal, sampled from /v1/me)
+//!   # (what the first replica held before the first refusal, sampled from /v1/me);
+//!   # RUST_LOG (the chain's logs as JSON lines, e.g. faregate_processor::pipeline=debug)
 
 // Latencies and ratios are measurements printed for people; money is Decimal throughout.
 #![allow(clippy::float_arithmetic)]
@@ -288,6 +289,16 @@ async fn series(
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    // The chain's own logs, as JSON lines among the results, when RUST_LOG asks for them (e.g.
+    // `faregate_processor::pipeline=debug`: each batch's duplicate check, insert, totals read
+    // and publish times, to see where the time of an event-to-decision goes).
+    let _logs = std::env::var_os("RUST_LOG").map(|_| {
+        let config = faregate_core::telemetry::TelemetryConfig {
+            log_format: faregate_core::telemetry::LogFormat::Json,
+            ..Default::default()
+        };
+        faregate_core::telemetry::init(&config, "overspend").expect("the log subscriber installs")
+    });
     let brokers = env("FAREGATE_TEST_KAFKA_BROKERS");
     let clickhouse = env("FAREGATE_TEST_CLICKHOUSE_URL");
     let trials = env_or("FAREGATE_OVERSPEND_TRIALS", 20usize);
