@@ -300,7 +300,9 @@ impl BookState {
     pub(crate) fn counted(&self, share: Share) -> Usd {
         let settled = match share.settled_after_us {
             None => self.settled_sum.0,
-            Some(since) => self.settled.iter().rev().take_while(|s| s.at > since).map(|s| s.cost.0).sum(),
+            // At or after the report: a settlement stamped in the report's own microsecond
+            // may have missed it (counted twice at worst, never by nobody).
+            Some(since) => self.settled.iter().rev().take_while(|s| s.at >= since).map(|s| s.cost.0).sum(),
         };
         Usd(self.open.0 + settled)
     }

@@ -349,10 +349,14 @@ impl Reservation {
         if std::mem::replace(&mut self.settled, true) {
             return;
         }
-        let now = now_us();
         for (book, overdraft) in &self.books {
             let mut state = book.lock();
-            state.settle(self.amount, cost, now, landing);
+            // Stamped under the lock: a report reads the book under it too, so a settlement
+            // stamped before a report's time is in that report (set aside by the budget
+            // service), and one stamped after counts against the share computed from it.
+            // Stamped before the lock, one could be neither (a report taken between the stamp
+            // and the lock), and its cost held by nobody.
+            state.settle(self.amount, cost, now_us(), landing);
             if *overdraft {
                 state.set_overdraft(false);
             }
