@@ -444,3 +444,20 @@ pub fn rolling_day_budget(org: &str, user: &str, id: &str, name: &str, limit: &s
         notify: vec![],
     }
 }
+
+/// A Claude Sonnet 4.5 request the gateway reserves exactly what it is billed for: a body of
+/// about `input` tokens' worth of bytes (the estimate counts 3 bytes a token), `max_tokens` =
+/// `output` (at least 1), and an `x-fake-usage` that bills the estimate's own input tokens and
+/// `output` output tokens. Its input ratio is 1, so it teaches the gateway's history nothing
+/// that would change another request's reservation. Returns the body, the usage header's
+/// value and the exact cost at the test catalog's $3 / $15 per million ([`crate::test_catalog`]; the compiled-in
+/// catalog prices Claude Sonnet 4.5 the same).
+pub fn sized_request(input: usize, output: u32) -> (serde_json::Value, String, rust_decimal::Decimal) {
+    let body = serde_json::json!({"model": "claude-sonnet-4-5", "max_tokens": output.max(1),
+        "messages": [{"role": "user", "content": "x".repeat(input * 3)}]});
+    let bytes = serde_json::to_vec(&body).expect("a JSON body").len();
+    let estimated = bytes.div_ceil(3);
+    let cost = rust_decimal::Decimal::from(estimated as u64 * 3 + u64::from(output) * 15)
+        / rust_decimal::Decimal::from(1_000_000);
+    (body, format!("input={estimated},output={output}"), cost)
+}

@@ -69,12 +69,7 @@ impl Service {
 
     /// The address logged with `message`.
     pub fn logged_addr(&self, message: &str) -> Option<String> {
-        let text = std::fs::read_to_string(&self.log).ok()?;
-        text.lines().filter_map(|line| serde_json::from_str::<Value>(line).ok()).find_map(|line| {
-            let fields = line.get("fields").unwrap_or(&line);
-            (fields.get("message")?.as_str()? == message)
-                .then(|| fields.get("addr")?.as_str().map(String::from))?
-        })
+        logged_addr(&self.log, message)
     }
 
     /// A gauge or counter from its `/metrics` (the first series of that name).
@@ -98,4 +93,15 @@ impl Drop for Service {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The `addr` field of the first JSON log line of `log` whose message is `message` (a service
+/// binds port 0 and says where).
+pub fn logged_addr(log: &Path, message: &str) -> Option<String> {
+    let text = std::fs::read_to_string(log).ok()?;
+    text.lines().filter_map(|line| serde_json::from_str::<Value>(line).ok()).find_map(|line| {
+        let fields = line.get("fields").unwrap_or(&line);
+        (fields.get("message")?.as_str()? == message)
+            .then(|| fields.get("addr")?.as_str().map(String::from))?
+    })
 }

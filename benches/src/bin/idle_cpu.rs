@@ -44,9 +44,9 @@ use faregate_tests::{PrivateBroker, PrivateClickHouse};
 const TOKEN: &str = "idle-bench-token";
 /// About 10,000 input tokens and one output token of claude-sonnet-4-5 ($3 / $15 per million in
 /// the compiled catalog), about $0.03: a trial's whole limit, reserved exactly, so the request
-/// fits and its spend reaches the limit (see `faregate_benches::sized_request`).
+/// fits and its spend reaches the limit (see `faregate_tests::chain::sized_request`).
 fn crossing_request() -> (serde_json::Value, String, rust_decimal::Decimal) {
-    faregate_benches::sized_request(10_000, 1)
+    faregate_tests::chain::sized_request(10_000, 1)
 }
 const SETTLE: Duration = Duration::from_secs(5);
 

@@ -2,7 +2,7 @@
 //! "Admission by reservation", failure cases). Two replicas share a $3 budget by demand: `A` is
 //! `faregate ingress` as its own process, `B` runs in the test with the processor and the
 //! budget service. Four loops per replica spend it as fast as the fake provider answers (50 ms),
-//! each request reserving at least its cost (body and `max_tokens` sized so). At `A`'s 40th
+//! each request reserving exactly its cost (`sized_request`). At `A`'s 40th
 //! response, while its loops have requests in flight, `A` gets SIGKILL; `B`'s loops go on until
 //! the gateway refuses them. Then `A` starts again on the same spool, which it sends, and once
 //! a marker request through each replica is in the ledger (one usage partition: everything
@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use faregate_core::kafka::KafkaConfig;
 use faregate_fake_upstream::{FakeConfig, USAGE_HEADER};
-use faregate_tests::chain::{Chain, ChainSetup, KeySpec, rolling_day_budget};
+use faregate_tests::chain::{Chain, ChainSetup, KeySpec, rolling_day_budget, sized_request};
 use faregate_tests::process::{Service, common_toml};
 use faregate_tests::{clickhouse_config, eventually_within, kafka_config};
 use rust_decimal::Decimal;
@@ -51,18 +51,15 @@ api_key = "sk-upstream"
     )
 }
 
-/// A request of `key` reserving at least what the fake will report for it: the body's bytes
-/// over 3 (the estimate's input) and `max_tokens` (its output) bound the reported usage.
+/// A request of `key` reserving exactly what the fake will bill for it: about 800 input tokens
+/// (its body) and 500 output tokens (its `max_tokens`).
 fn request(http: &reqwest::Client, url: &str, key: &KeySpec) -> reqwest::RequestBuilder {
-    let body = serde_json::json!({"model": "claude-sonnet-4-5", "max_tokens": 500,
-        "messages": [{"role": "user", "content": "x".repeat(2400)}]});
-    let bytes = serde_json::to_vec(&body).unwrap();
+    let (body, usage, _) = sized_request(800, 500);
     http.post(format!("{url}/v1/messages"))
         .header("x-api-key", &key.secret)
         .header("anthropic-version", "2023-06-01")
-        .header("content-type", "application/json")
-        .header(USAGE_HEADER, format!("input={},output=500", bytes.len() / 3))
-        .body(bytes)
+        .header(USAGE_HEADER, usage)
+        .json(&body)
 }
 
 /// Spend until the gateway refuses (402 or 429: `Some(status)`) or cannot be reached (`None`);

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use faregate_core::clickhouse::{ClickHouseConfig, migrations};
 use faregate_core::kafka::{KafkaConfig, ensure_topics};
-use serde_json::Value;
 
 use super::status::StatusCommand;
+use crate::process::logged_addr;
 use crate::{PrivateBroker, PrivateClickHouse, eventually_within, kafka_config_for, test_catalog, unique};
 
 /// The collector's bearer token in the soak's configuration.
@@ -277,14 +277,4 @@ impl Drop for Stack {
             self.kill(role);
         }
     }
-}
-
-/// The `addr` field of the first JSON log line of `log` whose message is `message`.
-fn logged_addr(log: &Path, message: &str) -> Option<String> {
-    let text = std::fs::read_to_string(log).ok()?;
-    text.lines().filter_map(|line| serde_json::from_str::<Value>(line).ok()).find_map(|line| {
-        let fields = line.get("fields").unwrap_or(&line);
-        (fields.get("message")?.as_str()? == message)
-            .then(|| fields.get("addr")?.as_str().map(String::from))?
-    })
 }

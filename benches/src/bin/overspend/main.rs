@@ -51,7 +51,7 @@ use rust_decimal::Decimal;
 const LOOPS: usize = 3;
 /// A loop's request: about 1,000 input tokens at $3 per million (the chain's test catalog).
 fn loop_request() -> (serde_json::Value, String, Decimal) {
-    faregate_benches::sized_request(1_000, 0)
+    faregate_tests::chain::sized_request(1_000, 0)
 }
 
 /// A crossing request: about 10,000 input tokens and one output token, about $0.03, which is
@@ -60,7 +60,7 @@ fn loop_request() -> (serde_json::Value, String, Decimal) {
 /// reservation a request cannot cross a budget by more than its estimate allows; one sized to
 /// its usage crosses it exactly.
 fn crossing_request() -> (serde_json::Value, String, Decimal) {
-    faregate_benches::sized_request(10_000, 1)
+    faregate_tests::chain::sized_request(10_000, 1)
 }
 const MAX_LOOP_CALLS: u64 = 200_000;
 

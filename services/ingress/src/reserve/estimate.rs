@@ -200,8 +200,7 @@ pub fn estimate(
     limit: Option<i64>,
 ) -> Result<Estimate, UnpricedReason> {
     let quote = catalog.quote(event)?;
-    let per_token = u64::from(config.bytes_per_input_token.max(1));
-    let input_tokens = i64::try_from((body_bytes as u64).div_ceil(per_token)).unwrap_or(i64::MAX);
+    let input_tokens = body_tokens(config, body_bytes);
     let (output_tokens, output_from, likely_output) =
         history.output_tokens(config, event.key_id.as_deref(), event.billed_model(), limit);
     let tokens = TokenCounts { input: input_tokens, output: output_tokens, ..TokenCounts::default() };
@@ -221,6 +220,13 @@ pub fn estimate(
     Ok(Estimate { amount, likely: likely.min(amount), input_tokens, output_tokens, output_from })
 }
 
+/// The input tokens [`estimate`] counts for a body of `body_bytes`: its bytes over
+/// `bytes_per_input_token`, rounded up.
+fn body_tokens(config: &ReservationConfig, body_bytes: usize) -> i64 {
+    let per_token = u64::from(config.bytes_per_input_token.max(1));
+    i64::try_from((body_bytes as u64).div_ceil(per_token)).unwrap_or(i64::MAX)
+}
+
 /// What `event`'s input side was billed over what [`estimate`] reserves for a body of
 /// `body_bytes` as uncached input, in thousandths rounded up (saturating); `None` when either
 /// is unknown or the estimate is zero.
@@ -231,8 +237,7 @@ pub fn input_ratio(
     body_bytes: usize,
 ) -> Option<u32> {
     let quote = catalog.quote(event).ok()?;
-    let per_token = u64::from(config.bytes_per_input_token.max(1));
-    let estimated_tokens = i64::try_from((body_bytes as u64).div_ceil(per_token)).ok()?;
+    let estimated_tokens = body_tokens(config, body_bytes);
     let estimated =
         quote.cost(&TokenCounts { input: estimated_tokens, ..TokenCounts::default() }).ok()?.input;
     if estimated.0 <= Decimal::ZERO {
