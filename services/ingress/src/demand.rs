@@ -1,5 +1,5 @@
 //! This replica's demand on each budget, reported to the compacted demand topic
-//! (`kafka.topics.demand`, Avro `demand.v1`, keyed `<replica>#<scope key>#budget=<id>`), from
+//! (`kafka.topics.demand`, Avro `demand.v2`, keyed `<replica>#<scope key>#budget=<id>`), from
 //! which the budget service shares each budget's headroom among the replicas
 //! (docs/ARCHITECTURE.md, "Admission by reservation").
 //!
@@ -59,7 +59,8 @@ pub async fn report(
         let now = Utc::now();
         let mut records = Vec::new();
         for (key, scope_key, budget_id, position, book) in headroom.books() {
-            let report = book.report(&position, reserver.rules(), now.timestamp_micros());
+            let report =
+                book.report(&position, reserver.share(&position), reserver.rules(), now.timestamp_micros());
             let quiet = report.is_zero();
             if quiet && !active.remove(&key) {
                 continue;
@@ -77,6 +78,9 @@ pub async fn report(
                 unit_usd: report.unit,
                 interval_ms: i64::try_from(interval_ms).unwrap_or(i64::MAX),
                 published_at: now,
+                // The record it admits against, and what counts against its share there.
+                record_revision: Some(position.revision),
+                used_usd: Some(report.used),
             });
         }
         if !records.is_empty() {
@@ -144,6 +148,9 @@ async fn farewell(
             unit_usd: faregate_core::money::Usd::ZERO,
             interval_ms: i64::try_from(interval_ms).unwrap_or(i64::MAX),
             published_at: now,
+            // Stopped: no share of any record is in use any more.
+            record_revision: Some(Demand::STOPPED),
+            used_usd: Some(faregate_core::money::Usd::ZERO),
         })
         .collect();
     let keys: Vec<String> = records.iter().map(Demand::key).collect();

@@ -29,7 +29,10 @@
 //!   # FAREGATE_OVERSPEND_REPLICAS (1,3), _LATENCIES_MS (0,2000), _LIMITS (2,0.5); experiments:
 //!   # _SETTLE_MARGIN_MS, _SETTLE_HOLD_MAX_MS and _HISTORY_FACTOR (the ingress's reservation settings), _TRACE=1
 //!   # (what the first replica held before the first refusal, sampled from /v1/me);
-//!   # RUST_LOG (the chain's logs as JSON lines, e.g. faregate_processor::pipeline=debug)
+//!   # RUST_LOG (the chain's logs as JSON lines, e.g. faregate_processor::pipeline=debug; for
+//!   # every admission, settlement and release of the gateways' books with the records and
+//!   # demand reports around them: faregate_ingress::reserve=trace,faregate_ingress::headroom=debug,
+//!   # faregate_budget::service=debug)
 
 // Latencies and ratios are measurements printed for people; money is Decimal throughout.
 #![allow(clippy::float_arithmetic)]

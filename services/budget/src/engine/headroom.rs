@@ -136,6 +136,7 @@ impl Engine {
                 out.removed.push(old.key.clone());
             }
             record.revision = self.next_revision(now);
+            self.demands.published(&id, record.revision, record.shares.as_deref());
             self.headroom_reported.insert(id, reported);
             out.records.push(record);
         }
@@ -336,6 +337,8 @@ mod tests {
             unit_usd: usd("0.01"),
             interval_ms: 250,
             published_at,
+            record_revision: None,
+            used_usd: None,
         };
         let put = |engine: &mut Engine, d: Demand| {
             let received = d.published_at;

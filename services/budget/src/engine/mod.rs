@@ -171,8 +171,9 @@ impl Engine {
         }
         fresh.ownership = self.ownership.clone();
         fresh.last_revision = self.last_revision;
-        // Read from the whole demand topic whatever the assignment.
-        fresh.demands = self.demands.clone();
+        // Read from the whole demand topic whatever the assignment; the leases go (another
+        // instance may have published these budgets' records meanwhile).
+        fresh.demands = self.demands.without_leases();
         fresh.dirty.clear();
         fresh
     }

@@ -28,6 +28,24 @@
 //!   is left), nobody gets anything new: what is left after the settled costs is shared in
 //!   proportion to each live replica's open reservations, so a replica whose requests settle
 //!   below their reservations cannot admit again on the difference while the budget is spent;
+//! - **a share is a lease**: a replica admits against the share of the newest record it has
+//!   read, while the next record is computed from its newest report *read*, which may predate
+//!   what it admitted since (reports are read up to a second late). So each replica's
+//!   **room** is what it may hold beyond its report under the records it may still use: under
+//!   the record its report names (`record_revision`), that record's share less what it counted
+//!   there (`used_usd`); under every record published to it since, that share less its
+//!   reported open reservations. Every live replica may use the larger of its room and its
+//!   new part, and an expired one its room (it may have used it before it stopped): so the
+//!   expired rooms are set aside with the holdings, and the parts are cut where they grow
+//!   beyond a replica's room until the live replicas' larger-of sums to at most the rest.
+//!   When the live rooms alone exceed the rest (the spend grew under those records since),
+//!   or a live replica names a record this instance did not publish (before its start or its
+//!   newest assignment: its shares there are unknown), nobody gets anything new: every share
+//!   is zero until the reports name newer records. A replica that stops names
+//!   [`Demand::STOPPED`]: no room. Without leases a 3-replica runaway overspent a $2 limit by
+//!   up to 8.8 %, its shares computed from reports older than what the replicas took under the
+//!   record before (docs/benchmarks.md); gateways before `demand.v2` name no record and are
+//!   not covered (their room is their newer shares less what they had in flight);
 //! - shares are rounded down to 10^-18 dollars; they and everything set aside sum to at most
 //!   `remaining` (when that is positive). So what all replicas hold beyond the spend (each
 //!   replica's open reservations and what it settled after its report within its share, the
@@ -53,7 +71,17 @@ pub(crate) struct Demands {
     /// When each record arrived, by this service's clock (budget id, replica): liveness and the
     /// orphan hold are judged by it, so a gateway's clock never decides them.
     received: HashMap<String, HashMap<String, DateTime<Utc>>>,
+    /// Per budget id and replica, the shares published to it since the record its newest
+    /// report names: (record revision, share), oldest first (its leases).
+    leases: HashMap<String, HashMap<String, Vec<(i64, Decimal)>>>,
+    /// Per budget id, the first record revision this instance published since it knows the
+    /// leases (its start, or its newest assignment): a report naming an older record names one
+    /// whose shares this instance does not know.
+    first_published: HashMap<String, i64>,
 }
+
+/// Leases kept per budget and replica at most (one that never names a record): the oldest go.
+const MAX_LEASES: usize = 64;
 
 impl Demands {
     /// Apply a demand-topic record (`None`: the tombstone of `key`'s replica and budget).
@@ -67,6 +95,13 @@ impl Demands {
                     entries.get(&demand.replica).is_none_or(|d| d.published_at <= demand.published_at);
                 newer.then(|| {
                     self.received.entry(id.clone()).or_default().insert(demand.replica.clone(), now);
+                    if let Some(named) = demand.record_revision
+                        && let Some(leases) =
+                            self.leases.get_mut(&id).and_then(|l| l.get_mut(&demand.replica))
+                    {
+                        // It admits under no share of an older record any more.
+                        leases.retain(|(revision, _)| *revision >= named);
+                    }
                     entries.insert(demand.replica.clone(), demand);
                     id
                 })
@@ -79,9 +114,13 @@ impl Demands {
                 if let Some(received) = self.received.get_mut(&id) {
                     received.remove(replica);
                 }
+                if let Some(leases) = self.leases.get_mut(&id) {
+                    leases.remove(replica);
+                }
                 if entries.is_empty() {
                     self.by_budget.remove(&id);
                     self.received.remove(&id);
+                    self.leases.remove(&id);
                 }
                 Some(id)
             }
@@ -105,10 +144,14 @@ impl Demands {
             if let Some(received) = self.received.get_mut(id) {
                 received.remove(&replica);
             }
+            if let Some(leases) = self.leases.get_mut(id) {
+                leases.remove(&replica);
+            }
         }
         if entries.is_empty() {
             self.by_budget.remove(id);
             self.received.remove(id);
+            self.leases.remove(id);
         }
     }
 
@@ -128,6 +171,65 @@ impl Demands {
         self.live(d, now) || (at >= window_start && now - at <= ORPHAN_HOLD)
     }
 
+    /// Budget `id`'s record of revision `revision` was published with `shares`: each share is
+    /// a lease of its replica until the replica reports naming a newer record.
+    pub(crate) fn published(&mut self, id: &str, revision: i64, shares: Option<&[ReplicaShare]>) {
+        self.first_published.entry(id.to_string()).or_insert(revision);
+        let Some(shares) = shares else { return };
+        if !self.by_budget.contains_key(id) {
+            return;
+        }
+        let budget = self.leases.entry(id.to_string()).or_default();
+        for share in shares {
+            let leases = budget.entry(share.replica.clone()).or_default();
+            leases.push((revision, share.share_usd.0));
+            if leases.len() > MAX_LEASES {
+                leases.remove(0);
+            }
+        }
+    }
+
+    /// The same records, with no lease known (a new assignment: another instance may have
+    /// published records of these budgets meanwhile).
+    pub(crate) fn without_leases(&self) -> Demands {
+        Demands {
+            by_budget: self.by_budget.clone(),
+            received: self.received.clone(),
+            leases: HashMap::new(),
+            first_published: HashMap::new(),
+        }
+    }
+
+    /// What `d`'s replica may still admit beyond its report under the records it may hold (its
+    /// **room**, see the module docs); `None` when its report names a record this instance
+    /// did not publish (its shares are unknown).
+    fn room(&self, d: &Demand) -> Option<Decimal> {
+        let leases =
+            self.leases.get(&d.budget_id).and_then(|l| l.get(&d.replica)).map_or(&[][..], Vec::as_slice);
+        if d.record_revision == Some(Demand::STOPPED) {
+            return Some(Decimal::ZERO);
+        }
+        if let Some(named) = d.record_revision
+            && self.first_published.get(&d.budget_id).is_none_or(|first| named < *first)
+        {
+            return None;
+        }
+        let room = leases
+            .iter()
+            .map(|(revision, share)| match d.record_revision {
+                // Under the record it named, it had counted `used` already (all of it when a
+                // report leaves `used` out).
+                Some(named) if *revision == named => {
+                    *share - d.used_usd.map_or(Decimal::ZERO, |used| used.0.max(Decimal::ZERO))
+                }
+                // Under a record published since, its share less what it had in flight.
+                _ => *share - open(d),
+            })
+            .max()
+            .unwrap_or(Decimal::ZERO);
+        Some(room.max(Decimal::ZERO))
+    }
+
     /// Budgets with any demand record (their shares move with time as records expire).
     pub(crate) fn budgets(&self) -> impl Iterator<Item = &String> {
         self.by_budget.keys()
@@ -144,12 +246,44 @@ impl Demands {
     ) -> Option<Vec<ReplicaShare>> {
         let entries = self.by_budget.get(id)?;
         let live: Vec<&Demand> = entries.values().filter(|d| self.live(d, now)).collect();
+        let zeros = || {
+            live.iter()
+                .map(|d| ReplicaShare {
+                    replica: d.replica.clone(),
+                    share_usd: Usd::ZERO,
+                    report_at: d.published_at,
+                })
+                .collect()
+        };
+        // Rooms: of live replicas (they may use them as well as a new part) and of expired ones
+        // (they may have used them before they stopped reporting). A live replica whose room
+        // is unknown may use anything its last share gave it: nobody gets anything new until
+        // it names a record of this instance (its next report after the next record).
+        let mut rooms: HashMap<&str, Decimal> = HashMap::new();
+        let (mut live_rooms, mut expired_rooms) = (Decimal::ZERO, Decimal::ZERO);
+        for d in entries.values().filter(|d| self.sets_aside(d, window_start, now)) {
+            let is_live = self.live(d, now);
+            match self.room(d) {
+                Some(room) if is_live => {
+                    live_rooms += room;
+                    rooms.insert(d.replica.as_str(), room);
+                }
+                Some(room) => expired_rooms += room,
+                None if is_live => return Some(zeros()),
+                None => {}
+            }
+        }
         let held: Decimal =
             entries.values().filter(|d| self.sets_aside(d, window_start, now)).map(held).sum();
         let live_open: Decimal = live.iter().map(|d| open(d)).sum();
-        // What live replicas may hold in all: the remaining less every settled cost and every
-        // expired replica's reservations (`held - live_open`).
-        let total = remaining.0 - (held - live_open);
+        // What live replicas may hold in all: the remaining less every settled cost, every
+        // expired replica's reservations (`held - live_open`) and rooms.
+        let total = remaining.0 - (held - live_open) - expired_rooms;
+        if live_rooms > Decimal::ZERO && total - live_open < live_rooms {
+            // The rooms already given out do not fit what is left (the spend grew under them
+            // since): nobody gets anything new until the replicas report the records they use.
+            return Some(zeros());
+        }
         if total < live_open {
             // Over-committed: the reservations in flight alone exceed what is left. Nobody
             // admits anything new; each keeps a part of what is left in proportion to what it
@@ -181,6 +315,7 @@ impl Demands {
             takers.pop();
             parts = divide(rest, &takers);
         }
+        keep_rooms(&live, &rooms, &takers, &mut parts, rest);
         let part_of = |replica: &str| {
             takers.iter().position(|d| d.replica == replica).map_or(Decimal::ZERO, |i| parts[i])
         };
@@ -193,6 +328,46 @@ impl Demands {
                 })
                 .collect(),
         )
+    }
+}
+
+/// Cut the growth of `takers`' `parts` beyond their rooms until every live replica's larger
+/// of room and part sums to at most `rest` (it fits: the rooms alone do, see
+/// [`Demands::shares`]); see the module docs.
+fn keep_rooms(
+    live: &[&Demand],
+    rooms: &HashMap<&str, Decimal>,
+    takers: &[&Demand],
+    parts: &mut [Decimal],
+    rest: Decimal,
+) {
+    let room = |replica: &str| rooms.get(replica).copied().unwrap_or(Decimal::ZERO);
+    let part_of = |replica: &str, parts: &[Decimal]| {
+        takers.iter().position(|d| d.replica == replica).map_or(Decimal::ZERO, |i| parts[i])
+    };
+    let claimed: Decimal = live.iter().map(|d| room(&d.replica).max(part_of(&d.replica, parts))).sum();
+    let need = claimed - rest;
+    if need <= Decimal::ZERO {
+        return;
+    }
+    let slack: Vec<Decimal> = takers
+        .iter()
+        .zip(parts.iter())
+        .map(|(d, part)| (*part - room(&d.replica)).max(Decimal::ZERO))
+        .collect();
+    let total: Decimal = slack.iter().sum();
+    for (part, slack) in parts.iter_mut().zip(&slack) {
+        let cut = if total <= need {
+            *slack
+        } else {
+            // Rounded up: the cuts cover what is needed.
+            (need * *slack)
+                .checked_div(total)
+                .unwrap_or(*slack)
+                .round_dp_with_strategy(18, RoundingStrategy::AwayFromZero)
+                .min(*slack)
+        };
+        *part -= cut;
     }
 }
 
@@ -250,6 +425,8 @@ mod tests {
             unit_usd: usd(unit),
             interval_ms: 250,
             published_at: at(published_ms),
+            record_revision: None,
+            used_usd: None,
         }
     }
 
@@ -294,6 +471,124 @@ mod tests {
         let sum: Decimal = shares.iter().map(|s| s.1.0).sum();
         assert_eq!(sum, Decimal::new(1, 2));
         assert_eq!(shares[1].1, usd("0.003333333333333333"));
+    }
+
+    /// Budget "b" published as revision `revision` with `remaining` at `now_ms`: its shares.
+    fn publish(d: &mut Demands, remaining: &str, revision: i64, now_ms: i64) -> Vec<(String, Usd)> {
+        let shares = d.shares("b", usd(remaining), at(-10_000), at(now_ms));
+        d.published("b", revision, shares.as_deref());
+        shares.unwrap_or_default().into_iter().map(|s| (s.replica, s.share_usd)).collect()
+    }
+
+    /// A report of `replica` at `at_ms` naming record `revision`, having counted `used` there.
+    fn naming(replica: &str, open: &str, settled: &str, revision: i64, used: &str, at_ms: i64) -> Demand {
+        Demand {
+            open_usd: usd(open),
+            settled_usd: usd(settled),
+            record_revision: Some(revision),
+            used_usd: Some(usd(used)),
+            ..demand(replica, "0", "0.01", "0.003", at_ms)
+        }
+    }
+
+    #[test]
+    fn shares_computed_from_reports_older_than_what_the_replicas_took_since_give_nothing_new() {
+        // The 3-replica runaway of docs/benchmarks.md, as traced: $2, three replicas asking.
+        let mut d = Demands::default();
+        let replicas = ["a", "b", "c"];
+        publish(&mut d, "2", 1, 0);
+        for r in replicas {
+            put(&mut d, naming(r, "0", "0", 1, "0", 10));
+        }
+        let first = publish(&mut d, "2", 2, 20);
+        assert!(
+            first
+                .iter()
+                .all(|(_, share)| *share == usd("0.666666666666666666")
+                    || *share == usd("0.666666666666666668"))
+        );
+        // Each takes its whole share under record 2 (its reports of it are not read yet); the
+        // spend shows $0.52 of that. From the old reports (nothing held) the remaining $1.48
+        // would be divided again, while the replicas still hold $1.48 unshown: twice. The rooms
+        // of record 2 ($2 in all) do not fit: nobody gets anything new.
+        assert_eq!(
+            publish(&mut d, "1.48", 3, 260),
+            vec![("a".into(), usd("0")), ("b".into(), usd("0")), ("c".into(), usd("0"))]
+        );
+        // Their reports of record 2 come (each used $0.66, unshown), the spend shows $1.98:
+        // over-committed, still nothing new.
+        for r in replicas {
+            put(&mut d, naming(r, "0", "0.66", 2, "0.66", 300));
+        }
+        assert!(publish(&mut d, "0.02", 4, 320).iter().all(|(_, share)| share.0.is_zero()));
+        // They name record 4 (no share there), and its watermark showed all but $0.005 each:
+        // what is left beyond that is shared again.
+        for r in replicas {
+            put(&mut d, naming(r, "0", "0.005", 4, "0.005", 400));
+        }
+        let last = publish(&mut d, "0.02", 5, 420);
+        let sum: Decimal = last.iter().map(|(_, share)| share.0).sum();
+        assert_eq!(sum, usd("0.005").0, "0.02 less the 0.015 still unshown");
+    }
+
+    #[test]
+    fn a_report_naming_a_record_of_another_instance_gives_nothing_new_until_it_names_one_of_this() {
+        let mut d = Demands::default();
+        // Records 1-5 came from an instance before this one (a restart, another assignment).
+        put(&mut d, naming("a", "0", "0", 5, "0", 0));
+        put(&mut d, naming("b", "0", "0", 5, "0", 0));
+        assert_eq!(publish(&mut d, "10", 6, 10), vec![("a".into(), usd("0")), ("b".into(), usd("0"))]);
+        put(&mut d, naming("a", "0", "0", 6, "0", 100));
+        assert_eq!(publish(&mut d, "10", 7, 110), vec![("a".into(), usd("0")), ("b".into(), usd("0"))]);
+        put(&mut d, naming("b", "0", "0", 7, "0", 120));
+        assert_eq!(publish(&mut d, "10", 8, 130), vec![("a".into(), usd("5")), ("b".into(), usd("5"))]);
+        // A new assignment forgets the leases: the same reports are unknown again.
+        let d = d.without_leases();
+        assert!(
+            d.shares("b", usd("10"), at(-10_000), at(140)).unwrap().iter().all(|s| s.share_usd.0.is_zero())
+        );
+        // A replica that stopped names no record: nothing of it is unknown.
+        let mut d = d;
+        put(&mut d, Demand { record_revision: Some(Demand::STOPPED), ..naming("a", "0", "0", 0, "0", 150) });
+        put(&mut d, naming("b", "0", "0", 0, "0", 150));
+        d.published("b", 9, None);
+        put(&mut d, naming("b", "0", "0", 9, "0", 160));
+        assert_eq!(publish(&mut d, "10", 10, 170), vec![("a".into(), usd("5")), ("b".into(), usd("5"))]);
+    }
+
+    #[test]
+    fn a_share_is_a_lease_the_others_grow_into_only_once_its_replica_reports_the_smaller_one() {
+        let mut d = Demands::default();
+        let named = |replica: &str, asked: &str, at_ms: i64, revision: i64, used: &str| Demand {
+            record_revision: Some(revision),
+            used_usd: Some(usd(used)),
+            ..demand(replica, "0", asked, "0.01", at_ms)
+        };
+        let publish = |d: &mut Demands, revision: i64, now_ms: i64| {
+            let shares = d.shares("b", usd("100"), at(-10_000), at(now_ms)).unwrap();
+            d.published("b", revision, Some(&shares));
+            shares.into_iter().map(|s| (s.replica, s.share_usd)).collect::<Vec<_>>()
+        };
+        put(&mut d, demand("a", "0", "1", "0.01", 0));
+        put(&mut d, demand("b", "0", "1", "0.01", 0));
+        assert_eq!(publish(&mut d, 1, 10), vec![("a".into(), usd("50")), ("b".into(), usd("50"))]);
+        // b goes quiet, reporting record 1 and nothing used: it may still admit $50 under it,
+        // so a, which asks, may not grow into that yet; b's own share shrinks at once.
+        put(&mut d, named("a", "1", 100, 1, "0"));
+        put(&mut d, named("b", "0", 100, 1, "0"));
+        assert_eq!(publish(&mut d, 2, 110), vec![("a".into(), usd("50")), ("b".into(), usd("0"))]);
+        // b reports record 2 (its share of 0): its room is gone, a takes the whole remaining.
+        put(&mut d, named("b", "0", 200, 2, "0"));
+        assert_eq!(publish(&mut d, 3, 210), vec![("a".into(), usd("100")), ("b".into(), usd("0"))]);
+        // Had b used $30 of record 1's $50 when it reported it, only $20 would have been held.
+        let mut d = Demands::default();
+        put(&mut d, demand("a", "0", "1", "0.01", 0));
+        put(&mut d, demand("b", "0", "1", "0.01", 0));
+        publish(&mut d, 1, 10);
+        put(&mut d, named("a", "1", 100, 1, "0"));
+        put(&mut d, Demand { settled_usd: usd("30"), ..named("b", "0", 100, 1, "30") });
+        // 100 - 30 settled = 70 to share: a's target 70, less b's room of 20.
+        assert_eq!(publish(&mut d, 2, 110), vec![("a".into(), usd("50")), ("b".into(), usd("0"))]);
     }
 
     #[test]

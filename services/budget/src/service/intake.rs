@@ -118,7 +118,8 @@ impl Intake {
                 .await;
         }
         tracing::debug!(budget = %demand.budget_id, replica = %demand.replica, demand = %demand.demand_usd,
-            open = %demand.open_usd, "demand report");
+            open = %demand.open_usd, settled = %demand.settled_usd, at = demand.published_at.timestamp_micros(),
+            "demand report");
         engine.lock().unwrap().apply_demand(&key, Some(demand), now);
         Ok(())
     }

@@ -47,8 +47,11 @@ impl Publisher {
     ) -> Result<(), BudgetError> {
         metrics::counter!("faregate_budget_headroom_records_total").increment(out.records.len() as u64);
         for h in &out.records {
-            tracing::debug!(budget = %h.budget_id, revision = h.revision, remaining = %h.remaining_usd,
-                shares = h.shares.as_ref().map_or(0, Vec::len), "publishing headroom");
+            tracing::debug!(budget = %h.budget_id, revision = h.revision, spent = %h.spent_usd,
+                remaining = %h.remaining_usd, spend_revision = h.spend_revision,
+                marks = ?h.usage_watermarks.as_ref().map(|m| m.iter().map(|m| (m.partition, m.next_offset)).collect::<Vec<_>>()),
+                shares = ?h.shares.as_ref().map(|s| s.iter().map(|s| format!("{}={}@{}", s.replica, s.share_usd, s.report_at.timestamp_micros())).collect::<Vec<_>>()),
+                "publishing headroom");
         }
         let sends = out.records.iter().map(|h| {
             let key = h.key();

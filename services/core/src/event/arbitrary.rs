@@ -516,27 +516,36 @@ pub fn headroom() -> impl Strategy<Value = Headroom> {
 }
 
 pub fn demand() -> impl Strategy<Value = Demand> {
-    (text(), text(), text(), usd(), usd(), usd(), usd(), any::<i64>(), timestamp()).prop_map(
-        |(
-            replica,
-            scope_key,
-            budget_id,
-            open_usd,
-            settled_usd,
-            demand_usd,
-            unit_usd,
-            interval_ms,
-            published_at,
-        )| Demand {
-            replica,
-            scope_key,
-            budget_id,
-            open_usd,
-            settled_usd,
-            demand_usd,
-            unit_usd,
-            interval_ms,
-            published_at,
-        },
+    (
+        (text(), text(), text(), usd(), usd(), usd(), usd(), any::<i64>(), timestamp()),
+        (proptest::option::of(any::<i64>()), proptest::option::of(usd())),
     )
+        .prop_map(
+            |(
+                (
+                    replica,
+                    scope_key,
+                    budget_id,
+                    open_usd,
+                    settled_usd,
+                    demand_usd,
+                    unit_usd,
+                    interval_ms,
+                    published_at,
+                ),
+                (record_revision, used_usd),
+            )| Demand {
+                replica,
+                scope_key,
+                budget_id,
+                open_usd,
+                settled_usd,
+                demand_usd,
+                unit_usd,
+                interval_ms,
+                published_at,
+                record_revision,
+                used_usd,
+            },
+        )
 }

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::money::Usd;
 
-/// One replica's demand on one budget (schema `demand.v1`).
+/// One replica's demand on one budget (schema `demand.v2`: `demand.v1` and the lease fields).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Demand {
     /// The gateway replica (`ingress.replica_id`).
@@ -31,9 +31,20 @@ pub struct Demand {
     pub interval_ms: i64,
     #[serde(with = "crate::time::micros")]
     pub published_at: DateTime<Utc>,
+    /// The revision of the headroom record whose share the replica admitted against when it
+    /// reported (`None`: it held none, or a gateway before `demand.v2`; [`Demand::STOPPED`]: it
+    /// stopped).
+    #[serde(default)]
+    pub record_revision: Option<i64>,
+    /// What the replica counted against that share when it reported.
+    #[serde(default, with = "crate::money::avro_decimal::option")]
+    pub used_usd: Option<Usd>,
 }
 
 impl Demand {
+    /// `record_revision` of a replica that stops: it admits under no record any more.
+    pub const STOPPED: i64 = i64::MAX;
+
     /// The compaction key: `<replica>#<scope key>#budget=<id>`.
     pub fn key(&self) -> String {
         format!("{}#{}", self.replica, crate::event::Headroom::key_of(&self.scope_key, &self.budget_id))

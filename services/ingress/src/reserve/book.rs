@@ -141,6 +141,9 @@ pub struct Report {
     pub demand: Usd,
     /// The largest likely cost among them.
     pub unit: Usd,
+    /// What the replica counts against its share of the reported position (read under the
+    /// same lock as the holds).
+    pub used: Usd,
 }
 
 impl Report {
@@ -192,8 +195,8 @@ impl Book {
     }
 
     /// What to report of this budget at `now_us`: holds (after releasing what `position`
-    /// shows) and demand.
-    pub fn report(&self, position: &Position, rules: ReleaseRules, now_us: i64) -> Report {
+    /// shows), demand, and what counts against `share` (this replica's share of `position`).
+    pub fn report(&self, position: &Position, share: Share, rules: ReleaseRules, now_us: i64) -> Report {
         let mut state = self.lock();
         state.release(position, rules, now_us);
         state.prune_asked(now_us);
@@ -206,6 +209,7 @@ impl Book {
             settled: held.settled,
             demand: Usd(asked + waiting_sum.0),
             unit: Usd(if waiting > 0 { unit.max(waiting_unit.0) } else { unit }),
+            used: state.counted(share),
         }
     }
 }
@@ -224,6 +228,10 @@ impl BookState {
         }
         if self.settled.is_empty() {
             self.settled_sum = Usd::ZERO;
+        }
+        if self.settled.len() < before {
+            tracing::trace!(book = self as *const BookState as usize, revision = position.revision,
+                released = before - self.settled.len(), held = %self.settled_sum, "released");
         }
         self.settled.len() < before
     }
@@ -333,6 +341,7 @@ impl BookState {
         if cost.0 > rust_decimal::Decimal::ZERO {
             // Settlement times only grow on one replica, but the clock may step back: keep order.
             let at = self.settled.back().map_or(now_us, |last| now_us.max(last.at));
+            tracing::trace!(book = self as *const BookState as usize, %cost, %reserved, at, "settled");
             self.settled.push_back(Settled { at, cost, landing: landing.clone() });
             self.settled_sum = Usd(self.settled_sum.0 + cost.0);
         }

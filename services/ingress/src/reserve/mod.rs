@@ -241,6 +241,10 @@ impl Reserver {
                 state.ask(now, amount, estimate.likely);
             }
             let share = self.share(&c.position);
+            tracing::trace!(replica = %self.replica, book = &**state as *const book::BookState as usize,
+                revision = c.position.revision, remaining = %c.position.remaining, share = %share.amount,
+                since = ?share.settled_after_us, counted = %state.counted(share), %amount, fits = state.fits(amount, share),
+                "look");
             if state.fits(amount, share) {
                 continue;
             }
