@@ -104,6 +104,10 @@ pub(crate) struct BookState {
     overdraft: bool,
     /// The record revision and time of the last look through `settled` under watermarks.
     scanned: Option<(i64, i64)>,
+    /// The newest record revision this book released against: a look with an older position
+    /// (taken before that record came) would count against the older, larger remaining while
+    /// the costs the newer one shows are gone from the book.
+    seen: i64,
     /// Reservations asked for here lately (µs, amount, likely cost), oldest first.
     asked: VecDeque<(i64, Usd, Usd)>,
     /// Requests waiting for room here: how many, their reservations, the largest likely cost.
@@ -221,6 +225,7 @@ impl BookState {
 
     /// Drop the settled amounts `position` shows (see the module docs); whether any went.
     pub(crate) fn release(&mut self, position: &Position, rules: ReleaseRules, now_us: i64) -> bool {
+        self.seen = self.seen.max(position.revision);
         let before = self.settled.len();
         match &position.watermarks {
             Some(marks) => self.release_shown(position, marks, now_us),
@@ -269,6 +274,11 @@ impl BookState {
             self.settled.pop_front();
             self.settled_sum = Usd(self.settled_sum.0 - cost.0);
         }
+    }
+
+    /// Whether `position` is older than a record this book already released against.
+    pub(crate) fn outdated(&self, position: &Position) -> bool {
+        position.revision < self.seen
     }
 
     /// A request asked for `amount` (likely `likely`) here at `now_us`: demand.
@@ -460,6 +470,23 @@ mod tests {
         assert!(!state.fits(usd("0.200000000000000001"), share));
         // A static share counts everything.
         assert_eq!(state.counted(usd("0.5").into()), usd("0.6"));
+    }
+
+    #[test]
+    fn a_position_older_than_one_the_book_was_released_against_is_outdated() {
+        let book = Book::new("b".into());
+        let mut state = book.lock();
+        let landing = Landing::default();
+        landing.set(0, 3);
+        state.settle(usd("0"), usd("0.4"), 1_000, &landing);
+        assert!(!state.outdated(&marked(4, &[], 0)));
+        // Record 5 shows the cost: it leaves the book. Record 4's remaining did not include it,
+        // so counting against record 4 now would count the cost by nobody.
+        state.release(&marked(5, &[(0, 4)], 0), RULES, 2_000);
+        assert_eq!(state.held().settled, usd("0"));
+        assert!(state.outdated(&marked(4, &[], 0)));
+        assert!(!state.outdated(&marked(5, &[], 0)));
+        assert!(!state.outdated(&marked(6, &[], 0)));
     }
 
     #[test]

@@ -185,9 +185,16 @@ impl Reserver {
             changes.iter_mut().for_each(|c| {
                 c.as_mut().enable();
             });
-            match self.look(now_covering, estimate, !std::mem::replace(&mut looked, true)) {
+            let result = self.look(now_covering, estimate, !looked);
+            // The first look that gets past the positions is the one counted as demand.
+            looked |= !matches!(result, Err(Looked::Outdated));
+            match result {
                 Ok(reservation) => return Ok((reservation, waited.then(|| started.elapsed()))),
-                Err(refusal) if refusal.may_fit_later && tokio::time::Instant::now() < deadline => {
+                // A newer record came since the positions were taken: look again with it.
+                Err(Looked::Outdated) => continue,
+                Err(Looked::Refused(refusal))
+                    if refusal.may_fit_later && tokio::time::Instant::now() < deadline =>
+                {
                     if !waited {
                         tracing::debug!(budget = %refusal.budget, share = %refusal.share, held = %refusal.held,
                             "request waits for room");
@@ -202,29 +209,22 @@ impl Reserver {
                         return Err(refusal);
                     }
                 }
-                Err(refusal) => return Err(refusal),
+                Err(Looked::Refused(refusal)) => return Err(refusal),
             }
         }
     }
 
     /// Reserve `estimate.amount` against every budget in `covering` (on a budget where it no
     /// longer fits, as that budget's one overdraft if `estimate.likely` fits: see [`book`]), or
-    /// refuse naming the first budget it does not fit.
-    pub fn admit(
-        self: &Arc<Self>,
-        covering: Vec<Covering>,
-        estimate: &Estimate,
-    ) -> Result<Reservation, Refusal> {
-        self.look(covering, estimate, false)
-    }
-
-    /// [`admit`](Self::admit); with `ask`, the request's first look, counted as demand.
+    /// refuse naming the first budget it does not fit, or say that a position is older than one
+    /// its book was already released against (the covering budgets must be taken again). With
+    /// `ask`, the request's first look, counted as demand.
     fn look(
         self: &Arc<Self>,
         mut covering: Vec<Covering>,
         estimate: &Estimate,
         ask: bool,
-    ) -> Result<Reservation, Refusal> {
+    ) -> Result<Reservation, Looked> {
         let amount = estimate.amount;
         // One lock order for every request: by the book's address.
         covering.sort_by_key(|c| Arc::as_ptr(&c.book) as usize);
@@ -233,6 +233,9 @@ impl Reserver {
         let mut locked: Vec<_> = covering.iter().map(|c| (c, c.book.lock(), false)).collect();
         let mut refusal = None;
         let mut released = Vec::new();
+        if locked.iter().any(|(c, state, _)| state.outdated(&c.position)) {
+            return Err(Looked::Outdated);
+        }
         for (c, state, overdraft) in &mut locked {
             if state.release(&c.position, self.rules, now) {
                 released.push(c.book.clone());
@@ -273,7 +276,7 @@ impl Reserver {
             drop(locked);
             // What this look released may be the room another request waits for.
             released.iter().for_each(|book| book.wake());
-            return Err(refusal);
+            return Err(Looked::Refused(refusal));
         }
         let mut overdrafts = Vec::with_capacity(locked.len());
         for (_, state, overdraft) in &mut locked {
@@ -293,6 +296,13 @@ impl Reserver {
             settled: false,
         })
     }
+}
+
+/// Why a look admitted nothing.
+enum Looked {
+    Refused(Refusal),
+    /// A covering position is older than a record its book was released against.
+    Outdated,
 }
 
 /// A request waiting for room: counted in its budgets' demand until dropped.
