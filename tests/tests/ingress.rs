@@ -939,3 +939,105 @@ async fn stale_enforcement_keeps_reserving_against_the_last_headroom_and_failing
     assert_eq!(response.status(), 503);
     assert_eq!(closed.held(), faregate_ingress::reserve::Held::default());
 }
+
+#[tokio::test]
+async fn forward_auth_checks_answer_like_the_gateway_routes_and_meter_nothing() {
+    let rig = rig().await;
+    rig.keys.apply("key/k-opus", Some(&key_record("k-opus", "fgk_opus_only", &["claude-opus-4-1"])));
+    let check = |path: &str| rig.client.get(format!("{}{path}", rig.url));
+    // Allowed, with the key's attribution for the gateway to log.
+    let response = check("/v1/check")
+        .header("x-api-key", SECRET)
+        .header("x-original-uri", "/v1/messages")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let header =
+        |r: &reqwest::Response, name: &str| r.headers().get(name).map(|v| v.to_str().unwrap().to_string());
+    assert_eq!(header(&response, "x-faregate-decision").as_deref(), Some("allow"));
+    assert_eq!(
+        ["x-faregate-org", "x-faregate-team", "x-faregate-user", "x-faregate-key"]
+            .map(|h| header(&response, h)),
+        [Some("acme".into()), Some("infra".into()), Some("ana".into()), Some("k-ana".into())]
+    );
+
+    // A block, in each provider's shape by the original path (Envoy's prefix form too).
+    rig.decisions.apply("org=acme/team=infra", Some(budget_block("org=acme/team=infra")));
+    let response = check("/v1/check/v1/messages").header("x-api-key", SECRET).send().await.unwrap();
+    assert_eq!(response.status(), 402);
+    assert_eq!(response.headers()["x-should-retry"], "false");
+    let message = response.json::<Value>().await.unwrap()["error"]["message"].as_str().unwrap().to_string();
+    assert!(message.contains("Infra daily") && message.contains("$12.50 spent of $10.00"), "{message}");
+    let response = check("/v1/check")
+        .header("authorization", format!("Bearer {SECRET}"))
+        .header("x-forwarded-uri", "/v1/chat/completions")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 429);
+    assert_eq!(response.json::<Value>().await.unwrap()["error"]["code"], "insufficient_quota");
+    // nginx's form: 403, the real status named.
+    let response = check("/v1/check")
+        .header("x-api-key", SECRET)
+        .header("x-original-uri", "/v1/messages")
+        .header("x-faregate-auth-request", "1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (response.status().as_u16(), header(&response, "x-faregate-status")),
+        (403, Some("402".into()))
+    );
+
+    // A gateway that authenticated its user itself: the collector token and attribution.
+    let trusted = |token: &str, team: &str| {
+        check("/v1/check")
+            .header("x-faregate-collector-token", token)
+            .header("x-faregate-org", "acme")
+            .header("x-faregate-team", team)
+            .header("x-faregate-user", "cy")
+            .header("x-original-uri", "/v1/messages")
+    };
+    assert_eq!(
+        trusted("collector-token", "infra").send().await.unwrap().status(),
+        402,
+        "the team's block applies"
+    );
+    let response = trusted("collector-token", "web").send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(header(&response, "x-faregate-user").as_deref(), Some("cy"));
+    let response = trusted("not-the-token", "web").send().await.unwrap();
+    assert_eq!(response.status(), 401);
+    let response =
+        check("/v1/check").header("x-faregate-collector-token", "collector-token").send().await.unwrap();
+    assert_eq!(response.status(), 400, "x-faregate-org is required");
+
+    // A downgrade is said, not done (a check cannot rewrite the body); the model from a header
+    // or a JSON body decides it and the key's allowlist.
+    rig.decisions.apply("org=acme/team=infra", None);
+    let mut downgrade = budget_block("org=acme/model=claude-opus-4-1");
+    downgrade.state = DecisionState::Downgrade;
+    downgrade.downgrade_to = Some("claude-haiku-4-5".into());
+    rig.decisions.apply(&downgrade.subject.clone(), Some(downgrade));
+    let response = check("/v1/check")
+        .header("x-api-key", SECRET)
+        .header("x-faregate-model", "claude-opus-4-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(header(&response, "x-faregate-decision").as_deref(), Some("downgrade"));
+    assert_eq!(header(&response, "x-faregate-downgrade-to").as_deref(), Some("claude-haiku-4-5"));
+    let response = rig
+        .client
+        .post(format!("{}/v1/check", rig.url))
+        .header("x-api-key", "fgk_opus_only")
+        .json(&json!({"model": "gpt-5", "messages": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403, "the key may not use gpt-5");
+    assert!(rig.fake.requests().is_empty(), "a check forwards nothing");
+    assert!(rig.sink.events().is_empty(), "a check meters nothing");
+}

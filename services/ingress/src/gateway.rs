@@ -131,6 +131,8 @@ impl Gateway {
             .route("/v1/embeddings", post(route(Api::OpenaiEmbeddings)))
             .route("/v1/models", get(route(Api::OpenaiModels)))
             .route("/v1/me", get(crate::me::me))
+            .route("/v1/check", get(crate::check::check).post(crate::check::check))
+            .route("/v1/check/{*path}", get(crate::check::check).post(crate::check::check))
             .route("/v1/usage", post(collector::ingest))
             .route("/v1/decisions", get(collector::decisions))
             .route("/v1/decisions/stream", get(collector::decision_stream))

@@ -21,6 +21,7 @@
 //! decisions API say so.
 
 pub mod attribution;
+pub mod check;
 pub mod collector;
 pub mod config;
 pub mod decisions;

@@ -110,9 +110,22 @@ pub(crate) struct Identity {
     pub(crate) team: Option<String>,
     pub(crate) user: Option<String>,
     pub(crate) key_id: Option<String>,
-    allowed_models: Vec<String>,
-    rpm: Option<i32>,
-    tpm: Option<i64>,
+    pub(crate) allowed_models: Vec<String>,
+    pub(crate) rpm: Option<i32>,
+    pub(crate) tpm: Option<i64>,
+}
+
+impl Identity {
+    /// An identity a trusted gateway vouches for (no key of this gateway's: no model
+    /// allowlist, no rate limit).
+    pub(crate) fn trusted(
+        org: String,
+        team: Option<String>,
+        user: Option<String>,
+        key_id: Option<String>,
+    ) -> Identity {
+        Identity { org, team, user, key_id, allowed_models: vec![], rpm: None, tpm: None }
+    }
 }
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
