@@ -9,7 +9,7 @@ TANSU_VERSION="0.6.0"
 TANSU_BIN="${FAREGATE_TANSU:-$FAREGATE_CACHE/tansu-$TANSU_VERSION/bin/tansu}"
 CHFRONT_DIR="$FAREGATE_ROOT/deploy/local/chfront"
 CHFRONT_REQUIREMENTS="$CHFRONT_DIR/requirements.txt"
-APT_PACKAGES=(cmake g++ make pkg-config libcurl4-openssl-dev libssl-dev libsasl2-dev zlib1g-dev curl python3-venv docker-compose nginx)
+APT_PACKAGES=(cmake g++ make pkg-config libcurl4-openssl-dev libssl-dev libsasl2-dev zlib1g-dev curl python3-venv docker-compose nginx caddy)
 
 # A message that cannot be written (stderr is a pipe whose reader left) is dropped, never fatal:
 # cleanup paths log, and must finish however the output is redirected.

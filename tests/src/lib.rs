@@ -9,6 +9,7 @@
 //! Waiting is always for a condition with a deadline, never a fixed sleep.
 
 pub mod chain;
+pub mod forward_auth;
 pub mod process;
 pub mod soak;
 
