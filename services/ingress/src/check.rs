@@ -39,7 +39,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use subtle::ConstantTimeEq;
 
-use faregate_core::event::{Attribution, DecisionState};
+use faregate_core::event::DecisionState;
 
 use crate::config::Provider;
 use crate::errors::ApiError;
@@ -153,15 +153,7 @@ fn decide(gw: &Gateway, headers: &HeaderMap, model: Option<&str>) -> Result<Resp
         .map(str::to_string)
         .or_else(|| crate::attribution::project(headers));
     let tool = faregate_core::clickhouse::ledger::tool_name(crate::attribution::tool(headers));
-    let who = Attribution {
-        org: &identity.org,
-        team: identity.team.as_deref(),
-        user: identity.user.as_deref(),
-        key_id: identity.key_id.as_deref(),
-        project: project.as_deref(),
-        model,
-        tool: Some(tool),
-    };
+    let who = identity.attribution(project.as_deref(), model, Some(tool));
     let decision = gw.decisions.check(&who);
     let tightest = gw.headroom.tightest(&who);
     let mut response = StatusCode::OK.into_response();

@@ -18,7 +18,7 @@ use rust_decimal::RoundingStrategy;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use faregate_core::event::{Attribution, Headroom};
+use faregate_core::event::Headroom;
 use faregate_core::money::Usd;
 
 use crate::config::Provider;
@@ -105,15 +105,7 @@ pub async fn me(State(gw): State<Arc<Gateway>>, Query(query): Query<MeQuery>, re
         Err(error) => return error.into_response(provider),
     };
     let project = crate::attribution::project(headers);
-    let who = Attribution {
-        org: &identity.org,
-        team: identity.team.as_deref(),
-        user: identity.user.as_deref(),
-        key_id: identity.key_id.as_deref(),
-        project: project.as_deref(),
-        model: None,
-        tool: None,
-    };
+    let who = identity.attribution(project.as_deref(), None, None);
     let budgets = gw.headroom.covering(&who);
     if query.format.as_deref() == Some("statusline") {
         let mut response = statusline(&budgets).into_response();

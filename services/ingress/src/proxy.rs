@@ -116,6 +116,24 @@ pub(crate) struct Identity {
 }
 
 impl Identity {
+    /// The request's attribution under this identity, for decisions and headroom.
+    pub(crate) fn attribution<'a>(
+        &'a self,
+        project: Option<&'a str>,
+        model: Option<&'a str>,
+        tool: Option<&'a str>,
+    ) -> Attribution<'a> {
+        Attribution {
+            org: &self.org,
+            team: self.team.as_deref(),
+            user: self.user.as_deref(),
+            key_id: self.key_id.as_deref(),
+            project,
+            model,
+            tool,
+        }
+    }
+
     /// An identity a trusted gateway vouches for (no key of this gateway's: no model
     /// allowlist, no rate limit).
     pub(crate) fn trusted(
@@ -310,15 +328,7 @@ async fn forward(gw: &Arc<Gateway>, api: Api, request: Request) -> Result<Respon
         return Err(error);
     }
     let tool_name = faregate_core::clickhouse::ledger::tool_name(tool);
-    let who = Attribution {
-        org: &identity.org,
-        team: identity.team.as_deref(),
-        user: identity.user.as_deref(),
-        key_id: identity.key_id.as_deref(),
-        project: project.as_deref(),
-        model: Some(&requested_model),
-        tool: Some(tool_name),
-    };
+    let who = identity.attribution(project.as_deref(), Some(&requested_model), Some(tool_name));
     let decision = gw.decisions.check(&who);
     let (tightest, covering) = gw.headroom.tightest_and_covering(&who, gw.reserver.is_some());
     let mut rewrite_model = None;
