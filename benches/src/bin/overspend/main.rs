@@ -24,7 +24,8 @@
 //!   FAREGATE_TEST_KAFKA_BROKERS=... FAREGATE_TEST_CLICKHOUSE_URL=... target/release/overspend
 //!   # FAREGATE_OVERSPEND_TRIALS (20 crossings per series), FAREGATE_OVERSPEND_LIMIT (USD, 2),
 //!   # FAREGATE_OVERSPEND_PARTS (`latency,caps`: which parts run), _FETCH_WAITS_MS (500,10),
-//!   # _LOAD_RPS (300: the load under which the loaded crossings are measured);
+//!   # _LOAD_RPS (300: the load under which the loaded crossings are measured),
+//!   # _BATCH_WAIT_MS (the processor's batch_max_wait_ms; its default);
 //!   # for caps,
 //!   # FAREGATE_OVERSPEND_REPLICAS (1,3), _LATENCIES_MS (0,2000), _LIMITS (2,0.5); experiments:
 //!   # _SETTLE_MARGIN_MS, _SETTLE_HOLD_MAX_MS and _HISTORY_FACTOR (the ingress's reservation settings), _TRACE=1
@@ -191,7 +192,8 @@ async fn series(
         },
     );
     setup.replicas = replicas;
-    setup.processor_batch_wait_ms = ProcessorConfig::default().batch_max_wait_ms;
+    setup.processor_batch_wait_ms =
+        env_or("FAREGATE_OVERSPEND_BATCH_WAIT_MS", ProcessorConfig::default().batch_max_wait_ms);
     setup.budgets = crossing
         .iter()
         .chain(&loaded)
