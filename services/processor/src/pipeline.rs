@@ -61,6 +61,16 @@ use faregate_core::kafka::{
 /// How long the batch in hand at shutdown may take to be written.
 const FINAL_FLUSH: Duration = Duration::from_secs(20);
 
+/// How long one stage of a batch's flush took (the last attempt's, for a retried write), as
+/// `faregate_processor_flush_stage_seconds{stage}`: `dedup` (the ledger's duplicate check),
+/// `insert` (the ledger and its rollup views), `totals_read` and `publish` (the spend totals'
+/// read-back and their acknowledgement). Most of an event's time to a budget decision is here
+/// (docs/benchmarks.md, "Event to decision under load").
+fn flush_stage(stage: &'static str, took: Duration) {
+    metrics::histogram!("faregate_processor_flush_stage_seconds", "stage" => stage)
+        .record(took.as_secs_f64());
+}
+
 /// The distinct (subject, hour) buckets of `rows`, sorted. Distinct keys are found on borrowed
 /// fields, so each is built (seven strings cloned) once, not once per row.
 fn bucket_keys(rows: &[&LedgerRow]) -> Vec<BucketKey> {
@@ -450,6 +460,8 @@ impl Pipeline {
             return;
         };
         let (dedup_time, insert_time) = *stages.lock().unwrap();
+        flush_stage("dedup", dedup_time);
+        flush_stage("insert", insert_time);
         let fresh: Vec<&LedgerRow> = fresh.into_iter().map(|i| &rows[i]).collect();
         // Every owned row is in the ledger now, fresh or not: the totals of rows stored by an
         // earlier write whose totals may never have been published are published too.
@@ -520,8 +532,10 @@ impl Pipeline {
             return false;
         };
         let read_time = started.elapsed();
+        flush_stage("totals_read", read_time);
         let groups = crate::watermark::usage_groups(batch.rows, batch.next_offsets, &totals.hourly);
         let published = self.publish(running, read_at, &totals, &groups, shutdown).await;
+        flush_stage("publish", started.elapsed() - read_time);
         tracing::debug!(
             read_ms = read_time.as_millis() as u64,
             publish_ms = (started.elapsed() - read_time).as_millis() as u64,
