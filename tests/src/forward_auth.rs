@@ -19,6 +19,22 @@ use crate::{clickhouse_config, eventually_within, kafka_config};
 /// The provider key the example configs put in place of the client's virtual key.
 pub const PROVIDER_KEY: &str = "sk-provider-only-the-gateway-knows";
 
+/// A gateway process a test started, listening on `socket` in `dir` (the test's own
+/// directory, removed with it); killed on drop.
+#[derive(Debug)]
+pub struct GatewayProcess {
+    pub child: std::process::Child,
+    pub socket: std::path::PathBuf,
+    pub dir: tempfile::TempDir,
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A gateway's answer.
 #[derive(Debug)]
 pub struct Answer {

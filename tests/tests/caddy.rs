@@ -6,27 +6,11 @@
 //!
 //! The binary: `FAREGATE_TEST_CADDY`, else `/usr/bin/caddy` (deploy/local/install installs it).
 
-use std::path::PathBuf;
-
-use faregate_tests::forward_auth::{PROVIDER_KEY, assert_enforced, chain_with_a_blocked_key};
+use faregate_tests::forward_auth::{GatewayProcess, PROVIDER_KEY, assert_enforced, chain_with_a_blocked_key};
 
 const CADDYFILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/integrations/caddy/Caddyfile");
 
-/// Caddy running the example Caddyfile; killed on drop.
-struct Caddy {
-    child: std::process::Child,
-    socket: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Caddy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_caddy(faregate: &str, upstream: &str) -> Caddy {
+fn start_caddy(faregate: &str, upstream: &str) -> GatewayProcess {
     let binary = std::env::var("FAREGATE_TEST_CADDY").unwrap_or_else(|_| "/usr/bin/caddy".into());
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("caddy.sock");
@@ -57,7 +41,7 @@ fn start_caddy(faregate: &str, upstream: &str) -> Caddy {
         String::from_utf8_lossy(&validate.stderr)
     );
     let child = command("run").stdin(std::process::Stdio::null()).spawn().unwrap();
-    Caddy { child, socket, _dir: dir }
+    GatewayProcess { child, socket, dir }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

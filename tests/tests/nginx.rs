@@ -6,25 +6,11 @@
 //!
 //! The binary: `FAREGATE_TEST_NGINX`, else `/usr/sbin/nginx` (deploy/local/install installs it).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use faregate_tests::forward_auth::{PROVIDER_KEY, assert_enforced, chain_with_a_blocked_key};
+use faregate_tests::forward_auth::{GatewayProcess, PROVIDER_KEY, assert_enforced, chain_with_a_blocked_key};
 
 const TEMPLATE: &str = include_str!("../../deploy/integrations/nginx/faregate.conf.template");
-
-/// nginx running on its own directory's config; killed on drop.
-struct Nginx {
-    child: std::process::Child,
-    socket: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// The template with its variables set, as `envsubst` would.
 fn render(socket: &Path, faregate: &str, upstream: &str) -> String {
@@ -43,7 +29,7 @@ fn render(socket: &Path, faregate: &str, upstream: &str) -> String {
     config
 }
 
-fn start_nginx(faregate: &str, upstream: &str) -> Nginx {
+fn start_nginx(faregate: &str, upstream: &str) -> GatewayProcess {
     let binary = std::env::var("FAREGATE_TEST_NGINX").unwrap_or_else(|_| "/usr/sbin/nginx".into());
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("tmp")).unwrap();
@@ -63,7 +49,7 @@ fn start_nginx(faregate: &str, upstream: &str) -> Nginx {
         .stdin(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    Nginx { child, socket, _dir: dir }
+    GatewayProcess { child, socket, dir }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -36,7 +36,8 @@
 //!   there (`used_usd`); under every record published to it since, that share less its
 //!   reported open reservations. Every live replica may use the larger of its room and its
 //!   new part, and an expired one its room (it may have used it before it stopped): so the
-//!   expired rooms are set aside with the holdings, and the parts are cut where they grow
+//!   expired rooms are set aside with the holdings (for as long as [`Demands::prune`] keeps the
+//!   record: one that reported no holdings goes at expiry, its room with it), and the parts are cut where they grow
 //!   beyond a replica's room until the live replicas' larger-of sums to at most the rest.
 //!   When the live rooms alone exceed the rest (the spend grew under those records since),
 //!   or a live replica names a record this instance did not publish (before its start or its
@@ -109,19 +110,8 @@ impl Demands {
             None => {
                 let (replica, rest) = key.split_once('#')?;
                 let id = rest.rsplit_once("#budget=")?.1.to_string();
-                let entries = self.by_budget.get_mut(&id)?;
-                entries.remove(replica)?;
-                if let Some(received) = self.received.get_mut(&id) {
-                    received.remove(replica);
-                }
-                if let Some(leases) = self.leases.get_mut(&id) {
-                    leases.remove(replica);
-                }
-                if entries.is_empty() {
-                    self.by_budget.remove(&id);
-                    self.received.remove(&id);
-                    self.leases.remove(&id);
-                }
+                self.by_budget.get(&id)?.get(replica)?;
+                self.forget(&id, &[replica.to_string()]);
                 Some(id)
             }
         }
@@ -138,14 +128,20 @@ impl Demands {
             })
             .map(|d| d.replica.clone())
             .collect();
+        self.forget(id, &gone);
+    }
+
+    /// Forget budget `id`'s records of `replicas`: the record, when it arrived, its leases (and
+    /// the budget's entries once no record is left).
+    fn forget(&mut self, id: &str, replicas: &[String]) {
         let Some(entries) = self.by_budget.get_mut(id) else { return };
-        for replica in gone {
-            entries.remove(&replica);
+        for replica in replicas {
+            entries.remove(replica);
             if let Some(received) = self.received.get_mut(id) {
-                received.remove(&replica);
+                received.remove(replica);
             }
             if let Some(leases) = self.leases.get_mut(id) {
-                leases.remove(&replica);
+                leases.remove(replica);
             }
         }
         if entries.is_empty() {
@@ -204,11 +200,11 @@ impl Demands {
     /// **room**, see the module docs); `None` when its report names a record this instance
     /// did not publish (its shares are unknown).
     fn room(&self, d: &Demand) -> Option<Decimal> {
-        let leases =
-            self.leases.get(&d.budget_id).and_then(|l| l.get(&d.replica)).map_or(&[][..], Vec::as_slice);
         if d.record_revision == Some(Demand::STOPPED) {
             return Some(Decimal::ZERO);
         }
+        let leases =
+            self.leases.get(&d.budget_id).and_then(|l| l.get(&d.replica)).map_or(&[][..], Vec::as_slice);
         if let Some(named) = d.record_revision
             && self.first_published.get(&d.budget_id).is_none_or(|first| named < *first)
         {
@@ -260,8 +256,9 @@ impl Demands {
         // is unknown may use anything its last share gave it: nobody gets anything new until
         // it names a record of this instance (its next report after the next record).
         let mut rooms: HashMap<&str, Decimal> = HashMap::new();
-        let (mut live_rooms, mut expired_rooms) = (Decimal::ZERO, Decimal::ZERO);
+        let (mut live_rooms, mut expired_rooms, mut held_all) = (Decimal::ZERO, Decimal::ZERO, Decimal::ZERO);
         for d in entries.values().filter(|d| self.sets_aside(d, window_start, now)) {
+            held_all += held(d);
             let is_live = self.live(d, now);
             match self.room(d) {
                 Some(room) if is_live => {
@@ -273,8 +270,7 @@ impl Demands {
                 None => {}
             }
         }
-        let held: Decimal =
-            entries.values().filter(|d| self.sets_aside(d, window_start, now)).map(held).sum();
+        let held = held_all;
         let live_open: Decimal = live.iter().map(|d| open(d)).sum();
         // What live replicas may hold in all: the remaining less every settled cost, every
         // expired replica's reservations (`held - live_open`) and rooms.
@@ -560,15 +556,11 @@ mod tests {
     fn a_share_is_a_lease_the_others_grow_into_only_once_its_replica_reports_the_smaller_one() {
         let mut d = Demands::default();
         let named = |replica: &str, asked: &str, at_ms: i64, revision: i64, used: &str| Demand {
-            record_revision: Some(revision),
-            used_usd: Some(usd(used)),
-            ..demand(replica, "0", asked, "0.01", at_ms)
+            demand_usd: usd(asked),
+            unit_usd: usd("0.01"),
+            ..naming(replica, "0", "0", revision, used, at_ms)
         };
-        let publish = |d: &mut Demands, revision: i64, now_ms: i64| {
-            let shares = d.shares("b", usd("100"), at(-10_000), at(now_ms)).unwrap();
-            d.published("b", revision, Some(&shares));
-            shares.into_iter().map(|s| (s.replica, s.share_usd)).collect::<Vec<_>>()
-        };
+        let publish = |d: &mut Demands, revision: i64, now_ms: i64| publish(d, "100", revision, now_ms);
         put(&mut d, demand("a", "0", "1", "0.01", 0));
         put(&mut d, demand("b", "0", "1", "0.01", 0));
         assert_eq!(publish(&mut d, 1, 10), vec![("a".into(), usd("50")), ("b".into(), usd("50"))]);
