@@ -39,6 +39,23 @@ clients_venv() {
     printf '%s/venv-clients-%s' "$FAREGATE_CACHE" "$hash"
 }
 
+# The venv with the LiteLLM proxy that tests/tests/litellm.rs runs (its own: LiteLLM pins SDK
+# versions that clash with the clients' venv).
+LITELLM_REQUIREMENTS="$FAREGATE_ROOT/tests/litellm/requirements.txt"
+litellm_venv() {
+    local hash
+    hash="$(sha256sum "$LITELLM_REQUIREMENTS" | cut -c1-12)"
+    printf '%s/venv-litellm-%s' "$FAREGATE_CACHE" "$hash"
+}
+
+# The venv of tests/tests/gateway_configs.rs: PyYAML and Envoy's API (envoy-data-plane).
+GATEWAYS_REQUIREMENTS="$FAREGATE_ROOT/tests/gateways/requirements.txt"
+gateways_venv() {
+    local hash
+    hash="$(sha256sum "$GATEWAYS_REQUIREMENTS" | cut -c1-12)"
+    printf '%s/venv-gateways-%s' "$FAREGATE_CACHE" "$hash"
+}
+
 # The AI coding CLIs the gateway tests drive (Claude Code, Codex), pinned in
 # tests/clients/package.json and installed with npm into a prefix keyed by its hash.
 CLIS_PACKAGE="$FAREGATE_ROOT/tests/clients/package.json"
