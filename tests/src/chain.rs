@@ -72,8 +72,9 @@ pub struct ChainSetup {
     pub budgets: Vec<Budget>,
     /// The budget service's clock (the system clock by default).
     pub budget_clock: Arc<dyn Clock>,
-    /// The processor's `batch_max_wait_ms` (50 by default: small batches, many commits).
-    pub processor_batch_wait_ms: u64,
+    /// The processor's settings (its defaults, but batches of at most 500 rows and retries at
+    /// most 500 ms apart); the chain sets its group, member id and price catalog.
+    pub processor: ProcessorConfig,
     /// Every ingress's reservation settings (`prices_dir` and `replicas` are set by the chain:
     /// the chain's catalog and the replica count).
     pub reservation: faregate_ingress::config::ReservationConfig,
@@ -90,7 +91,11 @@ impl ChainSetup {
             keys: Vec::new(),
             budgets: Vec::new(),
             budget_clock: Arc::new(faregate_budget::SystemClock),
-            processor_batch_wait_ms: 50,
+            processor: ProcessorConfig {
+                batch_max_rows: 500,
+                retry_max_ms: 500,
+                ..ProcessorConfig::default()
+            },
             reservation: faregate_ingress::config::ReservationConfig::default(),
             fake: FakeConfig::default(),
         }
@@ -114,7 +119,9 @@ pub struct Chain {
     processor: Option<(CancellationToken, JoinHandle<()>)>,
     budget: (CancellationToken, JoinHandle<()>),
     processor_group: String,
-    processor_batch_wait_ms: u64,
+    processor_config: ProcessorConfig,
+    /// The running processor's readiness flag: it owns and consumes its partitions.
+    processor_owns: Arc<AtomicBool>,
     prices: tempfile::TempDir,
     pub http: reqwest::Client,
 }
@@ -128,7 +135,7 @@ impl Chain {
             keys,
             budgets,
             budget_clock,
-            processor_batch_wait_ms,
+            processor: processor_config,
             mut reservation,
             fake,
         } = setup;
@@ -154,7 +161,8 @@ impl Chain {
             processor: None,
             budget: start_budget(&kafka, budget_clock).await,
             processor_group: unique("processor"),
-            processor_batch_wait_ms,
+            processor_config,
+            processor_owns: Arc::new(AtomicBool::new(false)),
             prices,
             http: reqwest::Client::new(),
         };
@@ -182,25 +190,32 @@ impl Chain {
         let config = ProcessorConfig {
             group_id: self.processor_group.clone(),
             instance_id: "processor-0".into(),
-            batch_max_rows: 500,
-            batch_max_wait_ms: self.processor_batch_wait_ms,
-            retry_max_ms: 500,
             prices_dir: self.prices.path().display().to_string(),
-            ..ProcessorConfig::default()
+            ..self.processor_config.clone()
         };
         let stop = CancellationToken::new();
         let catalog_tasks = faregate_core::shutdown::Tasks::new(stop.clone());
         let pricer =
             faregate_processor::catalog_pricer(&config, &catalog_tasks).expect("the test catalog loads");
         let (kafka, clickhouse, token) = (self.kafka.clone(), self.clickhouse.clone(), stop.clone());
+        let partitions_ok = Arc::new(AtomicBool::new(false));
+        self.processor_owns = partitions_ok.clone();
         let handle = tokio::spawn(async move {
             let ok = Arc::new(AtomicBool::new(false));
-            let partitions_ok = Arc::new(AtomicBool::new(false));
             faregate_processor::run(config, kafka, clickhouse, pricer, ok, partitions_ok, token)
                 .await
                 .expect("the processor runs");
         });
         self.processor = Some((stop, handle));
+    }
+
+    /// Wait until the processor owns and consumes its usage partitions (its readiness): a group
+    /// join takes seconds on tansu, and an event sent before it waits for the assignment.
+    pub async fn processor_owns_its_partitions(&self) {
+        eventually("the processor owns its usage partitions", || async {
+            self.processor_owns.load(Ordering::Acquire).then_some(())
+        })
+        .await
     }
 
     /// Abort the processor mid-flight: no drain, no flush, no commit.

@@ -1,12 +1,14 @@
-//! Spend aggregates: absolute totals per subject and hour, read back from the ledger after each
-//! write and published to the spend topic. A subject here is the finest attribution of a
-//! request (org, team, user, key, project, model, tool); the budget service rolls them up.
+//! Spend aggregates: absolute totals per subject and hour, the ledger's as of each write (read
+//! back, or advanced in memory: [`crate::totals_cache`]) and published to the spend topic. A
+//! subject here is the finest attribution of a request (org, team, user, key, project, model,
+//! tool); the budget service rolls them up.
 //! Because each record is the ledger's total for its (subject, hour), replaying or republishing
 //! one can never double-count.
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 
 use faregate_core::clickhouse::LedgerRow;
+use faregate_core::clickhouse::ledger::PricingStatus;
 use faregate_core::event::{BucketWidth, SpendAggregate};
 use faregate_core::money::Usd;
 
@@ -92,6 +94,19 @@ pub struct BucketTotals {
 }
 
 impl BucketTotals {
+    /// The totals of no rows.
+    pub fn empty(key: BucketKey) -> BucketTotals {
+        BucketTotals { key, cost: Usd::ZERO, requests: 0, unpriced_requests: 0, tokens_total: 0 }
+    }
+
+    /// Count `row` (one of this bucket's events) in, the way the ledger's query counts it.
+    pub fn add(&mut self, row: &LedgerRow) {
+        self.cost = Usd(self.cost.0 + row.cost_total.unwrap_or_default().0);
+        self.requests += 1;
+        self.unpriced_requests += i64::from(row.pricing_status == PricingStatus::Unpriced);
+        self.tokens_total += row.tokens_total() as i64;
+    }
+
     /// The spend-topic record of these totals.
     pub fn to_aggregate(&self, computed_at: DateTime<Utc>) -> SpendAggregate {
         let opt = |s: &str| (!s.is_empty()).then(|| s.to_string());

@@ -26,6 +26,11 @@ pub struct ProcessorConfig {
     pub retry_max_ms: u64,
     /// At start, republish the spend totals of this many past hours from the ledger.
     pub rebuild_hours: u32,
+    /// Keep the totals of the buckets written for this long (milliseconds) and publish a
+    /// batch's totals from memory instead of reading them back from the ledger; each bucket is
+    /// read from the ledger again at least this often. 0 reads every batch's totals back.
+    /// (`crate::totals_cache` has the argument.)
+    pub totals_cache_ms: u64,
     /// Directory of price catalog files; empty uses the catalog compiled into the binary.
     pub prices_dir: String,
 }
@@ -41,6 +46,7 @@ impl Default for ProcessorConfig {
             retry_initial_ms: 100,
             retry_max_ms: 10_000,
             rebuild_hours: 48,
+            totals_cache_ms: 10_000,
             prices_dir: String::new(),
         }
     }

@@ -38,6 +38,11 @@ impl Fence {
         self.state.0.lock().unwrap().alive
     }
 
+    /// Whether `other` is this fence (the same partition's same assignment generation).
+    pub fn same(&self, other: &Fence) -> bool {
+        Arc::ptr_eq(&self.state, &other.state)
+    }
+
     /// Enter a write, unless the fence was killed.
     fn enter(&self) -> Option<Writer> {
         let mut state = self.state.0.lock().unwrap();
@@ -131,6 +136,11 @@ impl BatchFences {
     /// Whether `partition`'s fence is still alive (its offset may be committed).
     pub fn is_alive(&self, partition: i32) -> bool {
         self.fences.get(&partition).is_some_and(Fence::is_alive)
+    }
+
+    /// The fence `partition`'s rows were read under, if the batch holds any.
+    pub fn fence(&self, partition: i32) -> Option<&Fence> {
+        self.fences.get(&partition)
     }
 }
 

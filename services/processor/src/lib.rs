@@ -11,6 +11,7 @@ mod membership;
 pub mod pipeline;
 pub mod reprice;
 pub mod session;
+pub mod totals_cache;
 pub mod validate;
 pub mod watermark;
 

@@ -10,9 +10,11 @@
 //!   the highest stored offset then hides lower offsets that were never written.);
 //! - an event that arrives twice at different offsets (re-sent after a lost acknowledgement) is
 //!   caught by the same event-id check, and within one batch by de-duplicating on the id;
-//! - spend totals (per subject and hour, and per session and minute) are absolute and re-read
-//!   from the ledger in one read after the write is acknowledged, with the time taken just
-//!   before that read as their revision, so republishing them is harmless; each goes to the
+//! - spend totals (per subject and hour, and per session and minute) are absolute: the ledger's
+//!   as of the write, advanced in memory for buckets written recently ([`crate::totals_cache`])
+//!   and otherwise re-read from the ledger in one read after the write is acknowledged, with
+//!   the time taken just before that read (or after the write) as their revision, so
+//!   republishing them is harmless; each goes to the
 //!   spend-topic partition of its org ([`faregate_core::kafka::partition_for`]), so one budget
 //!   instance sees all of an org's spend (the spend producer does not linger: a flush waits for
 //!   its totals' acknowledgement);
@@ -40,13 +42,13 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::aggregate::{BucketKey, Subject, hour_of};
 use crate::config::ProcessorConfig;
 use crate::dlq::{DeadLetters, Stage};
 use crate::fence::{BatchFences, Fences};
 use crate::ledger::{Ledger, SpendTotals};
 use crate::membership;
-use crate::session::{SESSION_REBUILD, SessionKey, minute_of};
+use crate::session::SESSION_REBUILD;
+use crate::totals_cache::{Plan, TotalsCache};
 use crate::validate::validate;
 use crate::{Pricer, ProcessorError};
 use faregate_core::avro::{AvroCodec, SchemaFamily};
@@ -69,40 +71,6 @@ const FINAL_FLUSH: Duration = Duration::from_secs(20);
 fn flush_stage(stage: &'static str, took: Duration) {
     metrics::histogram!("faregate_processor_flush_stage_seconds", "stage" => stage)
         .record(took.as_secs_f64());
-}
-
-/// The distinct (subject, hour) buckets of `rows`, sorted. Distinct keys are found on borrowed
-/// fields, so each is built (seven strings cloned) once, not once per row.
-fn bucket_keys(rows: &[&LedgerRow]) -> Vec<BucketKey> {
-    type Borrowed<'a> = (&'a str, &'a str, &'a str, &'a str, &'a str, &'a str, &'a str, DateTime<Utc>);
-    let mut seen: HashSet<Borrowed<'_>> = HashSet::new();
-    let mut keys = Vec::new();
-    for r in rows {
-        let hour = hour_of(r.occurred_at);
-        let key = (&*r.org, &*r.team, &*r.user, &*r.key_id, &*r.project, &*r.model, &*r.tool, hour);
-        if seen.insert(key) {
-            keys.push(BucketKey { subject: Subject::of(r), hour });
-        }
-    }
-    keys.sort_unstable();
-    keys
-}
-
-/// The distinct (org, session, minute) buckets of `rows`, sorted (see [`bucket_keys`]).
-fn session_keys(rows: &[&LedgerRow]) -> Vec<SessionKey> {
-    let mut seen: HashSet<(&str, &str, DateTime<Utc>)> = HashSet::new();
-    let mut keys = Vec::new();
-    for r in rows {
-        let Some(session_id) = r.session_id.as_deref().filter(|s| !s.is_empty()) else {
-            continue;
-        };
-        let minute = minute_of(r.occurred_at);
-        if seen.insert((&*r.org, session_id, minute)) {
-            keys.push(SessionKey { org: r.org.clone(), session_id: session_id.to_string(), minute });
-        }
-    }
-    keys.sort_unstable();
-    keys
 }
 
 /// Records partition revocations, which librdkafka reports from inside `recv`, and keeps the
@@ -140,6 +108,7 @@ impl ConsumerContext for RebalanceContext {
 struct Written<'a> {
     rows: &'a [&'a LedgerRow],
     next_offsets: &'a BTreeMap<i32, i64>,
+    fences: &'a BatchFences,
 }
 
 /// The events read but not yet committed.
@@ -188,6 +157,8 @@ pub struct Pipeline {
     fatal: Mutex<Option<String>>,
     /// Set while the group's partitions are owned and consumed ([`OwnershipWatch`]).
     partitions_ok: Arc<AtomicBool>,
+    /// Recent totals of the buckets written, published without a read ([`crate::totals_cache`]).
+    totals: Mutex<TotalsCache>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -214,7 +185,8 @@ impl Pipeline {
         ledger_ok: Arc<AtomicBool>,
     ) -> Self {
         let partitions_ok = Arc::new(AtomicBool::new(false));
-        Pipeline { config, kafka, ledger, pricer, ledger_ok, fatal: Mutex::default(), partitions_ok }
+        let totals = Mutex::new(TotalsCache::new(Duration::from_millis(config.totals_cache_ms)));
+        Pipeline { config, kafka, ledger, pricer, ledger_ok, fatal: Mutex::default(), partitions_ok, totals }
     }
 
     /// Export the ownership watchdog's readiness to `flag` (a readiness component).
@@ -483,12 +455,13 @@ impl Pipeline {
         }
         if !written.is_empty() {
             let started = std::time::Instant::now();
-            let keys = bucket_keys(&written);
-            let sessions = session_keys(&written);
+            let clean = attempts.load(Ordering::Relaxed) == 1 && fresh.len() == written.len();
+            let plan = self.totals.lock().unwrap().plan(&written, clean, &fences);
+            let (buckets, session_minutes) = (plan.buckets(), plan.session_minutes());
             let owned_ends: BTreeMap<i32, i64> =
                 next_offsets.iter().filter(|(p, _)| fences.is_alive(**p)).map(|(p, o)| (*p, *o)).collect();
-            let batch = Written { rows: &written, next_offsets: &owned_ends };
-            if !self.publish_totals(running, &keys, &sessions, batch, shutdown).await {
+            let batch = Written { rows: &written, next_offsets: &owned_ends, fences: &fences };
+            if !self.publish_totals(running, plan, batch, shutdown).await {
                 return;
             }
             tracing::debug!(
@@ -496,8 +469,8 @@ impl Pipeline {
                 dedup_ms = dedup_time.as_millis() as u64,
                 insert_ms = insert_time.as_millis() as u64,
                 totals_ms = started.elapsed().as_millis() as u64,
-                buckets = keys.len(),
-                session_minutes = sessions.len(),
+                buckets,
+                session_minutes,
                 "batch written"
             );
         }
@@ -511,28 +484,37 @@ impl Pipeline {
         }
     }
 
-    /// Read the ledger's totals of `keys` and `sessions` (one read) and publish them; false if
-    /// shutdown interrupted it. Their revision is the time taken just before the read (see
-    /// [`crate::session`]).
+    /// Publish the totals of a written batch's buckets: those `plan` knows, and the others read
+    /// from the ledger (one read); false if shutdown interrupted it. Their revision is the time
+    /// taken just before the read, or after the write when nothing was read (see
+    /// [`crate::session`] and [`crate::totals_cache`]).
     async fn publish_totals(
         &self,
         running: &Running,
-        keys: &[BucketKey],
-        sessions: &[SessionKey],
+        plan: Plan,
         batch: Written<'_>,
         shutdown: &CancellationToken,
     ) -> bool {
         let started = std::time::Instant::now();
-        let ledger = self.ledger.clone();
-        let read = || async {
-            let at = faregate_core::time::now_micros();
-            ledger.spend_totals(keys, sessions).await.map(|t| (at, t))
-        };
-        let Some((read_at, totals)) = self.retry("reading spend totals", shutdown, read).await else {
-            return false;
+        let (read_at, mut totals) = if plan.read_hourly.is_empty() && plan.read_sessions.is_empty() {
+            (faregate_core::time::now_micros(), SpendTotals::default())
+        } else {
+            let ledger = self.ledger.clone();
+            let read = || async {
+                let (at, began) = (faregate_core::time::now_micros(), std::time::Instant::now());
+                ledger.spend_totals(&plan.read_hourly, &plan.read_sessions).await.map(|t| (at, began, t))
+            };
+            let Some((read_at, began, totals)) = self.retry("reading spend totals", shutdown, read).await
+            else {
+                return false;
+            };
+            flush_stage("totals_read", started.elapsed());
+            self.totals.lock().unwrap().store(&plan, &totals, batch.fences, began);
+            (read_at, totals)
         };
         let read_time = started.elapsed();
-        flush_stage("totals_read", read_time);
+        totals.hourly.extend(plan.known.hourly);
+        totals.sessions.extend(plan.known.sessions);
         let groups = crate::watermark::usage_groups(batch.rows, batch.next_offsets, &totals.hourly);
         let published = self.publish(running, read_at, &totals, &groups, shutdown).await;
         flush_stage("publish", started.elapsed() - read_time);
@@ -652,42 +634,5 @@ impl Pipeline {
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::collections::BTreeSet;
-
-    use super::*;
-    use faregate_core::clickhouse::ledger::Pricing;
-    use faregate_core::event::arbitrary;
-    use proptest::strategy::{Strategy, ValueTree};
-    use proptest::test_runner::TestRunner;
-
-    #[test]
-    fn bucket_and_session_keys_are_the_distinct_keys_of_the_rows_sorted() {
-        let mut runner = TestRunner::deterministic();
-        let strategy = arbitrary::usage_event();
-        let rows: Vec<LedgerRow> = (0..400)
-            .map(|i| {
-                let mut e = strategy.new_tree(&mut runner).unwrap().current();
-                // few distinct values, so keys repeat
-                e.org = format!("o{}", i % 3);
-                e.user = Some(format!("u{}", i % 4));
-                e.session_id = [None, Some(String::new()), Some(format!("s{}", i % 5))][i % 3].clone();
-                let pricing = Pricing::Unpriced { reason: "test".into() };
-                let position = KafkaPosition { topic: "t".into(), partition: 0, offset: i as i64 };
-                LedgerRow::new(&e, &pricing, &position, e.received_at)
-            })
-            .collect();
-        let refs: Vec<&LedgerRow> = rows.iter().collect();
-        let expected: Vec<BucketKey> =
-            rows.iter().map(BucketKey::of).collect::<BTreeSet<_>>().into_iter().collect();
-        assert_eq!(bucket_keys(&refs), expected);
-        let expected: Vec<SessionKey> =
-            rows.iter().filter_map(SessionKey::of).collect::<BTreeSet<_>>().into_iter().collect();
-        assert!(!expected.is_empty());
-        assert_eq!(session_keys(&refs), expected);
     }
 }

@@ -1,7 +1,7 @@
-//! Session aggregates: absolute totals per (org, session, UTC minute), read back from the ledger
-//! after each write, in the same read as the hourly totals of [`crate::aggregate`] (see
-//! [`crate::ledger::Ledger::spend_totals`]), and published to the spend
-//! topic with `session_id` set and `bucket_width = MINUTE`. They feed the budget service's
+//! Session aggregates: absolute totals per (org, session, UTC minute), the ledger's as of each
+//! write (read back in the same read as the hourly totals of [`crate::aggregate`], see
+//! [`crate::ledger::Ledger::spend_totals`], or advanced in memory: [`crate::totals_cache`]),
+//! published to the spend topic with `session_id` set and `bucket_width = MINUTE`. They feed the budget service's
 //! runaway-session tripwire; budgets never count them (the hourly totals carry the same spend).
 //!
 //! A session is one client conversation (Claude Code's, Codex's session id) and may use several
@@ -12,9 +12,11 @@
 //! republishing one can never double-count.
 //!
 //! Revisions: rows of one session can come from several processors (the usage topic is keyed by
-//! subject, which includes the model), so a total's revision is the time taken *before* its
-//! ledger read: a later read sees at least every row an earlier one saw, and so carries the
-//! higher revision (processor clocks are assumed synchronised to well under the batch time).
+//! org and user, else key, and a session id may be used by two users), so a total's revision is
+//! the time taken *before* its ledger read: a later read sees at least every row an earlier one
+//! saw, and so carries the higher revision (processor clocks are assumed synchronised to well
+//! under the batch time). A total advanced in memory is only as good as its last read there:
+//! [`crate::totals_cache`] re-reads such a session at least every `totals_cache_ms`.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -110,14 +112,10 @@ impl SessionTotals {
     }
 }
 
-/// Session totals of `rows` (each event id once) whose key `keep` accepts: the in-memory
-/// ledger's answer, computed the way the ClickHouse query computes it.
-pub(crate) fn fold(rows: &[LedgerRow], keep: impl Fn(&SessionKey) -> bool) -> Vec<SessionTotals> {
-    let mut totals: BTreeMap<SessionKey, SessionTotals> = BTreeMap::new();
-    let mut seen = HashSet::new();
-    for row in rows.iter().filter(|r| seen.insert(r.event_id)) {
-        let Some(key) = SessionKey::of(row).filter(|k| keep(k)) else { continue };
-        let t = totals.entry(key.clone()).or_insert_with(|| SessionTotals {
+impl SessionTotals {
+    /// The totals of no rows.
+    pub fn empty(key: SessionKey) -> SessionTotals {
+        SessionTotals {
             key,
             team: String::new(),
             user: String::new(),
@@ -128,22 +126,38 @@ pub(crate) fn fold(rows: &[LedgerRow], keep: impl Fn(&SessionKey) -> bool) -> Ve
             requests: 0,
             unpriced_requests: 0,
             tokens_total: 0,
-        });
+        }
+    }
+
+    /// Count `row` (one of this session minute's events) in, the way the ledger's query counts
+    /// it: the attribution is the greatest value seen.
+    pub fn add(&mut self, row: &LedgerRow) {
         for (held, value) in [
-            (&mut t.team, &row.team),
-            (&mut t.user, &row.user),
-            (&mut t.key_id, &row.key_id),
-            (&mut t.project, &row.project),
-            (&mut t.tool, &row.tool),
+            (&mut self.team, &row.team),
+            (&mut self.user, &row.user),
+            (&mut self.key_id, &row.key_id),
+            (&mut self.project, &row.project),
+            (&mut self.tool, &row.tool),
         ] {
             if value > held {
                 held.clone_from(value);
             }
         }
-        t.cost = Usd(t.cost.0 + row.cost_total.unwrap_or_default().0);
-        t.requests += 1;
-        t.unpriced_requests += i64::from(row.pricing_status == PricingStatus::Unpriced);
-        t.tokens_total += row.tokens_total() as i64;
+        self.cost = Usd(self.cost.0 + row.cost_total.unwrap_or_default().0);
+        self.requests += 1;
+        self.unpriced_requests += i64::from(row.pricing_status == PricingStatus::Unpriced);
+        self.tokens_total += row.tokens_total() as i64;
+    }
+}
+
+/// Session totals of `rows` (each event id once) whose key `keep` accepts: the in-memory
+/// ledger's answer, computed the way the ClickHouse query computes it.
+pub(crate) fn fold(rows: &[LedgerRow], keep: impl Fn(&SessionKey) -> bool) -> Vec<SessionTotals> {
+    let mut totals: BTreeMap<SessionKey, SessionTotals> = BTreeMap::new();
+    let mut seen = HashSet::new();
+    for row in rows.iter().filter(|r| seen.insert(r.event_id)) {
+        let Some(key) = SessionKey::of(row).filter(|k| keep(k)) else { continue };
+        totals.entry(key.clone()).or_insert_with(|| SessionTotals::empty(key)).add(row);
     }
     totals.into_values().collect()
 }

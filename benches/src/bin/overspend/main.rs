@@ -25,9 +25,11 @@
 //!   # FAREGATE_OVERSPEND_TRIALS (20 crossings per series), FAREGATE_OVERSPEND_LIMIT (USD, 2),
 //!   # FAREGATE_OVERSPEND_PARTS (`latency,caps`: which parts run), _FETCH_WAITS_MS (500,10),
 //!   # _LOAD_RPS (300: the load under which the loaded crossings are measured),
-//!   # _BATCH_WAIT_MS (the processor's batch_max_wait_ms; its default);
+//!   # _SAMPLES=1 (print each crossing's time, in order),
+//!   # _BATCH_WAIT_MS and _TOTALS_CACHE_MS (the processor's batch_max_wait_ms and
+//!   # totals_cache_ms; their defaults);
 //!   # for caps,
-//!   # FAREGATE_OVERSPEND_REPLICAS (1,3), _LATENCIES_MS (0,2000), _LIMITS (2,0.5); experiments:
+//!   # FAREGATE_OVERSPEND_REPLICAS (1,3: for both parts), _LATENCIES_MS (0,2000), _LIMITS (2,0.5); experiments:
 //!   # _SETTLE_MARGIN_MS, _SETTLE_HOLD_MAX_MS and _HISTORY_FACTOR (the ingress's reservation settings), _TRACE=1
 //!   # (what the first replica held before the first refusal, sampled from /v1/me);
 //!   # RUST_LOG (the chain's logs as JSON lines, e.g. faregate_processor::pipeline=debug; for
@@ -157,6 +159,10 @@ async fn crossings(
         first.push(at_first - done);
         last.push(at_last - done);
     }
+    if std::env::var_os("FAREGATE_OVERSPEND_SAMPLES").is_some() {
+        let ms: Vec<u128> = last.iter().map(|d| d.as_millis()).collect();
+        println!("crossings in order, every replica (ms): {ms:?}");
+    }
     (sorted(first), sorted(last))
 }
 
@@ -192,8 +198,10 @@ async fn series(
         },
     );
     setup.replicas = replicas;
-    setup.processor_batch_wait_ms =
+    setup.processor.batch_max_wait_ms =
         env_or("FAREGATE_OVERSPEND_BATCH_WAIT_MS", ProcessorConfig::default().batch_max_wait_ms);
+    setup.processor.totals_cache_ms =
+        env_or("FAREGATE_OVERSPEND_TOTALS_CACHE_MS", ProcessorConfig::default().totals_cache_ms);
     setup.budgets = crossing
         .iter()
         .chain(&loaded)
@@ -203,7 +211,11 @@ async fn series(
     setup.keys = crossing.iter().chain(&loaded).cloned().collect();
     setup.keys.push(looper.clone());
     setup.keys.push(KeySpec::new("bench", "agents", "load"));
+    let setup_processor = setup.processor.clone();
     let chain = Arc::new(Chain::start(setup).await);
+    // A crossing sent before the processor's group join completes waits for it (seconds on
+    // tansu): that is start-up, not the path measured.
+    chain.processor_owns_its_partitions().await;
     let urls: Vec<String> = chain.ingresses.iter().map(|i| i.url.clone()).collect();
     let mut decisions = follow_decisions(&chain.http, &urls, COLLECTOR_TOKEN);
 
@@ -251,7 +263,9 @@ async fn series(
         fetch_wait_ms.to_string()
     };
     println!(
-        "\n== {replicas} ingress replica(s), fetch.wait.max.ms {fetch_wait}, {trials} crossings, {LOOPS} runaway loops =="
+        "\n== {replicas} ingress replica(s), fetch.wait.max.ms {fetch_wait}, {trials} crossings, {LOOPS} runaway loops, \
+         processor batch wait {} ms, totals cache {} ms ==",
+        setup_processor.batch_max_wait_ms, setup_processor.totals_cache_ms
     );
     println!(
         "baseline Kafka produce->consume, 1 message: p50 {:.2} ms, p99 {:.2} ms",
@@ -309,11 +323,11 @@ async fn main() {
     let trials = env_or("FAREGATE_OVERSPEND_TRIALS", 20usize);
     let limit = env_or("FAREGATE_OVERSPEND_LIMIT", "2".to_string());
     let parts = env_or("FAREGATE_OVERSPEND_PARTS", "latency,caps".to_string());
+    let list = |name: &str, default: &str| -> Vec<String> {
+        env_or(name, default.to_string()).split(',').map(|s| s.trim().to_string()).collect()
+    };
     if parts.contains("caps") {
         println!("\n== caps: {} loops, reservation vs binary decision (same run) ==", 32);
-        let list = |name: &str, default: &str| -> Vec<String> {
-            env_or(name, default.to_string()).split(',').map(|s| s.trim().to_string()).collect()
-        };
         for replicas in list("FAREGATE_OVERSPEND_REPLICAS", "1,3") {
             for latency_ms in list("FAREGATE_OVERSPEND_LATENCIES_MS", "0,2000") {
                 for limit in list("FAREGATE_OVERSPEND_LIMITS", "2,0.5") {
@@ -344,7 +358,8 @@ async fn main() {
         .map(|s| s.trim().parse().expect("milliseconds"))
         .collect();
     for fetch_wait_ms in fetch_waits {
-        for replicas in [1, 3] {
+        for replicas in list("FAREGATE_OVERSPEND_REPLICAS", "1,3") {
+            let replicas = replicas.parse().expect("a replica count");
             let (brokers, clickhouse_url, limit) = (&brokers, &clickhouse, &limit);
             series(Series { brokers, clickhouse_url, replicas, trials, limit, fetch_wait_ms, load_rps })
                 .await;

@@ -12,8 +12,6 @@ use super::{Ledger, LedgerError, SpendTotals};
 use crate::aggregate::{BucketKey, BucketTotals, hour_of};
 use crate::session::{self, SessionKey, minute_of};
 use faregate_core::clickhouse::LedgerRow;
-use faregate_core::clickhouse::ledger::PricingStatus;
-use faregate_core::money::Usd;
 
 /// An in-memory ledger for tests; `set_available(false)` makes every call fail like an outage,
 /// `set_refusing(true)` like a query the server will never accept. It keeps no rollups, and
@@ -64,17 +62,7 @@ impl MemoryLedger {
             if !keep(&key) {
                 continue;
             }
-            let entry = totals.entry(key.clone()).or_insert_with(|| BucketTotals {
-                key,
-                cost: Usd::ZERO,
-                requests: 0,
-                unpriced_requests: 0,
-                tokens_total: 0,
-            });
-            entry.cost = Usd(entry.cost.0 + row.cost_total.unwrap_or_default().0);
-            entry.requests += 1;
-            entry.unpriced_requests += i64::from(row.pricing_status == PricingStatus::Unpriced);
-            entry.tokens_total += row.tokens_total() as i64;
+            totals.entry(key.clone()).or_insert_with(|| BucketTotals::empty(key)).add(row);
         }
         totals.into_values().collect()
     }
