@@ -266,7 +266,10 @@ impl Demands {
                     rooms.insert(d.replica.as_str(), room);
                 }
                 Some(room) => expired_rooms += room,
-                None if is_live => return Some(zeros()),
+                None if is_live => {
+                    withheld(id, "unknown_record");
+                    return Some(zeros());
+                }
                 None => {}
             }
         }
@@ -278,12 +281,14 @@ impl Demands {
         if live_rooms > Decimal::ZERO && total - live_open < live_rooms {
             // The rooms already given out do not fit what is left (the spend grew under them
             // since): nobody gets anything new until the replicas report the records they use.
+            withheld(id, "rooms");
             return Some(zeros());
         }
         if total < live_open {
             // Over-committed: the reservations in flight alone exceed what is left. Nobody
             // admits anything new; each keeps a part of what is left in proportion to what it
             // has in flight (so the shares still sum to at most the remaining).
+            withheld(id, "overcommitted");
             let left = total.max(Decimal::ZERO);
             return Some(
                 live.iter()
@@ -325,6 +330,17 @@ impl Demands {
                 .collect(),
         )
     }
+}
+
+/// A computation of budget `id`'s shares gave no replica anything new, for `reason`:
+/// `unknown_record` (a live replica named a record this instance did not publish: after a
+/// restart or a new assignment, until its next report), `rooms` (the rooms already given out
+/// exceed what is left, until the reports catch up) or `overcommitted` (the reservations in
+/// flight alone exceed it). Expected briefly near a limit; counted as
+/// `faregate_budget_shares_withheld_total{reason}`, so a budget stuck there shows.
+fn withheld(id: &str, reason: &'static str) {
+    metrics::counter!("faregate_budget_shares_withheld_total", "reason" => reason).increment(1);
+    tracing::debug!(budget = id, reason, "shares withheld: nothing new for any replica");
 }
 
 /// Cut the growth of `takers`' `parts` beyond their rooms until every live replica's larger
