@@ -8,6 +8,16 @@ use std::time::Duration;
 use serde_json::json;
 
 use faregate_core::event::{Alert, AlertSeverity};
+use faregate_core::retry::{Retry, RetryPolicy};
+
+/// Three attempts, 0.5-1 s then 1-2 s apart, paced by the project's one retry authority.
+const WEBHOOK_RETRY: RetryPolicy = RetryPolicy {
+    initial: Duration::from_millis(1000),
+    max: Duration::from_secs(4),
+    max_attempts: 3,
+    max_hint: Duration::from_secs(60),
+    deadline: Duration::from_secs(60),
+};
 
 #[derive(Debug, Clone)]
 pub struct Notifier {
@@ -62,8 +72,9 @@ impl Notifier {
             let body = body.clone();
             let key = alert.alert_key.clone();
             tokio::spawn(async move {
-                let mut delay = Duration::from_millis(500);
-                for attempt in 1..=3 {
+                let mut retry = Retry::new(WEBHOOK_RETRY);
+                loop {
+                    let attempt = retry.attempts();
                     match client.post(&url).json(&body).send().await {
                         Ok(r) if r.status().is_success() => {
                             metrics::counter!("faregate_budget_webhooks_total", "outcome" => "ok")
@@ -77,11 +88,58 @@ impl Notifier {
                             tracing::warn!(alert = %key, %error, attempt, "webhook delivery failed")
                         }
                     }
-                    tokio::time::sleep(delay).await;
-                    delay *= 4;
+                    match retry.next_delay(None) {
+                        Ok(delay) => tokio::time::sleep(delay).await,
+                        Err(_) => break,
+                    }
                 }
                 metrics::counter!("faregate_budget_webhooks_total", "outcome" => "failed").increment(1);
             });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use proptest::strategy::{Strategy, ValueTree};
+
+    use super::*;
+
+    /// A webhook that fails twice gets the alert on the third attempt.
+    #[tokio::test]
+    async fn a_failing_webhook_is_tried_three_times() {
+        let hits = Arc::new(AtomicU32::new(0));
+        let counter = hits.clone();
+        let app =
+            axum::Router::new().route(
+                "/hook",
+                axum::routing::post(move || {
+                    let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+                    async move {
+                        if n < 3 { axum::http::StatusCode::BAD_GATEWAY } else { axum::http::StatusCode::OK }
+                    }
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let mut alert = faregate_core::event::arbitrary::alert()
+            .new_tree(&mut proptest::test_runner::TestRunner::deterministic())
+            .unwrap()
+            .current();
+        alert.notify.clear();
+        Notifier::new(vec![url]).deliver(&alert);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while hits.load(Ordering::SeqCst) < 3 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} attempts after 10 s",
+                hits.load(Ordering::SeqCst)
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 }

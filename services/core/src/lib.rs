@@ -12,6 +12,7 @@ pub mod error;
 pub mod event;
 pub mod kafka;
 pub mod money;
+pub mod retry;
 pub mod shutdown;
 pub mod telemetry;
 pub mod time;

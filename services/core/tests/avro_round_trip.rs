@@ -148,7 +148,7 @@ fn malformed_values_are_refused_with_a_reason() {
         .current();
     let bytes = usage.encode(&event).unwrap();
     let error = rt.block_on(codec.decode(&bytes)).unwrap_err();
-    assert!(matches!(error, AvroError::Decode { id: 101, .. }), "{error}");
+    assert!(matches!(error, AvroError::Decode { id: 102, .. }), "{error}");
     // Truncated datum.
     let decision =
         arbitrary::decision().new_tree(&mut proptest::test_runner::TestRunner::default()).unwrap().current();

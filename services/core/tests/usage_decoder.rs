@@ -102,11 +102,11 @@ fn the_codec_uses_it_and_refuses_trailing_bytes_with_a_reason() {
 
     bytes.push(0);
     let error = rt.block_on(codec.decode(&bytes)).unwrap_err();
-    assert!(matches!(error, AvroError::Decode { id: 101, .. }), "{error}");
+    assert!(matches!(error, AvroError::Decode { id: 102, .. }), "{error}");
     assert!(error.to_string().contains("1 bytes left over"), "{error}");
 
     let error = rt.block_on(codec.decode(&bytes[..bytes.len() - 3])).unwrap_err();
-    assert!(matches!(error, AvroError::Decode { id: 101, .. }), "{error}");
+    assert!(matches!(error, AvroError::Decode { id: 102, .. }), "{error}");
     assert!(error.to_string().contains("the datum ends early"), "{error}");
 
     let mut garbage = bytes[..5].to_vec();

@@ -9,7 +9,10 @@
 //! of funds). Request bodies
 //! may be gzip or zstd encoded. Responses are built with no work beyond formatting, so the
 //! server is cheap enough to benchmark a gateway against.
+//!
+//! [`admin`] fakes Anthropic's Admin API usage report, for the importers.
 
+pub mod admin;
 mod anthropic;
 mod content;
 mod openai;

@@ -7,6 +7,7 @@ use faregate_core::clickhouse::ClickHouseConfig;
 use faregate_core::config::{ConfigError, Validate};
 use faregate_core::kafka::KafkaConfig;
 use faregate_core::telemetry::TelemetryConfig;
+use faregate_import::ImportConfig;
 use faregate_ingress::IngressConfig;
 use faregate_processor::ProcessorConfig;
 
@@ -19,6 +20,8 @@ pub struct AppConfig {
     pub ingress: IngressConfig,
     pub processor: ProcessorConfig,
     pub budget: BudgetConfig,
+    /// Importers of provider admin reports (`faregate import`).
+    pub import: ImportConfig,
 }
 
 impl Validate for AppConfig {
@@ -28,7 +31,8 @@ impl Validate for AppConfig {
         self.telemetry.validate()?;
         self.ingress.validate()?;
         self.processor.validate()?;
-        self.budget.validate()
+        self.budget.validate()?;
+        self.import.validate()
     }
 }
 

@@ -81,6 +81,42 @@ pub enum Command {
     /// Your own budget: the key's attribution and every budget covering it (spent, limit,
     /// remaining, reset), from a gateway's `GET /v1/me`.
     Me(MeArgs),
+    /// Import usage from a provider's admin reports into the usage topic (priced and
+    /// deduplicated by the processor like any other usage; a re-import counts once).
+    #[command(subcommand)]
+    Import(ImportCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImportCommand {
+    /// Anthropic's messages usage report (Admin API, `[import.anthropic]`): one event per
+    /// hour (bucket), API key, workspace and model. Only buckets that ended at least
+    /// `settle_lag_secs` ago are imported; the rest of the window is left for a later run.
+    Anthropic(ImportWindow),
+}
+
+#[derive(Debug, Args)]
+pub struct ImportWindow {
+    /// Start of the window, inclusive: a UTC day (2026-11-30) or an RFC 3339 time (default:
+    /// where the ledger's imported buckets of this org end, else `lookback_hours` ago).
+    #[arg(long, value_parser = parse_instant)]
+    pub from: Option<chrono::DateTime<chrono::Utc>>,
+    /// End of the window, exclusive: a UTC day or an RFC 3339 time (default: now).
+    #[arg(long, value_parser = parse_instant)]
+    pub to: Option<chrono::DateTime<chrono::Utc>>,
+    /// The Faregate org the usage is attributed to (default: `import.anthropic.org`).
+    #[arg(long)]
+    pub org: Option<String>,
+}
+
+/// A UTC day (its midnight) or an RFC 3339 time.
+fn parse_instant(value: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    if let Ok(day) = chrono::NaiveDate::parse_from_str(value, "%Y-%m-%d") {
+        return Ok(day.and_time(chrono::NaiveTime::MIN).and_utc());
+    }
+    chrono::DateTime::parse_from_rfc3339(value)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|_| format!("{value:?} is neither a day (YYYY-MM-DD) nor an RFC 3339 time"))
 }
 
 #[derive(Debug, Args)]

@@ -7,12 +7,15 @@
 //! places), kept per token class, and never rounded. Anything missing (provider, model, entry,
 //! tier, region, the price of a class the event used) makes the event unpriced with a reason
 //! that says exactly what: an event is never priced at $0 for lack of a price. Events with zero
-//! tokens (blocked requests) price to a cost of zero when the model is known.
+//! tokens (blocked requests) price to a cost of zero when the model is known. The long-context
+//! band is chosen by the request's input tokens: an event summing many requests (an import)
+//! states one request's in the tag [`TAG_REQUEST_INPUT_TOKENS`] (honoured on imported events
+//! only).
 
 use chrono::{DateTime, Utc};
 use faregate_core::Usd;
 use faregate_core::clickhouse::ledger::{CostBreakdown, Pricing};
-use faregate_core::event::{TokenCounts, UsageEvent};
+use faregate_core::event::{SourceKind, TAG_REQUEST_INPUT_TOKENS, TokenCounts, UsageEvent};
 use rust_decimal::Decimal;
 
 use crate::catalog::fmt_instant;
@@ -78,8 +81,18 @@ impl<'a> Quote<'a> {
     /// The exact cost of `tokens`, per class. The long-context band is chosen by all input tokens
     /// (cache included): above a threshold, every class moves to that band's prices.
     pub fn cost(&self, tokens: &TokenCounts) -> Result<CostBreakdown, UnpricedReason> {
+        self.cost_in_band_of(tokens, tokens.all_input())
+    }
+
+    /// [`cost`](Self::cost) with the long-context band chosen by `request_input` (all input
+    /// tokens of one request) instead of `tokens`: for an event that sums many requests.
+    pub fn cost_in_band_of(
+        &self,
+        tokens: &TokenCounts,
+        request_input: i64,
+    ) -> Result<CostBreakdown, UnpricedReason> {
         let tier = &self.table.tiers[self.tier];
-        let all_input = tokens.all_input();
+        let all_input = request_input;
         let band = tier.thresholds.iter().take_while(|&&t| all_input > t).count();
         let rates = &tier.rates[self.region * (tier.thresholds.len() + 1) + band];
         let counts = [
@@ -191,7 +204,17 @@ impl PriceCatalog {
     /// Prices `event`: exact cost per token class and the entry it came from, or the reason it
     /// cannot be priced.
     pub fn price(&self, event: &UsageEvent) -> Pricing {
-        match self.quote(event).and_then(|quote| Ok((quote.price_ref(), quote.cost(&event.tokens)?))) {
+        // Only an importer's events state it: a collector record's tags come from another
+        // gateway's client, and must not choose a cheaper band.
+        let request_input = Some(event)
+            .filter(|e| e.source_kind == SourceKind::Import)
+            .and_then(|e| e.tags.get(TAG_REQUEST_INPUT_TOKENS))
+            .and_then(|n| n.parse::<i64>().ok())
+            .unwrap_or_else(|| event.tokens.all_input());
+        let priced = self
+            .quote(event)
+            .and_then(|quote| Ok((quote.price_ref(), quote.cost_in_band_of(&event.tokens, request_input)?)));
+        match priced {
             Ok((price_ref, cost)) => Pricing::Priced { price_ref: price_ref.to_owned(), cost },
             Err(reason) => Pricing::Unpriced { reason: reason.to_string() },
         }

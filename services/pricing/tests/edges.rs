@@ -165,3 +165,25 @@ cache_read = "0.125"
         "p/m@2025-01-01 has no cache_read price but the event has cache_read tokens"
     );
 }
+
+/// An imported bucket sums many requests: its long-context band is the one its tag states for
+/// each request, not the one its summed input would fall in. Only an import's tag counts.
+#[test]
+fn a_summed_event_is_priced_in_the_band_its_requests_were_in() {
+    let catalog = catalog();
+    let tokens = TokenCounts { input: 1_000_000, output: 1_000, ..TokenCounts::default() };
+    let mut e = event("anthropic", "claude-sonnet-4-5", tokens);
+    e.source_kind = faregate_core::event::SourceKind::Import;
+    // Without the tag, one request of a million input tokens: long-context prices ($6, $22.50).
+    assert_eq!(priced(&catalog.price(&e)).1.total().to_string(), "$6.0225");
+    // Many requests of at most 200K each: base prices ($3, $15).
+    e.tags.insert(faregate_core::event::TAG_REQUEST_INPUT_TOKENS.into(), "1".into());
+    assert_eq!(priced(&catalog.price(&e)).1.total().to_string(), "$3.015");
+    // The same tag on another gateway's record (its client's tags) chooses nothing.
+    let mut collected = e.clone();
+    collected.source_kind = faregate_core::event::SourceKind::Collector;
+    assert_eq!(priced(&catalog.price(&collected)).1.total().to_string(), "$6.0225");
+    // Requests above 200K each: long-context prices again.
+    e.tags.insert(faregate_core::event::TAG_REQUEST_INPUT_TOKENS.into(), "200001".into());
+    assert_eq!(priced(&catalog.price(&e)).1.total().to_string(), "$6.0225");
+}

@@ -12,12 +12,13 @@ use uuid::Uuid;
 use crate::event::{Endpoint, Outcome, SourceKind, Tool, UsageEvent, UsageSource};
 use crate::money::Usd;
 
-/// `Enum8('ingress' = 1, 'collector' = 2)`.
+/// `Enum8('ingress' = 1, 'collector' = 2, 'import' = 3)` (`import` since migration 0008).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize_repr, Deserialize_repr)]
 #[repr(i8)]
 pub enum ChSourceKind {
     Ingress = 1,
     Collector = 2,
+    Import = 3,
 }
 
 /// `Enum8('reported' = 1, 'estimated' = 2, 'none' = 3)`.
@@ -186,6 +187,7 @@ impl LedgerRow {
             source_kind: match event.source_kind {
                 SourceKind::Ingress => ChSourceKind::Ingress,
                 SourceKind::Collector => ChSourceKind::Collector,
+                SourceKind::Import => ChSourceKind::Import,
             },
             source_name: event.source_name,
             org: event.org,
@@ -265,6 +267,7 @@ impl LedgerRow {
             source_kind: match self.source_kind {
                 ChSourceKind::Ingress => SourceKind::Ingress,
                 ChSourceKind::Collector => SourceKind::Collector,
+                ChSourceKind::Import => SourceKind::Import,
             },
             source_name: self.source_name.clone(),
             org: self.org.clone(),

@@ -58,7 +58,7 @@ pub fn usage_event() -> impl Strategy<Value = UsageEvent> {
         uuid(),
         timestamp(),
         timestamp(),
-        prop_oneof![Just(SourceKind::Ingress), Just(SourceKind::Collector)],
+        prop_oneof![Just(SourceKind::Ingress), Just(SourceKind::Collector), Just(SourceKind::Import)],
         text(),
     );
     let who = (text(), opt_text(), opt_text(), opt_text(), text(), text(), opt_text());

@@ -25,4 +25,6 @@ pub use headroom::{Headroom, ReplicaShare, UsageWatermark};
 pub use heartbeat::{Coverage, Heartbeat, PartitionPosition};
 pub use scope::{Attribution, ScopeKeyError};
 pub use spend::{BucketWidth, SpendAggregate, UsageGroup};
-pub use usage::{Endpoint, Outcome, SourceKind, TokenCounts, Tool, UsageEvent, UsageSource};
+pub use usage::{
+    Endpoint, Outcome, SourceKind, TAG_REQUEST_INPUT_TOKENS, TokenCounts, Tool, UsageEvent, UsageSource,
+};

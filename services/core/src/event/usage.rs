@@ -11,12 +11,24 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+/// Where an event came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum SourceKind {
+    /// A request through a Faregate ingress.
     Ingress,
+    /// A record another gateway sent to the collector.
     Collector,
+    /// One aggregate of a provider's admin report (a time bucket per key, workspace, model...),
+    /// brought in by an importer (`usage_event.v2`; a v1 reader sees `Collector`).
+    Import,
 }
+
+/// Tag of an event that sums many requests (an import's bucket): the input tokens, cache
+/// included, of any one of those requests as far as the source tells (its long-context band,
+/// e.g. `1` for Anthropic's `0-200k`, `200001` for `200k-1M`). Pricing picks the long-context
+/// band by it instead of by the event's summed input.
+pub const TAG_REQUEST_INPUT_TOKENS: &str = "faregate.request_input_tokens";
 
 /// The API the request used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

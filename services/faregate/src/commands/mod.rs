@@ -4,6 +4,7 @@ mod admin;
 mod budgets;
 mod demo;
 mod fake;
+mod import;
 mod keys;
 mod me;
 mod prices;
@@ -40,5 +41,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Report(args) => report::report(&config, args).await,
         Command::Status(args) => status::status(&config, args).await,
         Command::Me(args) => me::me(args).await,
+        Command::Import(command) => import::import(&config, command).await,
     }
 }

@@ -194,6 +194,7 @@ async fn run_services(
                     )
                     .await?)
                 });
+                super::import::spawn_scheduled(&config, &tasks).await?;
             }
             Service::Budget => {
                 let (budget, kafka) = (config.budget.clone(), config.kafka.clone());
