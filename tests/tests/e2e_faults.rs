@@ -2,7 +2,10 @@
 //! aborted mid-run twice (no drain, no commit), the broker (a private tansu) is killed and
 //! restarted, and the ClickHouse front (a private one) is stopped for a while and started
 //! again. Afterwards the ledger holds every request the fake provider served exactly once, and
-//! its exact cost sum equals the served usage priced by hand; every service is still running.
+//! its exact cost sum equals the served usage priced by hand; the spend the budget service
+//! publishes for the user (a rolling day's `spent`, from the processor's spend totals, most of
+//! them advanced in memory: `processor.totals_cache_ms`) equals that sum exactly; every service
+//! is still running.
 //!
 //! Faults are triggered by progress (SDK calls made, ledger rows), never by timers.
 //! services/faregate/tests/faults.rs proves the same for the processor alone (as a process,
@@ -13,7 +16,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use faregate_core::clickhouse::ClickHouseConfig;
-use faregate_tests::chain::{Chain, ChainSetup, KeySpec, eventually, sdk_clients, served_tokens};
+use faregate_tests::chain::{
+    Chain, ChainSetup, KeySpec, eventually, rolling_day_budget, sdk_clients, served_tokens,
+};
 use faregate_tests::{PrivateBroker, PrivateClickHouse, hand_priced, kafka_config_for, unique};
 use rust_decimal::Decimal;
 use tokio::io::AsyncBufReadExt;
@@ -50,6 +55,8 @@ async fn no_request_is_lost_or_doubled_across_processor_kills_broker_and_clickho
         ClickHouseConfig { url: front.url(), database: unique("e2e"), ..ClickHouseConfig::default() };
     let mut setup = ChainSetup::new(kafka_config_for(&broker.brokers()), clickhouse);
     setup.keys = vec![ana.clone()];
+    // Far above what the run spends: it only makes the budget service publish ana's spend.
+    setup.budgets = vec![rolling_day_budget("acme", "ana", "ana-day", "Ana daily", "1000000")];
     let mut chain = Chain::start(setup).await;
 
     let mut sdk = sdk_clients(&[chain.url()], &ana.secret, "mixed");
@@ -108,5 +115,13 @@ async fn no_request_is_lost_or_doubled_across_processor_kills_broker_and_clickho
     assert_eq!(distinct, served, "every served request is in the ledger");
     assert_eq!(rows, served, "none twice");
     assert_eq!(sum, oracle, "the exact cost sum equals the served usage priced by hand");
+    // What budgets act on: the spend totals published across the kills and outages.
+    let spent = eventually("the budget's published spend to equal the ledger's", || async {
+        let me = chain.me(chain.url(), &ana.secret).await?;
+        let spent: Decimal = me["budgets"][0]["spent_usd"].as_str()?.parse().ok()?;
+        (spent == sum).then_some(spent)
+    })
+    .await;
+    assert_eq!(spent, oracle);
     chain.assert_running();
 }
