@@ -10,12 +10,14 @@
 //! may be gzip or zstd encoded. Responses are built with no work beyond formatting, so the
 //! server is cheap enough to benchmark a gateway against.
 //!
-//! [`admin`] fakes Anthropic's Admin API usage report, for the importers.
+//! [`admin`] fakes Anthropic's Admin API usage report and [`openai_admin`] OpenAI's organization
+//! usage API (completions), for the importers.
 
 pub mod admin;
 mod anthropic;
 mod content;
 mod openai;
+pub mod openai_admin;
 mod request;
 mod responses;
 mod sse;

@@ -93,6 +93,10 @@ pub enum ImportCommand {
     /// hour (bucket), API key, workspace and model. Only buckets that ended at least
     /// `settle_lag_secs` ago are imported; the rest of the window is left for a later run.
     Anthropic(ImportWindow),
+    /// OpenAI's organization usage for completions (Admin key, `[import.openai]`): one event
+    /// per hour (bucket), project, user, API key, model, batch and service tier. Only buckets
+    /// that ended at least `settle_lag_secs` ago are imported, as for Anthropic.
+    Openai(ImportWindow),
 }
 
 #[derive(Debug, Args)]
@@ -104,7 +108,8 @@ pub struct ImportWindow {
     /// End of the window, exclusive: a UTC day or an RFC 3339 time (default: now).
     #[arg(long, value_parser = parse_instant)]
     pub to: Option<chrono::DateTime<chrono::Utc>>,
-    /// The Faregate org the usage is attributed to (default: `import.anthropic.org`).
+    /// The Faregate org the usage is attributed to (default: the importer's `org`, e.g.
+    /// `import.openai.org`).
     #[arg(long)]
     pub org: Option<String>,
 }

@@ -1,6 +1,6 @@
 //! What can go wrong in an import, said so that an operator can act on it.
 //!
-//! Contract: every error names the source (`anthropic`), and, when a provider request was
+//! Contract: every error names the source (`anthropic`, `openai`), and, when a provider request was
 //! involved, the request as `METHOD /path?query` (credentials travel only in headers, so the
 //! line never holds a secret) and the HTTP status. Each says whose fault it is and whether
 //! running the import again can help ([`FaregateError`]). A malformed page lists every bad

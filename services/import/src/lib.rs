@@ -14,16 +14,20 @@
 //!   secrets, and every error names the source, the request and the status ([`error`]);
 //! - a malformed page imports nothing of that page and names every bad field.
 //!
-//! Importers: [`anthropic`] (the messages usage report). Runs are one-shot (`faregate import`)
+//! Importers: [`anthropic`] (the messages usage report) and [`openai`] (the organization usage
+//! API for completions); what they share (bucket widths, settled windows, summaries, ids) is in
+//! [`window`]. Runs are one-shot (`faregate import`)
 //! or scheduled ([`schedule`]), resuming from a cursor derived from the ledger ([`cursor`]).
 
 pub mod anthropic;
 pub mod cursor;
 pub mod error;
 pub mod http;
+pub mod openai;
 pub mod schedule;
 pub mod sink;
 mod telemetry;
+pub mod window;
 
 use serde::{Deserialize, Serialize};
 
@@ -38,10 +42,13 @@ pub use sink::{EventSink, KafkaSink, MemorySink};
 pub struct ImportConfig {
     /// The Anthropic Admin API usage report.
     pub anthropic: anthropic::AnthropicImportConfig,
+    /// The OpenAI organization usage API (completions).
+    pub openai: openai::OpenAiImportConfig,
 }
 
 impl Validate for ImportConfig {
     fn validate(&self) -> Result<(), ConfigError> {
-        self.anthropic.validate()
+        self.anthropic.validate()?;
+        self.openai.validate()
     }
 }

@@ -20,13 +20,10 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use faregate_core::event::{
     Endpoint, Outcome, SourceKind, TAG_REQUEST_INPUT_TOKENS, TokenCounts, Tool, UsageEvent, UsageSource,
 };
-use sha1::{Digest, Sha1};
 use uuid::Uuid;
 
 use super::report::{Bucket, GROUP_BY, UsageResult};
-
-/// The namespace of every import's event ids (a fixed random UUID; never change it).
-const IMPORT_NAMESPACE: Uuid = Uuid::from_u128(0x6c1b_5a7e_0f3d_4c2a_9b8e_51d4_a2f7_c903);
+use crate::window::{IMPORT_NAMESPACE, uuid_v5};
 
 /// What enters the ids of this report's events first: change it only with a new importer.
 pub const REPORT: &str = "anthropic.usage_report.messages";
@@ -43,17 +40,6 @@ pub struct Attribution {
     pub source_name: String,
     /// The report's bucket width as requested (`1h`, `1d`, `1m`).
     pub bucket_width: &'static str,
-}
-
-/// UUID v5 (RFC 9562) of `name` in `namespace`.
-fn uuid_v5(namespace: Uuid, name: &[u8]) -> Uuid {
-    let mut hasher = Sha1::new();
-    hasher.update(namespace.as_bytes());
-    hasher.update(name);
-    let digest = hasher.finalize();
-    let mut bytes = [0u8; 16];
-    bytes.copy_from_slice(&digest[..16]);
-    uuid::Builder::from_sha1_bytes(bytes).into_uuid()
 }
 
 /// The id of one result's event (see the module doc).

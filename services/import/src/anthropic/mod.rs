@@ -20,7 +20,7 @@ pub mod report;
 
 use std::time::Duration;
 
-use chrono::{DateTime, DurationRound, SecondsFormat, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use faregate_core::config::{ConfigError, Secret, Validate};
 use faregate_core::retry::RetryPolicy;
 use serde::{Deserialize, Serialize};
@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::ImportError;
 use crate::http::{AdminClient, Limits};
 use crate::sink::EventSink;
+use crate::window::{bucket_problems, rfc3339 as time, settled_window};
 use events::Attribution;
 
 /// The source's name in errors and logs.
@@ -35,34 +36,7 @@ pub const SOURCE: &str = "anthropic";
 /// The report's path.
 pub const USAGE_REPORT_PATH: &str = "/v1/organizations/usage_report/messages";
 
-/// The time granularity of the report.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum BucketWidth {
-    #[serde(rename = "1m")]
-    Minute,
-    #[serde(rename = "1h")]
-    Hour,
-    #[serde(rename = "1d")]
-    Day,
-}
-
-impl BucketWidth {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BucketWidth::Minute => "1m",
-            BucketWidth::Hour => "1h",
-            BucketWidth::Day => "1d",
-        }
-    }
-
-    pub fn duration(self) -> TimeDelta {
-        match self {
-            BucketWidth::Minute => TimeDelta::minutes(1),
-            BucketWidth::Hour => TimeDelta::hours(1),
-            BucketWidth::Day => TimeDelta::days(1),
-        }
-    }
-}
+pub use crate::window::{BucketWidth, Summary};
 
 /// `[import.anthropic]`: the Anthropic Admin API importer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -180,60 +154,6 @@ impl AnthropicImportConfig {
     }
 }
 
-/// What a run imported.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Summary {
-    /// Requests sent (retries included).
-    pub requests: u32,
-    pub pages: u32,
-    pub buckets: usize,
-    /// Events written: one per non-empty result.
-    pub events: usize,
-    /// Results without any usage, not written.
-    pub empty_results: usize,
-    /// Results of a skipped key or workspace (the gateway's own), not written.
-    pub skipped_results: usize,
-    /// The window asked of the API: every bucket in it is now imported.
-    pub imported: Option<(DateTime<Utc>, DateTime<Utc>)>,
-    /// The part of the asked window not imported because its buckets had not settled.
-    pub left_for_later: Option<(DateTime<Utc>, DateTime<Utc>)>,
-}
-
-impl Summary {
-    /// What the run did, for people: what was imported and what was left for later, and why.
-    pub fn describe(&self, topic: &str, settle_lag_secs: u64) -> String {
-        let time = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Secs, true);
-        let mut lines = Vec::new();
-        match self.imported {
-            Some((from, to)) => lines.push(format!(
-                "imported {} usage events ({} buckets, {} pages, {} requests) from {} to {} into {topic}",
-                self.events,
-                self.buckets,
-                self.pages,
-                self.requests,
-                time(from),
-                time(to)
-            )),
-            None => lines.push("imported nothing".to_string()),
-        }
-        if self.skipped_results > 0 {
-            lines.push(format!(
-                "skipped {} results of the gateway's own keys or workspaces (skip_api_key_ids, skip_workspace_ids)",
-                self.skipped_results
-            ));
-        }
-        if let Some((from, to)) = self.left_for_later {
-            lines.push(format!(
-                "left for later: buckets from {} to {} had not settled (they end less than {settle_lag_secs} s \
-                 ago, import.anthropic.settle_lag_secs); import them with another run once they have",
-                time(from),
-                time(to)
-            ));
-        }
-        lines.join("\n")
-    }
-}
-
 /// Import the usage report's buckets in `[from, to)` that have settled by `now`.
 pub async fn import_usage(
     config: &AnthropicImportConfig,
@@ -249,19 +169,11 @@ pub async fn import_usage(
         ));
     }
     config.validate().map_err(|e| invalid(e.to_string()))?;
-    if to <= from {
-        return Err(invalid(format!("--to {to} is not after --from {from}")));
-    }
-    let width = config.bucket_width.duration();
-    let align =
-        |t: DateTime<Utc>| t.duration_trunc(width).map_err(|e| invalid(format!("cannot align {t}: {e}")));
-    let start = align(from)?;
-    let settled = now - TimeDelta::seconds(i64::try_from(config.settle_lag_secs).unwrap_or(i64::MAX));
-    let end = align(to.min(settled))?;
-    let mut summary = Summary::default();
-    if to > end {
-        summary.left_for_later = Some((end.max(start), to));
-    }
+    let window =
+        settled_window(from, to, now, config.bucket_width, config.settle_lag_secs).map_err(invalid)?;
+    let (start, end) = (window.start, window.end);
+    let mut summary = Summary::new(SOURCE, "keys or workspaces (skip_api_key_ids, skip_workspace_ids)");
+    summary.left_for_later = window.left_for_later;
     if end <= start {
         return Ok(summary);
     }
@@ -279,7 +191,6 @@ pub async fn import_usage(
         source_name: config.source_name.clone(),
         bucket_width: config.bucket_width.as_str(),
     };
-    let time = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Secs, true);
     let mut page_token: Option<String> = None;
     let outcome = loop {
         let mut query: Vec<(&str, String)> = vec![
@@ -359,28 +270,12 @@ fn window_problems(
     end: DateTime<Utc>,
     width: BucketWidth,
 ) -> Vec<crate::error::Problem> {
-    let time = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Secs, true);
-    let mut problems = Vec::new();
-    for (i, bucket) in page.buckets.iter().enumerate() {
-        let span = format!("bucket {} to {}", time(bucket.starting_at), time(bucket.ending_at));
-        if bucket.starting_at < start || bucket.ending_at > end {
-            problems.push(crate::error::Problem {
-                path: format!("data[{i}]"),
-                message: format!("{span} is outside the window asked for, {} to {}", time(start), time(end)),
-            });
-        } else if bucket.ending_at - bucket.starting_at != width.duration() {
-            problems.push(crate::error::Problem {
-                path: format!("data[{i}]"),
-                message: format!("{span} is not {} wide, the bucket_width asked for", width.as_str()),
-            });
-        }
-    }
-    problems
+    bucket_problems(page.buckets.iter().map(|b| (b.starting_at, b.ending_at)), start, end, width)
 }
 
 #[cfg(test)]
 mod tests {
-    use chrono::TimeZone;
+    use chrono::{TimeDelta, TimeZone};
 
     use super::*;
     use report::{Bucket, Page};
