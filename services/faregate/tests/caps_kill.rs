@@ -6,8 +6,13 @@
 //! response, while its loops have requests in flight, `A` gets SIGKILL; `B`'s loops go on until
 //! the gateway refuses them. Then `A` starts again on the same spool, which it sends, and once
 //! a marker request through each replica is in the ledger (one usage partition: everything
-//! before it is too) the budget's ledger spend must be at most its limit, and more than half
-//! of it (the cap, not an early stop, ended the loops).
+//! before it is too) the budget's ledger spend must be at most its limit, and every loop at B
+//! must have ended refused (402 or 429), not cut off.
+//! Not necessarily at the limit: A's unused share stays set aside for `ORPHAN_HOLD` after its
+//! reports stop, since a replica cut off from Kafka, not dead, could still admit against it
+//! (docs/ARCHITECTURE.md, "Admission by reservation"), and shares follow demand, so that share
+//! can be most of what was left (seen: B refused at $0.93 of $3). What was left unspent is
+//! printed.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -123,6 +128,7 @@ async fn a_replica_killed_holding_reservations_leaves_the_cap_held() {
     })
     .await;
     a.kill();
+    let served_b_at_kill = served_b.load(Ordering::SeqCst);
     let mut ended_a = Vec::new();
     for task in loops_a {
         ended_a.push(task.await.unwrap());
@@ -151,13 +157,11 @@ async fn a_replica_killed_holding_reservations_leaves_the_cap_held() {
     let (rows, spent) = chain.ledger("user = 'ana'").await.expect("the ledger answers");
     let limit: Decimal = LIMIT.parse().unwrap();
     eprintln!(
-        "A served {killed_at} before SIGKILL (loops ended {ended_a:?}), B {} (ended {ended_b:?}); ledger {rows} rows, ${spent} of ${limit}",
-        served_b.load(Ordering::SeqCst)
+        "A served {killed_at} before SIGKILL (loops ended {ended_a:?}), B {served_b_at_kill} then {} (ended {ended_b:?}); \
+         ledger {rows} rows, ${spent} of ${limit} (${} left unspent: A's share set aside)",
+        served_b.load(Ordering::SeqCst),
+        limit - spent
     );
     assert!(spent <= limit, "the cap held: ${spent} spent of ${limit}");
-    assert!(
-        spent * Decimal::TWO > limit,
-        "the cap, not an early stop, ended the loops: ${spent} of ${limit}"
-    );
     chain.assert_running();
 }
