@@ -6,35 +6,29 @@
 //! re-import changes nothing, a malformed page puts nothing of itself in the ledger, and a
 //! restarted scheduled import resumes from the ledger.
 
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+mod import_support;
+
 use std::time::Duration;
 
-use chrono::{DateTime, TimeDelta, TimeZone, Utc};
-use faregate_core::avro::SchemaFamily;
-use faregate_core::clickhouse::{ClickHouseConfig, migrations};
+use chrono::{TimeDelta, Utc};
+use faregate_core::clickhouse::ClickHouseConfig;
 use faregate_core::config::Secret;
 use faregate_core::event::TokenCounts;
-use faregate_core::kafka::{KafkaConfig, RecordProducer, ensure_topics};
+use faregate_core::kafka::KafkaConfig;
 use faregate_fake_upstream::admin::AdminScript;
 use faregate_fake_upstream::openai_admin::{
-    CompletionsGroup, CompletionsTokens, FakeOpenAiAdmin, FakeOpenAiAdminConfig, completions_bucket,
-    completions_result,
+    CompletionsGroup, CompletionsTokens, FakeOpenAiAdmin, completions_bucket, completions_result,
 };
 use faregate_import::openai::{OpenAiImportConfig, SOURCE, import_usage};
 use faregate_import::{ImportError, KafkaSink};
-use faregate_processor::ProcessorConfig;
-use faregate_tests::{clickhouse_config, eventually_within, hand_priced, kafka_config, test_catalog, unique};
+use faregate_tests::{eventually_within, hand_priced, unique};
+use import_support::{self as support, Stack, day, later};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 const ADMIN_KEY: &str = "sk-admin-openai-live-test";
 const MODELS: [&str; 2] = ["gpt-5-mini", "gpt-5"];
-
-fn day() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 11, 30, 0, 0, 0).unwrap()
-}
 
 /// The usage API's counts of result `k` in hour `h`: `input` includes `input_cached`.
 fn tokens(hour: i64, k: i64) -> CompletionsTokens {
@@ -103,64 +97,19 @@ fn oracle(hours: std::ops::Range<i64>) -> (TokenCounts, Decimal, u64) {
     (sum, cost, rows)
 }
 
-struct Stack {
-    kafka: KafkaConfig,
-    clickhouse: ClickHouseConfig,
-    stop: CancellationToken,
-    processor: tokio::task::JoinHandle<()>,
-    _prices: tempfile::TempDir,
-}
-
-impl Drop for Stack {
-    fn drop(&mut self) {
-        self.stop.cancel();
-        self.processor.abort();
-    }
-}
-
 /// Topics, schema and a processor pricing with the test catalog for OpenAI (both models, the
 /// default tier at list price and batch at half).
 async fn stack() -> Stack {
-    let (kafka, clickhouse) = (kafka_config(), clickhouse_config());
-    ensure_topics(&kafka, &kafka.topic_specs()).await.expect("topics are created");
-    migrations::apply(&clickhouse).await.expect("the schema applies");
-    let prices = tempfile::tempdir().unwrap();
-    let models: Vec<String> = MODELS.iter().map(|m| test_catalog(m)).collect();
-    let catalog = format!(
-        "[service_tiers]\ndefault = {{ multiplier = \"1\" }}\nbatch = {{ multiplier = \"0.5\" }}\n\n{}",
-        models.join("\n")
-    );
-    std::fs::write(prices.path().join("openai.toml"), catalog).unwrap();
-    let config = ProcessorConfig {
-        group_id: unique("processor"),
-        batch_max_rows: 500,
-        batch_max_wait_ms: 50,
-        retry_max_ms: 500,
-        prices_dir: prices.path().display().to_string(),
-        ..ProcessorConfig::default()
-    };
-    let stop = CancellationToken::new();
-    let tasks = faregate_core::shutdown::Tasks::new(stop.clone());
-    let pricer = faregate_processor::catalog_pricer(&config, &tasks).expect("the test catalog loads");
-    let (k, c, token) = (kafka.clone(), clickhouse.clone(), stop.clone());
-    let processor = tokio::spawn(async move {
-        let (ok, partitions_ok) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
-        faregate_processor::run(config, k, c, pricer, ok, partitions_ok, token)
-            .await
-            .expect("the processor runs");
-    });
-    Stack { kafka, clickhouse, stop, processor, _prices: prices }
+    support::stack(
+        "openai.toml",
+        "[service_tiers]\ndefault = { multiplier = \"1\" }\nbatch = { multiplier = \"0.5\" }",
+        &MODELS,
+    )
+    .await
 }
 
 async fn fake(hours: i64) -> FakeOpenAiAdmin {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let config = FakeOpenAiAdminConfig {
-        admin_key: ADMIN_KEY.into(),
-        bucket_width: "1h".into(),
-        page_size: 3,
-        buckets: buckets(hours),
-    };
-    FakeOpenAiAdmin::start(listener, config).unwrap()
+    support::fake(ADMIN_KEY, buckets(hours)).await
 }
 
 fn settings(fake: &FakeOpenAiAdmin, org: &str) -> OpenAiImportConfig {
@@ -174,14 +123,7 @@ fn settings(fake: &FakeOpenAiAdmin, org: &str) -> OpenAiImportConfig {
 }
 
 async fn sink(kafka: &KafkaConfig) -> KafkaSink {
-    let producer =
-        RecordProducer::new(kafka, "import", SchemaFamily::UsageEvent, &kafka.topics.usage).await.unwrap();
-    KafkaSink { producer, source_name: SOURCE }
-}
-
-/// Long after the fixtures: every bucket has settled.
-fn later() -> DateTime<Utc> {
-    day() + TimeDelta::days(2)
+    support::sink(kafka, SOURCE).await
 }
 
 /// The ledger's rows of `org` before `end`: count, token sums per class, exact cost, rows
@@ -313,18 +255,12 @@ async fn audio_is_left_unpriced_with_its_reason_rather_than_priced_as_text() {
         requests: 1,
         ..CompletionsTokens::default()
     };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let config = FakeOpenAiAdminConfig {
-        admin_key: ADMIN_KEY.into(),
-        bucket_width: "1h".into(),
-        page_size: 3,
-        buckets: vec![completions_bucket(
-            day(),
-            TimeDelta::hours(1),
-            vec![completions_result(group(Some("key_v"), MODELS[1], false), audio)],
-        )],
-    };
-    let fake = FakeOpenAiAdmin::start(listener, config).unwrap();
+    let buckets = vec![completions_bucket(
+        day(),
+        TimeDelta::hours(1),
+        vec![completions_result(group(Some("key_v"), MODELS[1], false), audio)],
+    )];
+    let fake: FakeOpenAiAdmin = support::fake(ADMIN_KEY, buckets).await;
     let org = unique("org");
     let sink = sink(&stack.kafka).await;
     import_usage(&settings(&fake, &org), day(), day() + TimeDelta::hours(1), later(), &sink).await.unwrap();

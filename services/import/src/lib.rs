@@ -16,14 +16,18 @@
 //!
 //! Importers: [`anthropic`] (the messages usage report) and [`openai`] (the organization usage
 //! API for completions); what they share (bucket widths, settled windows, summaries, ids) is in
-//! [`window`]. Runs are one-shot (`faregate import`)
+//! [`window`], and the run itself, paging and checks included, is [`run`]'s: an importer is
+//! its config section and a [`run::Report`]. Runs are one-shot (`faregate import`)
 //! or scheduled ([`schedule`]), resuming from a cursor derived from the ledger ([`cursor`]).
 
 pub mod anthropic;
+pub mod check;
 pub mod cursor;
 pub mod error;
+pub mod event;
 pub mod http;
 pub mod openai;
+pub mod run;
 pub mod schedule;
 pub mod sink;
 mod telemetry;

@@ -2,24 +2,23 @@
 //! `Retry-After`, 5xx, a malformed page, the settle lag and errors that name what failed.
 //! (The same through Kafka, the processor and ClickHouse: tests/tests/import_anthropic.rs.)
 
+mod support;
+
 use std::collections::HashSet;
 use std::time::Duration;
 
-use chrono::{DateTime, TimeDelta, TimeZone, Utc};
+use chrono::TimeDelta;
 use faregate_core::FaregateError;
 use faregate_core::config::Secret;
 use faregate_fake_upstream::admin::{
-    AdminScript, FakeAdminConfig, FakeAnthropicAdmin, ReportTokens, usage_bucket, usage_result,
+    AdminScript, FakeAnthropicAdmin, ReportTokens, usage_bucket, usage_result,
 };
 use faregate_import::anthropic::{AnthropicImportConfig, import_usage};
 use faregate_import::{ImportError, MemorySink};
 use serde_json::{Value, json};
+use support::{ids_and_tokens, later, start_of_day};
 
 const KEY: &str = "sk-ant-admin01-test-key-never-shown";
-
-fn start_of_day() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 11, 30, 0, 0, 0).unwrap()
-}
 
 /// Ten hourly buckets from midnight; bucket `h` has two keys (one in the default workspace)
 /// and a keyless Workbench result; bucket 4 is empty.
@@ -49,10 +48,7 @@ fn buckets() -> Vec<Value> {
 }
 
 async fn fake(page_size: usize) -> FakeAnthropicAdmin {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let config =
-        FakeAdminConfig { admin_key: KEY.into(), bucket_width: "1h".into(), page_size, buckets: buckets() };
-    FakeAnthropicAdmin::start(listener, config).unwrap()
+    support::fake(KEY, page_size, buckets()).await
 }
 
 fn config(fake: &FakeAnthropicAdmin) -> AnthropicImportConfig {
@@ -63,11 +59,6 @@ fn config(fake: &FakeAnthropicAdmin) -> AnthropicImportConfig {
         retry_initial_ms: 10,
         ..AnthropicImportConfig::default()
     }
-}
-
-/// Long after the window: every bucket has settled.
-fn later() -> DateTime<Utc> {
-    start_of_day() + TimeDelta::days(2)
 }
 
 #[tokio::test]
@@ -97,11 +88,7 @@ async fn every_bucket_of_every_page_is_imported_exactly_once() {
     // A second run gives the same events, ids included.
     let again = MemorySink::default();
     import_usage(&config(&fake), from, to, later(), &again).await.unwrap();
-    let mut first: Vec<_> = events.iter().map(|e| (e.event_id, e.tokens)).collect();
-    let mut second: Vec<_> = again.events.lock().unwrap().iter().map(|e| (e.event_id, e.tokens)).collect();
-    first.sort_by_key(|(id, _)| *id);
-    second.sort_by_key(|(id, _)| *id);
-    assert_eq!(first, second);
+    assert_eq!(ids_and_tokens(&sink), ids_and_tokens(&again));
 }
 
 #[tokio::test]

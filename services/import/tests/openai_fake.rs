@@ -3,27 +3,25 @@
 //! and errors that name what failed without the key. (The same through Kafka, the processor and
 //! ClickHouse: tests/tests/import_openai.rs.)
 
+mod support;
+
 use std::collections::HashSet;
 use std::time::Duration;
 
-use chrono::{DateTime, TimeDelta, TimeZone, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use faregate_core::FaregateError;
 use faregate_core::config::Secret;
 use faregate_core::event::TokenCounts;
 use faregate_fake_upstream::admin::AdminScript;
 use faregate_fake_upstream::openai_admin::{
-    CompletionsGroup, CompletionsTokens, FakeOpenAiAdmin, FakeOpenAiAdminConfig, completions_bucket,
-    completions_result,
+    CompletionsGroup, CompletionsTokens, FakeOpenAiAdmin, completions_bucket, completions_result,
 };
 use faregate_import::openai::{OpenAiImportConfig, import_usage};
 use faregate_import::{ImportError, MemorySink};
 use serde_json::{Value, json};
+use support::{ids_and_tokens, later, start_of_day};
 
 const KEY: &str = "sk-admin-openai-test-key-never-shown";
-
-fn start_of_day() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 11, 30, 0, 0, 0).unwrap()
-}
 
 fn group<'a>(project: &'a str, key: Option<&'a str>, model: &'a str, batch: bool) -> CompletionsGroup<'a> {
     CompletionsGroup {
@@ -64,14 +62,7 @@ fn buckets() -> Vec<Value> {
 }
 
 async fn fake(page_size: usize) -> FakeOpenAiAdmin {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let config = FakeOpenAiAdminConfig {
-        admin_key: KEY.into(),
-        bucket_width: "1h".into(),
-        page_size,
-        buckets: buckets(),
-    };
-    FakeOpenAiAdmin::start(listener, config).unwrap()
+    support::fake(KEY, page_size, buckets()).await
 }
 
 fn config(fake: &FakeOpenAiAdmin) -> OpenAiImportConfig {
@@ -82,11 +73,6 @@ fn config(fake: &FakeOpenAiAdmin) -> OpenAiImportConfig {
         retry_initial_ms: 10,
         ..OpenAiImportConfig::default()
     }
-}
-
-/// Long after the window: every bucket has settled.
-fn later() -> DateTime<Utc> {
-    start_of_day() + TimeDelta::days(2)
 }
 
 fn ten_hours() -> (DateTime<Utc>, DateTime<Utc>) {
@@ -131,11 +117,7 @@ async fn every_bucket_of_every_page_is_imported_exactly_once() {
     // A second run gives the same events, ids included.
     let again = MemorySink::default();
     import_usage(&config(&fake), from, to, later(), &again).await.unwrap();
-    let mut first: Vec<_> = events.iter().map(|e| (e.event_id, e.tokens)).collect();
-    let mut second: Vec<_> = again.events.lock().unwrap().iter().map(|e| (e.event_id, e.tokens)).collect();
-    first.sort_by_key(|(id, _)| *id);
-    second.sort_by_key(|(id, _)| *id);
-    assert_eq!(first, second);
+    assert_eq!(ids_and_tokens(&sink), ids_and_tokens(&again));
 }
 
 #[tokio::test]

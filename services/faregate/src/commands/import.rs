@@ -8,66 +8,54 @@ use crate::AppConfig;
 use crate::cli::{ImportCommand, ImportWindow};
 use faregate_core::avro::SchemaFamily;
 use faregate_core::kafka::RecordProducer;
+use faregate_import::KafkaSink;
 use faregate_import::cursor::LedgerCursor;
-use faregate_import::{KafkaSink, anthropic, openai};
+use faregate_import::run::{self, Report};
 
 pub async fn import(config: &AppConfig, command: ImportCommand) -> anyhow::Result<()> {
     match command {
-        ImportCommand::Anthropic(window) => import_anthropic(config, window).await,
-        ImportCommand::Openai(window) => import_openai(config, window).await,
+        ImportCommand::Anthropic(window) => {
+            let mut settings = config.import.anthropic.clone();
+            if let Some(org) = &window.org {
+                settings.org.clone_from(org);
+            }
+            import_window(config, &settings, window).await
+        }
+        ImportCommand::Openai(window) => {
+            let mut settings = config.import.openai.clone();
+            if let Some(org) = &window.org {
+                settings.org.clone_from(org);
+            }
+            import_window(config, &settings, window).await
+        }
     }
 }
 
-async fn import_anthropic(config: &AppConfig, window: ImportWindow) -> anyhow::Result<()> {
-    let mut settings = config.import.anthropic.clone();
-    if let Some(org) = window.org {
-        settings.org = org;
-    }
+/// One run of `report`'s import over the window (from the cursor without `--from`).
+async fn import_window<R: Report>(
+    config: &AppConfig,
+    report: &R,
+    window: ImportWindow,
+) -> anyhow::Result<()> {
+    let settings = report.settings();
     let topic = &config.kafka.topics.usage;
-    let sink = sink(config, anthropic::SOURCE).await?;
+    let sink = sink(config, R::SOURCE).await?;
     let now = Utc::now();
     let from = match window.from {
         Some(from) => from,
         None => {
             cursor_or_lookback(
                 config,
-                anthropic::SOURCE,
-                &settings.source_name,
-                &settings.org,
+                R::SOURCE,
+                settings.source_name,
+                settings.org,
                 settings.lookback_hours,
                 now,
             )
             .await?
         }
     };
-    let summary = anthropic::import_usage(&settings, from, window.to.unwrap_or(now), now, &sink).await?;
-    println!("{}", summary.describe(topic, settings.settle_lag_secs));
-    Ok(())
-}
-
-async fn import_openai(config: &AppConfig, window: ImportWindow) -> anyhow::Result<()> {
-    let mut settings = config.import.openai.clone();
-    if let Some(org) = window.org {
-        settings.org = org;
-    }
-    let topic = &config.kafka.topics.usage;
-    let sink = sink(config, openai::SOURCE).await?;
-    let now = Utc::now();
-    let from = match window.from {
-        Some(from) => from,
-        None => {
-            cursor_or_lookback(
-                config,
-                openai::SOURCE,
-                &settings.source_name,
-                &settings.org,
-                settings.lookback_hours,
-                now,
-            )
-            .await?
-        }
-    };
-    let summary = openai::import_usage(&settings, from, window.to.unwrap_or(now), now, &sink).await?;
+    let summary = run::import_usage(report, from, window.to.unwrap_or(now), now, &sink).await?;
     println!("{}", summary.describe(topic, settings.settle_lag_secs));
     Ok(())
 }
@@ -103,28 +91,28 @@ pub async fn spawn_scheduled(
     config: &AppConfig,
     tasks: &faregate_core::shutdown::Tasks,
 ) -> anyhow::Result<()> {
-    let topic = config.kafka.topics.usage.clone();
-    let settings = config.import.anthropic.clone();
-    if settings.interval_secs > 0 && !settings.admin_key.is_empty() {
-        let sink = sink(config, anthropic::SOURCE).await?;
-        let cursor = LedgerCursor::new(config.clickhouse.client());
-        let (token, topic) = (tasks.token().clone(), topic.clone());
-        tracing::info!(org = %settings.org, interval_secs = settings.interval_secs, "scheduled anthropic usage import");
-        tasks.spawn("import-anthropic", async move {
-            faregate_import::schedule::run_anthropic(settings, &sink, cursor, &topic, token).await;
-            Ok(())
-        });
+    spawn_every(config, tasks, "import-anthropic", config.import.anthropic.clone()).await?;
+    spawn_every(config, tasks, "import-openai", config.import.openai.clone()).await
+}
+
+/// `report`'s scheduled import as the task `name`, when it has an interval and a key.
+async fn spawn_every<R: Report + Send + 'static>(
+    config: &AppConfig,
+    tasks: &faregate_core::shutdown::Tasks,
+    name: &'static str,
+    report: R,
+) -> anyhow::Result<()> {
+    let settings = report.settings();
+    if settings.interval_secs == 0 || settings.admin_key.is_empty() {
+        return Ok(());
     }
-    let settings = config.import.openai.clone();
-    if settings.interval_secs > 0 && !settings.admin_key.is_empty() {
-        let sink = sink(config, openai::SOURCE).await?;
-        let cursor = LedgerCursor::new(config.clickhouse.client());
-        let token = tasks.token().clone();
-        tracing::info!(org = %settings.org, interval_secs = settings.interval_secs, "scheduled openai usage import");
-        tasks.spawn("import-openai", async move {
-            faregate_import::schedule::run_openai(settings, &sink, cursor, &topic, token).await;
-            Ok(())
-        });
-    }
+    let sink = sink(config, R::SOURCE).await?;
+    let cursor = LedgerCursor::new(config.clickhouse.client());
+    let (token, topic) = (tasks.token().clone(), config.kafka.topics.usage.clone());
+    tracing::info!(org = %settings.org, interval_secs = settings.interval_secs, "scheduled {} usage import", R::SOURCE);
+    tasks.spawn(name, async move {
+        faregate_import::schedule::run_every(&report, &sink, cursor, &topic, token).await;
+        Ok(())
+    });
     Ok(())
 }

@@ -12,18 +12,20 @@
 //! Attribution: `key_id` is Anthropic's `api_key_id`; team and user stay unknown until the
 //! people directory maps the provider's ids, which the event keeps in its tags
 //! (`anthropic.api_key_id`, `anthropic.workspace_id`, `anthropic.context_window`, ...). Usage
-//! without a key (Workbench) or in the default workspace is kept, never dropped.
+//! without a key (Workbench) or in the default workspace is kept, never dropped. The id and the
+//! fields every imported event shares are [`crate::event`]'s.
+//!
+//! [`GROUP_BY`]: super::report::GROUP_BY
 
-use std::collections::BTreeMap;
-
-use chrono::{DateTime, SecondsFormat, Utc};
-use faregate_core::event::{
-    Endpoint, Outcome, SourceKind, TAG_REQUEST_INPUT_TOKENS, TokenCounts, Tool, UsageEvent, UsageSource,
-};
+use chrono::{DateTime, Utc};
+use faregate_core::event::{Endpoint, TAG_REQUEST_INPUT_TOKENS, TokenCounts, UsageEvent};
+use serde_json::Value;
 use uuid::Uuid;
 
-use super::report::{Bucket, GROUP_BY, UsageResult};
-use crate::window::{IMPORT_NAMESPACE, uuid_v5};
+use super::report::{Bucket, UsageResult};
+use crate::event;
+use crate::run::UsageRow;
+use crate::window::rfc3339;
 
 /// What enters the ids of this report's events first: change it only with a new importer.
 pub const REPORT: &str = "anthropic.usage_report.messages";
@@ -31,29 +33,12 @@ pub const REPORT: &str = "anthropic.usage_report.messages";
 /// The tag prefix of the provider's own identifiers.
 pub const TAG_PREFIX: &str = "anthropic.";
 
-/// Where the events of one import run come from and go to.
-#[derive(Debug, Clone)]
-pub struct Attribution {
-    /// The Faregate org the usage is attributed to.
-    pub org: String,
-    /// The events' `source_name`.
-    pub source_name: String,
-    /// The report's bucket width as requested (`1h`, `1d`, `1m`).
-    pub bucket_width: &'static str,
-}
+pub use crate::run::Attribution;
 
 /// The id of one result's event (see the module doc).
 pub fn event_id(attribution: &Attribution, bucket: &Bucket, result: &UsageResult) -> Uuid {
-    let dimensions: Vec<(&str, Option<&str>)> =
-        GROUP_BY.iter().zip(&result.dimensions).map(|(name, value)| (*name, value.as_deref())).collect();
-    let name = serde_json::json!([
-        REPORT,
-        attribution.org,
-        bucket.starting_at.to_rfc3339_opts(SecondsFormat::Secs, true),
-        attribution.bucket_width,
-        dimensions,
-    ]);
-    uuid_v5(IMPORT_NAMESPACE, name.to_string().as_bytes())
+    let start = Value::from(rfc3339(bucket.starting_at));
+    event::event_id(REPORT, attribution, start, result)
 }
 
 /// The input tokens of one request in a context window band such as `0-200k` or `200k-1M`:
@@ -78,14 +63,7 @@ pub fn usage_event(
     received_at: DateTime<Utc>,
 ) -> UsageEvent {
     let event_id = event_id(attribution, bucket, result);
-    let mut tags = BTreeMap::new();
-    for (name, value) in GROUP_BY.iter().zip(&result.dimensions) {
-        if let Some(value) = value {
-            tags.insert(format!("{TAG_PREFIX}{name}"), value.clone());
-        }
-    }
-    tags.insert("import.bucket_end".to_string(), bucket.ending_at.to_rfc3339_opts(SecondsFormat::Secs, true));
-    tags.insert("import.bucket_width".to_string(), attribution.bucket_width.to_string());
+    let mut tags = event::result_tags(TAG_PREFIX, result, bucket.ending_at, attribution);
     if let Some(input) = result.dimension("context_window").and_then(request_input_tokens) {
         tags.insert(TAG_REQUEST_INPUT_TOKENS.to_string(), input.to_string());
     }
@@ -95,24 +73,6 @@ pub fn usage_event(
     // `not_available`: the model does not let the caller choose; priced as no region.
     let region = result.dimension("inference_geo").filter(|g| *g != "not_available").map(String::from);
     UsageEvent {
-        event_id,
-        occurred_at: bucket.starting_at,
-        received_at,
-        source_kind: SourceKind::Import,
-        source_name: attribution.source_name.clone(),
-        org: attribution.org.clone(),
-        team: None,
-        user: None,
-        key_id: result.dimension("api_key_id").map(String::from),
-        provider: "anthropic".to_string(),
-        requested_model: result.dimension("model").unwrap_or_default().to_string(),
-        served_model: None,
-        endpoint: Endpoint::Messages,
-        tool: Tool::Other,
-        session_id: None,
-        request_id: event_id.to_string(),
-        upstream_request_id: None,
-        project: None,
         tags,
         tokens: TokenCounts {
             input: result.uncached_input_tokens,
@@ -122,14 +82,16 @@ pub fn usage_event(
             cache_write_1h: result.cache_creation_1h_input_tokens,
             reasoning: 0,
         },
-        usage_source: UsageSource::Reported,
         service_tier: result.dimension("service_tier").map(String::from),
         inference_region: region,
-        streaming: false,
-        outcome: Outcome::Ok,
-        http_status: 200,
-        latency_us: 0,
-        ttfb_us: None,
+        ..event::imported_event(
+            attribution,
+            event_id,
+            bucket.starting_at,
+            received_at,
+            ("anthropic", Endpoint::Messages),
+            result,
+        )
     }
 }
 
@@ -137,6 +99,7 @@ pub fn usage_event(
 mod tests {
     use super::*;
     use chrono::TimeZone;
+    use faregate_core::event::SourceKind;
 
     fn attribution() -> Attribution {
         Attribution { org: "acme".into(), source_name: "anthropic-admin".into(), bucket_width: "1h" }

@@ -14,21 +14,23 @@
 //! buckets that ended at least `settle_lag_secs` (default one hour) before now; the rest of the
 //! window is left for a later run and the [`Summary`] says so. Everything imported is final,
 //! so a re-import of any window changes nothing in the ledger.
+//!
+//! The run itself (paging, checks, skips, summary) is the one every importer shares,
+//! [`crate::run`]; this module says what is Anthropic's ([`Report`]).
 
 pub mod events;
 pub mod report;
 
-use std::time::Duration;
-
 use chrono::{DateTime, Utc};
 use faregate_core::config::{ConfigError, Secret, Validate};
-use faregate_core::retry::RetryPolicy;
+use faregate_core::event::UsageEvent;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
-use crate::error::ImportError;
-use crate::http::{AdminClient, Limits};
+use crate::error::{ImportError, Problem};
+use crate::run::{self, Report, RunSettings, run_settings};
 use crate::sink::EventSink;
-use crate::window::{bucket_problems, rfc3339 as time, settled_window};
+use crate::window::rfc3339 as time;
 use events::Attribution;
 
 /// The source's name in errors and logs.
@@ -113,44 +115,53 @@ impl Default for AnthropicImportConfig {
 
 impl Validate for AnthropicImportConfig {
     fn validate(&self) -> Result<(), ConfigError> {
-        let field =
-            |name: &str, message: &str| ConfigError::field(format!("import.anthropic.{name}"), message);
-        if self.admin_key.is_empty() {
-            return Ok(());
-        }
-        if !self.admin_key.expose().starts_with("sk-ant-admin") {
-            return Err(field(
-                "admin_key",
-                "must be an Admin API key (sk-ant-admin...), not a regular API key",
-            ));
-        }
-        if self.org.trim().is_empty() {
-            return Err(field("org", "must name the Faregate org the usage is attributed to"));
-        }
-        if !(self.base_url.starts_with("https://") || self.base_url.starts_with("http://")) {
-            return Err(field("base_url", "must be an http(s) URL"));
-        }
-        if self.max_requests == 0 || self.max_attempts == 0 {
-            return Err(field("max_requests", "max_requests and max_attempts must be at least 1"));
-        }
-        Ok(())
+        self.validate_settings()
     }
 }
 
-impl AnthropicImportConfig {
-    fn limits(&self) -> Limits {
-        Limits {
-            max_requests: self.max_requests,
-            deadline: Duration::from_secs(self.deadline_secs),
-            request_timeout: Duration::from_secs(self.request_timeout_secs),
-            retry: RetryPolicy {
-                initial: Duration::from_millis(self.retry_initial_ms),
-                max: Duration::from_secs(30),
-                max_attempts: self.max_attempts,
-                max_hint: Duration::from_secs(self.max_retry_after_secs),
-                deadline: Duration::from_secs(self.deadline_secs),
-            },
-        }
+impl Report for AnthropicImportConfig {
+    const SOURCE: &'static str = SOURCE;
+    const PATH: &'static str = USAGE_REPORT_PATH;
+    const PAGE_OF: &'static str = "usage report";
+    const ENDLESS: &'static str = "report";
+    const SKIPPED_WHAT: &'static str = "keys or workspaces (skip_api_key_ids, skip_workspace_ids)";
+    const KEY_PREFIX: &'static str = "sk-ant-admin";
+    const KEY_REFUSED: &'static str = "must be an Admin API key (sk-ant-admin...), not a regular API key";
+    type Bucket = report::Bucket;
+
+    fn settings(&self) -> RunSettings<'_> {
+        run_settings!(self)
+    }
+
+    fn headers(&self) -> Vec<(&'static str, Secret)> {
+        vec![("x-api-key", self.admin_key.clone()), ("anthropic-version", Secret::new(&self.api_version))]
+    }
+
+    fn query(&self, start: DateTime<Utc>, end: DateTime<Utc>) -> Vec<(&'static str, String)> {
+        let mut query: Vec<(&str, String)> = vec![
+            ("starting_at", time(start)),
+            ("ending_at", time(end)),
+            ("bucket_width", self.bucket_width.as_str().to_string()),
+        ];
+        query.extend(report::GROUP_BY.iter().map(|d| ("group_by[]", d.to_string())));
+        query
+    }
+
+    fn parse_page(body: &Value) -> Result<report::Page, Vec<Problem>> {
+        report::parse_page(body)
+    }
+
+    fn skip_lists(&self) -> Vec<(&[String], &'static str)> {
+        vec![(&self.skip_api_key_ids, "api_key_id"), (&self.skip_workspace_ids, "workspace_id")]
+    }
+
+    fn usage_event(
+        attribution: &Attribution,
+        bucket: &report::Bucket,
+        result: &report::UsageResult,
+        received_at: DateTime<Utc>,
+    ) -> UsageEvent {
+        events::usage_event(attribution, bucket, result, received_at)
     }
 }
 
@@ -162,115 +173,7 @@ pub async fn import_usage(
     now: DateTime<Utc>,
     sink: &dyn EventSink,
 ) -> Result<Summary, ImportError> {
-    let invalid = |message: String| ImportError::Invalid { source_name: SOURCE, message };
-    if config.admin_key.is_empty() {
-        return Err(invalid(
-            "no admin key: set import.anthropic.admin_key (FAREGATE__IMPORT__ANTHROPIC__ADMIN_KEY)".into(),
-        ));
-    }
-    config.validate().map_err(|e| invalid(e.to_string()))?;
-    let window =
-        settled_window(from, to, now, config.bucket_width, config.settle_lag_secs).map_err(invalid)?;
-    let (start, end) = (window.start, window.end);
-    let mut summary = Summary::new(SOURCE, "keys or workspaces (skip_api_key_ids, skip_workspace_ids)");
-    summary.left_for_later = window.left_for_later;
-    if end <= start {
-        return Ok(summary);
-    }
-    let client = AdminClient::new(
-        SOURCE,
-        &config.base_url,
-        vec![
-            ("x-api-key", config.admin_key.clone()),
-            ("anthropic-version", Secret::new(&config.api_version)),
-        ],
-        config.limits(),
-    )?;
-    let attribution = Attribution {
-        org: config.org.clone(),
-        source_name: config.source_name.clone(),
-        bucket_width: config.bucket_width.as_str(),
-    };
-    let mut page_token: Option<String> = None;
-    let outcome = loop {
-        let mut query: Vec<(&str, String)> = vec![
-            ("starting_at", time(start)),
-            ("ending_at", time(end)),
-            ("bucket_width", config.bucket_width.as_str().to_string()),
-        ];
-        query.extend(report::GROUP_BY.iter().map(|d| ("group_by[]", d.to_string())));
-        if let Some(token) = &page_token {
-            query.push(("page", token.clone()));
-        }
-        let (request, body) = match client.get_json(USAGE_REPORT_PATH, &query).await {
-            Ok(answer) => answer,
-            Err(error) => break Err(error),
-        };
-        let page = match report::parse_page(&body) {
-            Ok(page) => page,
-            Err(problems) => break Err(ImportError::Malformed { source_name: SOURCE, request, problems }),
-        };
-        let outside = window_problems(&page, start, end, config.bucket_width);
-        if !outside.is_empty() {
-            break Err(ImportError::Malformed { source_name: SOURCE, request, problems: outside });
-        }
-        let received_at = Utc::now();
-        let mut events = Vec::new();
-        for bucket in &page.buckets {
-            summary.buckets += 1;
-            for result in &bucket.results {
-                if result.is_empty() {
-                    summary.empty_results += 1;
-                    continue;
-                }
-                let skipped = |list: &[String], dimension: &str| {
-                    result.dimension(dimension).is_some_and(|id| list.iter().any(|s| s == id))
-                };
-                if skipped(&config.skip_api_key_ids, "api_key_id")
-                    || skipped(&config.skip_workspace_ids, "workspace_id")
-                {
-                    summary.skipped_results += 1;
-                    continue;
-                }
-                events.push(events::usage_event(&attribution, bucket, result, received_at));
-            }
-        }
-        if let Err(error) = sink.write(&events).await {
-            break Err(error);
-        }
-        summary.pages += 1;
-        summary.events += events.len();
-        tracing::info!(source = SOURCE, %request, buckets = page.buckets.len(), events = events.len(), "imported a usage report page");
-        match (page.has_more, page.next_page) {
-            (true, Some(next)) if page_token.as_deref() != Some(next.as_str()) => page_token = Some(next),
-            (true, Some(next)) => {
-                break Err(ImportError::Malformed {
-                    source_name: SOURCE,
-                    request,
-                    problems: vec![crate::error::Problem {
-                        path: "next_page".into(),
-                        message: format!("{next:?} is the page just read; the report would never end"),
-                    }],
-                });
-            }
-            _ => break Ok(()),
-        }
-    };
-    summary.requests = client.requests_sent();
-    outcome?;
-    summary.imported = Some((start, end));
-    Ok(summary)
-}
-
-/// A bucket outside the window asked for, or of another width, is not the documented answer:
-/// its page is refused whole, like any other malformed page.
-fn window_problems(
-    page: &report::Page,
-    start: DateTime<Utc>,
-    end: DateTime<Utc>,
-    width: BucketWidth,
-) -> Vec<crate::error::Problem> {
-    bucket_problems(page.buckets.iter().map(|b| (b.starting_at, b.ending_at)), start, end, width)
+    run::import_usage(config, from, to, now, sink).await
 }
 
 #[cfg(test)]
@@ -278,7 +181,18 @@ mod tests {
     use chrono::{TimeDelta, TimeZone};
 
     use super::*;
+    use crate::window::bucket_problems;
     use report::{Bucket, Page};
+
+    /// The run's check of a page's buckets against the window asked for.
+    fn window_problems(
+        page: &Page,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        width: BucketWidth,
+    ) -> Vec<Problem> {
+        bucket_problems(page.buckets.iter().map(crate::run::UsageBucket::span), start, end, width)
+    }
 
     #[test]
     fn buckets_outside_the_window_or_of_another_width_are_problems() {

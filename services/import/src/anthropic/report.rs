@@ -15,12 +15,15 @@
 //! Contract: [`parse_page`] returns the whole page or every problem of it with its JSON path,
 //! never a part of a page. Fields the documentation does not name are ignored (the API may add
 //! some); a documented field with the wrong type, a negative count, an unreadable time or a
-//! bucket that ends before it starts is a problem.
+//! bucket that ends before it starts is a problem. The page's and buckets' frame is read by the
+//! shared [`crate::check`].
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
+use crate::check::{BucketShape, Check, shown};
 use crate::error::Problem;
+use crate::run::{UsageBucket, UsageRow};
 
 /// The dimensions the importer groups by, in the order they enter event ids. Changing this list
 /// changes how usage is split into results, and so every id: never change it, add a new
@@ -29,12 +32,7 @@ pub const GROUP_BY: [&str; 6] =
     ["api_key_id", "workspace_id", "model", "service_tier", "context_window", "inference_geo"];
 
 /// One page of the report.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Page {
-    pub buckets: Vec<Bucket>,
-    pub has_more: bool,
-    pub next_page: Option<String>,
-}
+pub type Page = crate::run::Page<Bucket>;
 
 /// One time bucket.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,14 +55,26 @@ pub struct UsageResult {
     pub web_search_requests: i64,
 }
 
-impl UsageResult {
-    pub fn dimension(&self, name: &str) -> Option<&str> {
-        let index = GROUP_BY.iter().position(|d| *d == name)?;
-        self.dimensions[index].as_deref()
+impl UsageBucket for Bucket {
+    type Result = UsageResult;
+
+    fn span(&self) -> (DateTime<Utc>, DateTime<Utc>) {
+        (self.starting_at, self.ending_at)
     }
 
-    /// Whether the result carries no usage at all.
-    pub fn is_empty(&self) -> bool {
+    fn results(&self) -> &[UsageResult] {
+        &self.results
+    }
+}
+
+impl UsageRow for UsageResult {
+    const GROUP_BY: &'static [&'static str] = &GROUP_BY;
+
+    fn dimensions(&self) -> &[Option<String>] {
+        &self.dimensions
+    }
+
+    fn is_empty(&self) -> bool {
         self.uncached_input_tokens == 0
             && self.cache_read_input_tokens == 0
             && self.cache_creation_5m_input_tokens == 0
@@ -76,178 +86,67 @@ impl UsageResult {
 
 /// Read and check one page; every problem of the page, or the page.
 pub fn parse_page(body: &Value) -> Result<Page, Vec<Problem>> {
-    let mut check = Check::default();
-    let Some(page) = body.as_object() else {
-        check.problem("(body)", "expected an object with data, has_more and next_page");
-        return Err(check.problems);
-    };
-    let has_more = match page.get("has_more") {
-        Some(Value::Bool(b)) => *b,
-        other => {
-            check.problem("has_more", format!("expected true or false, got {}", shown(other)));
-            false
-        }
-    };
-    let next_page = match page.get("next_page") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(other) => {
-            check.problem("next_page", format!("expected a string or null, got {}", shown(Some(other))));
-            None
-        }
-    };
-    if has_more && matches!(page.get("next_page"), None | Some(Value::Null)) {
-        check.problem("next_page", "has_more is true but next_page is missing");
-    }
-    let mut buckets = Vec::new();
-    match page.get("data") {
-        Some(Value::Array(data)) => {
-            for (i, bucket) in data.iter().enumerate() {
-                if let Some(bucket) = check.bucket(&format!("data[{i}]"), bucket) {
-                    buckets.push(bucket);
-                }
-            }
-        }
-        other => check.problem("data", format!("expected an array of buckets, got {}", shown(other))),
-    }
-    if check.problems.is_empty() { Ok(Page { buckets, has_more, next_page }) } else { Err(check.problems) }
+    let shape = BucketShape { kind: None, start: "starting_at", end: "ending_at", time: Check::rfc3339_time };
+    Check::default().page(body, None, |check, path, value| {
+        let (starting_at, ending_at, results) = check.bucket(path, value, shape, result)?;
+        Some(Bucket { starting_at, ending_at, results })
+    })
 }
 
-#[derive(Default)]
-struct Check {
-    problems: Vec<Problem>,
-}
-
-impl Check {
-    fn problem(&mut self, path: &str, message: impl Into<String>) {
-        self.problems.push(Problem { path: path.to_string(), message: message.into() });
-    }
-
-    fn bucket(&mut self, path: &str, value: &Value) -> Option<Bucket> {
-        let Some(bucket) = value.as_object() else {
-            self.problem(path, format!("expected a bucket object, got {}", shown(Some(value))));
-            return None;
-        };
-        let before = self.problems.len();
-        let starting_at = self.time(&format!("{path}.starting_at"), bucket.get("starting_at"));
-        let ending_at = self.time(&format!("{path}.ending_at"), bucket.get("ending_at"));
-        if let (Some(start), Some(end)) = (starting_at, ending_at)
-            && end <= start
-        {
-            self.problem(&format!("{path}.ending_at"), format!("{end} is not after starting_at {start}"));
-        }
-        let mut results = Vec::new();
-        match bucket.get("results") {
-            Some(Value::Array(items)) => {
-                for (j, item) in items.iter().enumerate() {
-                    if let Some(result) = self.result(&format!("{path}.results[{j}]"), item) {
-                        results.push(result);
-                    }
-                }
-            }
-            other => {
-                self.problem(&format!("{path}.results"), format!("expected an array, got {}", shown(other)))
-            }
-        }
-        if self.problems.len() > before {
-            return None;
-        }
-        Some(Bucket { starting_at: starting_at?, ending_at: ending_at?, results })
-    }
-
-    fn result(&mut self, path: &str, value: &Value) -> Option<UsageResult> {
-        let Some(result) = value.as_object() else {
-            self.problem(path, format!("expected a result object, got {}", shown(Some(value))));
-            return None;
-        };
-        let mut out = UsageResult::default();
-        for (slot, name) in GROUP_BY.iter().enumerate() {
-            out.dimensions[slot] = match result.get(*name) {
-                None | Some(Value::Null) => None,
-                Some(Value::String(s)) => Some(s.clone()),
-                Some(other) => {
-                    self.problem(
-                        &format!("{path}.{name}"),
-                        format!("expected a string or null, got {}", shown(Some(other))),
-                    );
-                    None
-                }
-            };
-        }
-        if matches!(result.get("model"), None | Some(Value::Null)) {
-            self.problem(&format!("{path}.model"), "missing although the report is grouped by model");
-        }
-        out.uncached_input_tokens =
-            self.count(path, "uncached_input_tokens", result.get("uncached_input_tokens"));
-        out.cache_read_input_tokens =
-            self.count(path, "cache_read_input_tokens", result.get("cache_read_input_tokens"));
-        out.output_tokens = self.count(path, "output_tokens", result.get("output_tokens"));
-        match result.get("cache_creation") {
-            Some(Value::Object(cache)) => {
-                let at = format!("{path}.cache_creation");
-                out.cache_creation_5m_input_tokens =
-                    self.count(&at, "ephemeral_5m_input_tokens", cache.get("ephemeral_5m_input_tokens"));
-                out.cache_creation_1h_input_tokens =
-                    self.count(&at, "ephemeral_1h_input_tokens", cache.get("ephemeral_1h_input_tokens"));
-            }
-            other => self.problem(
-                &format!("{path}.cache_creation"),
-                format!("expected an object with the cache write counts, got {}", shown(other)),
-            ),
-        }
-        // Server tools are optional in the documented result; absent means none used.
-        match result.get("server_tool_use") {
-            None | Some(Value::Null) => {}
-            Some(Value::Object(tools)) => {
-                let at = format!("{path}.server_tool_use");
-                out.web_search_requests = match tools.get("web_search_requests") {
-                    None | Some(Value::Null) => 0,
-                    some => self.count(&at, "web_search_requests", some),
-                };
-            }
-            Some(other) => self.problem(
-                &format!("{path}.server_tool_use"),
-                format!("expected an object, got {}", shown(Some(other))),
-            ),
-        }
-        Some(out)
-    }
-
-    fn count(&mut self, path: &str, field: &str, value: Option<&Value>) -> i64 {
-        match value.and_then(Value::as_i64) {
-            Some(n) if n >= 0 => n,
-            _ => {
-                self.problem(
-                    &format!("{path}.{field}"),
-                    format!("expected a non-negative integer, got {}", shown(value)),
+fn result(check: &mut Check, path: &str, value: &Value) -> Option<UsageResult> {
+    let Some(result) = value.as_object() else {
+        check.problem(path, format!("expected a result object, got {}", shown(Some(value))));
+        return None;
+    };
+    let mut out = UsageResult::default();
+    for (slot, name) in GROUP_BY.iter().enumerate() {
+        out.dimensions[slot] = match result.get(*name) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(other) => {
+                check.problem(
+                    &format!("{path}.{name}"),
+                    format!("expected a string or null, got {}", shown(Some(other))),
                 );
-                0
+                None
             }
-        }
+        };
     }
-
-    fn time(&mut self, path: &str, value: Option<&Value>) -> Option<DateTime<Utc>> {
-        let parsed = value.and_then(Value::as_str).and_then(|s| DateTime::parse_from_rfc3339(s).ok());
-        if parsed.is_none() {
-            self.problem(path, format!("expected an RFC 3339 time, got {}", shown(value)));
-        }
-        parsed.map(|t| t.with_timezone(&Utc))
+    if matches!(result.get("model"), None | Some(Value::Null)) {
+        check.problem(&format!("{path}.model"), "missing although the report is grouped by model");
     }
-}
-
-/// A value as shown in a problem: short, and `nothing` when absent.
-fn shown(value: Option<&Value>) -> String {
-    match value {
-        None => "nothing".to_string(),
-        Some(v) => {
-            let text = v.to_string();
-            if text.chars().count() > 40 {
-                format!("{}...", text.chars().take(40).collect::<String>())
-            } else {
-                text
-            }
+    out.uncached_input_tokens =
+        check.count(path, "uncached_input_tokens", result.get("uncached_input_tokens"));
+    out.cache_read_input_tokens =
+        check.count(path, "cache_read_input_tokens", result.get("cache_read_input_tokens"));
+    out.output_tokens = check.count(path, "output_tokens", result.get("output_tokens"));
+    match result.get("cache_creation") {
+        Some(Value::Object(cache)) => {
+            let at = format!("{path}.cache_creation");
+            out.cache_creation_5m_input_tokens =
+                check.count(&at, "ephemeral_5m_input_tokens", cache.get("ephemeral_5m_input_tokens"));
+            out.cache_creation_1h_input_tokens =
+                check.count(&at, "ephemeral_1h_input_tokens", cache.get("ephemeral_1h_input_tokens"));
         }
+        other => check.problem(
+            &format!("{path}.cache_creation"),
+            format!("expected an object with the cache write counts, got {}", shown(other)),
+        ),
     }
+    // Server tools are optional in the documented result; absent means none used.
+    match result.get("server_tool_use") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(tools)) => {
+            let at = format!("{path}.server_tool_use");
+            out.web_search_requests =
+                check.optional_count(&at, "web_search_requests", tools.get("web_search_requests"));
+        }
+        Some(other) => check.problem(
+            &format!("{path}.server_tool_use"),
+            format!("expected an object, got {}", shown(Some(other))),
+        ),
+    }
+    Some(out)
 }
 
 #[cfg(test)]

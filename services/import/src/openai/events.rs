@@ -23,17 +23,18 @@
 //! Faregate org, the bucket's start and width, and the value of every grouped dimension (null
 //! kept apart from empty). Attribution: `key_id` is OpenAI's `api_key_id`; the project and user
 //! stay in the tags (`openai.project_id`, `openai.user_id`) until the people directory maps them.
-
-use std::collections::BTreeMap;
+//! The id and the fields every imported event shares are [`crate::event`]'s.
+//!
+//! [`GROUP_BY`]: super::usage::GROUP_BY
 
 use chrono::{DateTime, Utc};
-use faregate_core::event::{
-    Endpoint, Outcome, SourceKind, TAG_REQUEST_INPUT_TOKENS, TokenCounts, Tool, UsageEvent, UsageSource,
-};
+use faregate_core::event::{Endpoint, TAG_REQUEST_INPUT_TOKENS, TokenCounts, UsageEvent};
+use serde_json::Value;
 use uuid::Uuid;
 
-use super::usage::{Bucket, GROUP_BY, UsageResult};
-use crate::window::{IMPORT_NAMESPACE, rfc3339, uuid_v5};
+use super::usage::{Bucket, UsageResult};
+use crate::event;
+use crate::run::UsageRow;
 
 /// What enters the ids of this report's events first: change it only with a new importer.
 pub const REPORT: &str = "openai.organization.usage.completions";
@@ -44,29 +45,12 @@ pub const TAG_PREFIX: &str = "openai.";
 /// The service tier of a result with audio tokens: not in the catalog, so left unpriced.
 pub const AUDIO_TIER: &str = "audio";
 
-/// Where the events of one import run come from and go to.
-#[derive(Debug, Clone)]
-pub struct Attribution {
-    /// The Faregate org the usage is attributed to.
-    pub org: String,
-    /// The events' `source_name`.
-    pub source_name: String,
-    /// The bucket width as requested (`1h`, `1d`, `1m`).
-    pub bucket_width: &'static str,
-}
+pub use crate::run::Attribution;
 
 /// The id of one result's event (see the module doc).
 pub fn event_id(attribution: &Attribution, bucket: &Bucket, result: &UsageResult) -> Uuid {
-    let dimensions: Vec<(&str, Option<&str>)> =
-        GROUP_BY.iter().zip(&result.dimensions).map(|(name, value)| (*name, value.as_deref())).collect();
-    let name = serde_json::json!([
-        REPORT,
-        attribution.org,
-        bucket.start_time.timestamp(),
-        attribution.bucket_width,
-        dimensions,
-    ]);
-    uuid_v5(IMPORT_NAMESPACE, name.to_string().as_bytes())
+    let start = Value::from(bucket.start_time.timestamp());
+    event::event_id(REPORT, attribution, start, result)
 }
 
 /// The usage event of one result.
@@ -77,19 +61,12 @@ pub fn usage_event(
     received_at: DateTime<Utc>,
 ) -> UsageEvent {
     let event_id = event_id(attribution, bucket, result);
-    let mut tags = BTreeMap::new();
-    for (name, value) in GROUP_BY.iter().zip(&result.dimensions) {
-        if let Some(value) = value {
-            tags.insert(format!("{TAG_PREFIX}{name}"), value.clone());
-        }
-    }
+    let mut tags = event::result_tags(TAG_PREFIX, result, bucket.end_time, attribution);
     tags.insert(format!("{TAG_PREFIX}num_model_requests"), result.num_model_requests.to_string());
     if result.has_audio() {
         tags.insert(format!("{TAG_PREFIX}input_audio_tokens"), result.input_audio_tokens.to_string());
         tags.insert(format!("{TAG_PREFIX}output_audio_tokens"), result.output_audio_tokens.to_string());
     }
-    tags.insert("import.bucket_end".to_string(), rfc3339(bucket.end_time));
-    tags.insert("import.bucket_width".to_string(), attribution.bucket_width.to_string());
     if result.num_model_requests > 0 {
         let average = (result.input_tokens + result.num_model_requests - 1) / result.num_model_requests;
         tags.insert(TAG_REQUEST_INPUT_TOKENS.to_string(), average.to_string());
@@ -102,24 +79,6 @@ pub fn usage_event(
         result.dimension("service_tier").map(String::from)
     };
     UsageEvent {
-        event_id,
-        occurred_at: bucket.start_time,
-        received_at,
-        source_kind: SourceKind::Import,
-        source_name: attribution.source_name.clone(),
-        org: attribution.org.clone(),
-        team: None,
-        user: None,
-        key_id: result.dimension("api_key_id").map(String::from),
-        provider: "openai".to_string(),
-        requested_model: result.dimension("model").unwrap_or_default().to_string(),
-        served_model: None,
-        endpoint: Endpoint::Other,
-        tool: Tool::Other,
-        session_id: None,
-        request_id: event_id.to_string(),
-        upstream_request_id: None,
-        project: None,
         tags,
         tokens: TokenCounts {
             input: result.input_tokens - result.input_cached_tokens,
@@ -129,14 +88,15 @@ pub fn usage_event(
             cache_write_1h: 0,
             reasoning: 0,
         },
-        usage_source: UsageSource::Reported,
         service_tier,
-        inference_region: None,
-        streaming: false,
-        outcome: Outcome::Ok,
-        http_status: 200,
-        latency_us: 0,
-        ttfb_us: None,
+        ..event::imported_event(
+            attribution,
+            event_id,
+            bucket.start_time,
+            received_at,
+            ("openai", Endpoint::Other),
+            result,
+        )
     }
 }
 
@@ -144,6 +104,7 @@ pub fn usage_event(
 mod tests {
     use super::*;
     use chrono::TimeZone;
+    use faregate_core::event::SourceKind;
 
     fn attribution() -> Attribution {
         Attribution { org: "acme".into(), source_name: "openai-usage-api".into(), bucket_width: "1h" }

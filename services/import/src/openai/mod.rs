@@ -10,7 +10,9 @@
 //!
 //! **Settled buckets only**, as for Anthropic (see [`crate::window::settled_window`]): a bucket
 //! is asked for once it ended at least `settle_lag_secs` (default one hour) ago, so a re-import
-//! of any window changes nothing in the ledger.
+//! of any window changes nothing in the ledger. The run itself (paging, checks, skips, summary)
+//! is the one every importer shares, [`crate::run`]; this module says what is OpenAI's
+//! ([`Report`]).
 //!
 //! The request follows OpenAI's API reference, "Usage > Completions"
 //! (<https://developers.openai.com/api/reference/resources/organization/subresources/audit_logs/subresources/usage/methods/get_completions>):
@@ -22,17 +24,16 @@
 pub mod events;
 pub mod usage;
 
-use std::time::Duration;
-
 use chrono::{DateTime, Utc};
 use faregate_core::config::{ConfigError, Secret, Validate};
-use faregate_core::retry::RetryPolicy;
+use faregate_core::event::UsageEvent;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::error::{ImportError, Problem};
-use crate::http::{AdminClient, Limits};
+use crate::run::{self, Report, RunSettings, run_settings};
 use crate::sink::EventSink;
-use crate::window::{BucketWidth, Summary, bucket_problems, settled_window};
+use crate::window::{BucketWidth, Summary};
 use events::Attribution;
 
 /// The source's name in errors and logs.
@@ -112,45 +113,11 @@ impl Default for OpenAiImportConfig {
 
 impl Validate for OpenAiImportConfig {
     fn validate(&self) -> Result<(), ConfigError> {
-        let field = |name: &str, message: &str| ConfigError::field(format!("import.openai.{name}"), message);
-        if self.admin_key.is_empty() {
-            return Ok(());
-        }
-        if !self.admin_key.expose().starts_with("sk-admin-") {
-            return Err(field(
-                "admin_key",
-                "must be an Admin API key (sk-admin-...), not a project or user API key",
-            ));
-        }
-        if self.org.trim().is_empty() {
-            return Err(field("org", "must name the Faregate org the usage is attributed to"));
-        }
-        if !(self.base_url.starts_with("https://") || self.base_url.starts_with("http://")) {
-            return Err(field("base_url", "must be an http(s) URL"));
-        }
-        if self.max_requests == 0 || self.max_attempts == 0 {
-            return Err(field("max_requests", "max_requests and max_attempts must be at least 1"));
-        }
-        Ok(())
+        self.validate_settings()
     }
 }
 
 impl OpenAiImportConfig {
-    fn limits(&self) -> Limits {
-        Limits {
-            max_requests: self.max_requests,
-            deadline: Duration::from_secs(self.deadline_secs),
-            request_timeout: Duration::from_secs(self.request_timeout_secs),
-            retry: RetryPolicy {
-                initial: Duration::from_millis(self.retry_initial_ms),
-                max: Duration::from_secs(30),
-                max_attempts: self.max_attempts,
-                max_hint: Duration::from_secs(self.max_retry_after_secs),
-                deadline: Duration::from_secs(self.deadline_secs),
-            },
-        }
-    }
-
     /// The most buckets one page may hold at this width, per the reference.
     fn page_limit(&self) -> u32 {
         match self.bucket_width {
@@ -158,6 +125,54 @@ impl OpenAiImportConfig {
             BucketWidth::Hour => 168,
             BucketWidth::Day => 31,
         }
+    }
+}
+
+impl Report for OpenAiImportConfig {
+    const SOURCE: &'static str = SOURCE;
+    const PATH: &'static str = USAGE_PATH;
+    const PAGE_OF: &'static str = "usage";
+    const ENDLESS: &'static str = "usage";
+    const SKIPPED_WHAT: &'static str = "keys or projects (skip_api_key_ids, skip_project_ids)";
+    const KEY_PREFIX: &'static str = "sk-admin-";
+    const KEY_REFUSED: &'static str =
+        "must be an Admin API key (sk-admin-...), not a project or user API key";
+    type Bucket = usage::Bucket;
+
+    fn settings(&self) -> RunSettings<'_> {
+        run_settings!(self)
+    }
+
+    fn headers(&self) -> Vec<(&'static str, Secret)> {
+        vec![("authorization", Secret::new(format!("Bearer {}", self.admin_key.expose())))]
+    }
+
+    fn query(&self, start: DateTime<Utc>, end: DateTime<Utc>) -> Vec<(&'static str, String)> {
+        let mut query: Vec<(&str, String)> = vec![
+            ("start_time", start.timestamp().to_string()),
+            ("end_time", end.timestamp().to_string()),
+            ("bucket_width", self.bucket_width.as_str().to_string()),
+            ("limit", self.page_limit().to_string()),
+        ];
+        query.extend(usage::GROUP_BY.iter().map(|d| ("group_by", d.to_string())));
+        query
+    }
+
+    fn parse_page(body: &Value) -> Result<usage::Page, Vec<Problem>> {
+        usage::parse_page(body)
+    }
+
+    fn skip_lists(&self) -> Vec<(&[String], &'static str)> {
+        vec![(&self.skip_api_key_ids, "api_key_id"), (&self.skip_project_ids, "project_id")]
+    }
+
+    fn usage_event(
+        attribution: &Attribution,
+        bucket: &usage::Bucket,
+        result: &usage::UsageResult,
+        received_at: DateTime<Utc>,
+    ) -> UsageEvent {
+        events::usage_event(attribution, bucket, result, received_at)
     }
 }
 
@@ -169,98 +184,5 @@ pub async fn import_usage(
     now: DateTime<Utc>,
     sink: &dyn EventSink,
 ) -> Result<Summary, ImportError> {
-    let invalid = |message: String| ImportError::Invalid { source_name: SOURCE, message };
-    if config.admin_key.is_empty() {
-        return Err(invalid(
-            "no admin key: set import.openai.admin_key (FAREGATE__IMPORT__OPENAI__ADMIN_KEY)".into(),
-        ));
-    }
-    config.validate().map_err(|e| invalid(e.to_string()))?;
-    let window =
-        settled_window(from, to, now, config.bucket_width, config.settle_lag_secs).map_err(invalid)?;
-    let (start, end) = (window.start, window.end);
-    let mut summary = Summary::new(SOURCE, "keys or projects (skip_api_key_ids, skip_project_ids)");
-    summary.left_for_later = window.left_for_later;
-    if end <= start {
-        return Ok(summary);
-    }
-    let bearer = Secret::new(format!("Bearer {}", config.admin_key.expose()));
-    let client =
-        AdminClient::new(SOURCE, &config.base_url, vec![("authorization", bearer)], config.limits())?;
-    let attribution = Attribution {
-        org: config.org.clone(),
-        source_name: config.source_name.clone(),
-        bucket_width: config.bucket_width.as_str(),
-    };
-    let mut page_token: Option<String> = None;
-    let outcome = loop {
-        let mut query: Vec<(&str, String)> = vec![
-            ("start_time", start.timestamp().to_string()),
-            ("end_time", end.timestamp().to_string()),
-            ("bucket_width", config.bucket_width.as_str().to_string()),
-            ("limit", config.page_limit().to_string()),
-        ];
-        query.extend(usage::GROUP_BY.iter().map(|d| ("group_by", d.to_string())));
-        if let Some(token) = &page_token {
-            query.push(("page", token.clone()));
-        }
-        let (request, body) = match client.get_json(USAGE_PATH, &query).await {
-            Ok(answer) => answer,
-            Err(error) => break Err(error),
-        };
-        let page = match usage::parse_page(&body) {
-            Ok(page) => page,
-            Err(problems) => break Err(ImportError::Malformed { source_name: SOURCE, request, problems }),
-        };
-        let spans = page.buckets.iter().map(|b| (b.start_time, b.end_time));
-        let outside = bucket_problems(spans, start, end, config.bucket_width);
-        if !outside.is_empty() {
-            break Err(ImportError::Malformed { source_name: SOURCE, request, problems: outside });
-        }
-        let received_at = Utc::now();
-        let mut events = Vec::new();
-        for bucket in &page.buckets {
-            summary.buckets += 1;
-            for result in &bucket.results {
-                if result.is_empty() {
-                    summary.empty_results += 1;
-                    continue;
-                }
-                let skipped = |list: &[String], dimension: &str| {
-                    result.dimension(dimension).is_some_and(|id| list.iter().any(|s| s == id))
-                };
-                if skipped(&config.skip_api_key_ids, "api_key_id")
-                    || skipped(&config.skip_project_ids, "project_id")
-                {
-                    summary.skipped_results += 1;
-                    continue;
-                }
-                events.push(events::usage_event(&attribution, bucket, result, received_at));
-            }
-        }
-        if let Err(error) = sink.write(&events).await {
-            break Err(error);
-        }
-        summary.pages += 1;
-        summary.events += events.len();
-        tracing::info!(source = SOURCE, %request, buckets = page.buckets.len(), events = events.len(), "imported a usage page");
-        match (page.has_more, page.next_page) {
-            (true, Some(next)) if page_token.as_deref() != Some(next.as_str()) => page_token = Some(next),
-            (true, Some(next)) => {
-                break Err(ImportError::Malformed {
-                    source_name: SOURCE,
-                    request,
-                    problems: vec![Problem {
-                        path: "next_page".into(),
-                        message: format!("{next:?} is the page just read; the usage would never end"),
-                    }],
-                });
-            }
-            _ => break Ok(()),
-        }
-    };
-    summary.requests = client.requests_sent();
-    outcome?;
-    summary.imported = Some((start, end));
-    Ok(summary)
+    run::import_usage(config, from, to, now, sink).await
 }

@@ -16,12 +16,15 @@
 //! Contract: [`parse_page`] returns the whole page or every problem of it with its JSON path,
 //! never a part of a page. Fields the documentation does not name are ignored (the API may add
 //! some); a documented field with the wrong type or `object`, a negative count, more cached
-//! input than input, or a bucket that ends before it starts is a problem.
+//! input than input, or a bucket that ends before it starts is a problem. The page's and
+//! buckets' frame is read by the shared [`crate::check`].
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
+use crate::check::{BucketShape, Check, shown};
 use crate::error::Problem;
+use crate::run::{UsageBucket, UsageRow};
 
 /// The dimensions the importer groups by (all that the reference lists), in the order they
 /// enter event ids. Changing this list changes how usage is split into results, and so every
@@ -29,12 +32,7 @@ use crate::error::Problem;
 pub const GROUP_BY: [&str; 6] = ["project_id", "user_id", "api_key_id", "model", "batch", "service_tier"];
 
 /// One page of the usage.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Page {
-    pub buckets: Vec<Bucket>,
-    pub has_more: bool,
-    pub next_page: Option<String>,
-}
+pub type Page = crate::run::Page<Bucket>;
 
 /// One time bucket.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,13 +59,32 @@ pub struct UsageResult {
 }
 
 impl UsageResult {
-    pub fn dimension(&self, name: &str) -> Option<&str> {
-        let index = GROUP_BY.iter().position(|d| *d == name)?;
-        self.dimensions[index].as_deref()
+    /// Whether audio was counted (see `openai::events` for how such a result is priced).
+    pub fn has_audio(&self) -> bool {
+        self.input_audio_tokens > 0 || self.output_audio_tokens > 0
+    }
+}
+
+impl UsageBucket for Bucket {
+    type Result = UsageResult;
+
+    fn span(&self) -> (DateTime<Utc>, DateTime<Utc>) {
+        (self.start_time, self.end_time)
     }
 
-    /// Whether the result carries no usage at all.
-    pub fn is_empty(&self) -> bool {
+    fn results(&self) -> &[UsageResult] {
+        &self.results
+    }
+}
+
+impl UsageRow for UsageResult {
+    const GROUP_BY: &'static [&'static str] = &GROUP_BY;
+
+    fn dimensions(&self) -> &[Option<String>] {
+        &self.dimensions
+    }
+
+    fn is_empty(&self) -> bool {
         self.input_tokens == 0
             && self.input_cached_tokens == 0
             && self.output_tokens == 0
@@ -75,200 +92,68 @@ impl UsageResult {
             && self.output_audio_tokens == 0
             && self.num_model_requests == 0
     }
-
-    /// Whether audio was counted (see `openai::events` for how such a result is priced).
-    pub fn has_audio(&self) -> bool {
-        self.input_audio_tokens > 0 || self.output_audio_tokens > 0
-    }
 }
 
 /// Read and check one page; every problem of the page, or the page.
 pub fn parse_page(body: &Value) -> Result<Page, Vec<Problem>> {
-    let mut check = Check::default();
-    let Some(page) = body.as_object() else {
-        check.problem("(body)", "expected an object with data, has_more and next_page");
-        return Err(check.problems);
-    };
-    check.object_kind("object", page.get("object"), "page");
-    let has_more = match page.get("has_more") {
-        Some(Value::Bool(b)) => *b,
-        other => {
-            check.problem("has_more", format!("expected true or false, got {}", shown(other)));
-            false
-        }
-    };
-    let next_page = match page.get("next_page") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(other) => {
-            check.problem("next_page", format!("expected a string or null, got {}", shown(Some(other))));
-            None
-        }
-    };
-    if has_more && matches!(page.get("next_page"), None | Some(Value::Null)) {
-        check.problem("next_page", "has_more is true but next_page is missing");
-    }
-    let mut buckets = Vec::new();
-    match page.get("data") {
-        Some(Value::Array(data)) => {
-            for (i, bucket) in data.iter().enumerate() {
-                if let Some(bucket) = check.bucket(&format!("data[{i}]"), bucket) {
-                    buckets.push(bucket);
-                }
-            }
-        }
-        other => check.problem("data", format!("expected an array of buckets, got {}", shown(other))),
-    }
-    if check.problems.is_empty() { Ok(Page { buckets, has_more, next_page }) } else { Err(check.problems) }
+    let shape =
+        BucketShape { kind: Some("bucket"), start: "start_time", end: "end_time", time: Check::unix_time };
+    Check::default().page(body, Some("page"), |check, path, value| {
+        let (start_time, end_time, results) = check.bucket(path, value, shape, result)?;
+        Some(Bucket { start_time, end_time, results })
+    })
 }
 
-#[derive(Default)]
-struct Check {
-    problems: Vec<Problem>,
-}
-
-impl Check {
-    fn problem(&mut self, path: &str, message: impl Into<String>) {
-        self.problems.push(Problem { path: path.to_string(), message: message.into() });
-    }
-
-    /// The documented `object` of a page, bucket or result; absent is tolerated.
-    fn object_kind(&mut self, path: &str, value: Option<&Value>, expected: &str) {
-        match value {
-            None => {}
-            Some(Value::String(s)) if s == expected => {}
-            other => self.problem(path, format!("expected \"{expected}\", got {}", shown(other))),
-        }
-    }
-
-    fn bucket(&mut self, path: &str, value: &Value) -> Option<Bucket> {
-        let Some(bucket) = value.as_object() else {
-            self.problem(path, format!("expected a bucket object, got {}", shown(Some(value))));
-            return None;
-        };
-        let before = self.problems.len();
-        self.object_kind(&format!("{path}.object"), bucket.get("object"), "bucket");
-        let start_time = self.time(&format!("{path}.start_time"), bucket.get("start_time"));
-        let end_time = self.time(&format!("{path}.end_time"), bucket.get("end_time"));
-        if let (Some(start), Some(end)) = (start_time, end_time)
-            && end <= start
-        {
-            self.problem(&format!("{path}.end_time"), format!("{end} is not after start_time {start}"));
-        }
-        let mut results = Vec::new();
-        match bucket.get("results") {
-            Some(Value::Array(items)) => {
-                for (j, item) in items.iter().enumerate() {
-                    if let Some(result) = self.result(&format!("{path}.results[{j}]"), item) {
-                        results.push(result);
-                    }
-                }
-            }
-            other => {
-                self.problem(&format!("{path}.results"), format!("expected an array, got {}", shown(other)))
-            }
-        }
-        if self.problems.len() > before {
-            return None;
-        }
-        Some(Bucket { start_time: start_time?, end_time: end_time?, results })
-    }
-
-    fn result(&mut self, path: &str, value: &Value) -> Option<UsageResult> {
-        let Some(result) = value.as_object() else {
-            self.problem(path, format!("expected a result object, got {}", shown(Some(value))));
-            return None;
-        };
-        self.object_kind(
-            &format!("{path}.object"),
-            result.get("object"),
-            "organization.usage.completions.result",
-        );
-        let mut out = UsageResult::default();
-        for (slot, name) in GROUP_BY.iter().enumerate() {
-            out.dimensions[slot] = match (result.get(*name), *name) {
-                (None | Some(Value::Null), _) => None,
-                (Some(Value::Bool(b)), "batch") => Some(b.to_string()),
-                (Some(Value::String(s)), name) if name != "batch" => Some(s.clone()),
-                (Some(other), name) => {
-                    let expected = if name == "batch" { "true, false or null" } else { "a string or null" };
-                    self.problem(
-                        &format!("{path}.{name}"),
-                        format!("expected {expected}, got {}", shown(Some(other))),
-                    );
-                    None
-                }
-            };
-        }
-        if matches!(result.get("model"), None | Some(Value::Null)) {
-            self.problem(&format!("{path}.model"), "missing although the usage is grouped by model");
-        }
-        out.input_tokens = self.count(path, "input_tokens", result.get("input_tokens"));
-        out.input_cached_tokens =
-            self.optional_count(path, "input_cached_tokens", result.get("input_cached_tokens"));
-        out.output_tokens = self.count(path, "output_tokens", result.get("output_tokens"));
-        out.input_audio_tokens =
-            self.optional_count(path, "input_audio_tokens", result.get("input_audio_tokens"));
-        out.output_audio_tokens =
-            self.optional_count(path, "output_audio_tokens", result.get("output_audio_tokens"));
-        out.num_model_requests = self.count(path, "num_model_requests", result.get("num_model_requests"));
-        // Compared only when input_tokens was read: a bad one is named already.
-        let input_read = result.get("input_tokens").and_then(Value::as_i64).is_some_and(|n| n >= 0);
-        if input_read && out.input_cached_tokens > out.input_tokens {
-            self.problem(
-                &format!("{path}.input_cached_tokens"),
-                format!(
-                    "{} is more than input_tokens {}, which include the cached ones",
-                    out.input_cached_tokens, out.input_tokens
-                ),
-            );
-        }
-        Some(out)
-    }
-
-    fn count(&mut self, path: &str, field: &str, value: Option<&Value>) -> i64 {
-        match value.and_then(Value::as_i64) {
-            Some(n) if n >= 0 => n,
-            _ => {
-                self.problem(
-                    &format!("{path}.{field}"),
-                    format!("expected a non-negative integer, got {}", shown(value)),
+fn result(check: &mut Check, path: &str, value: &Value) -> Option<UsageResult> {
+    let Some(result) = value.as_object() else {
+        check.problem(path, format!("expected a result object, got {}", shown(Some(value))));
+        return None;
+    };
+    check.object_kind(
+        &format!("{path}.object"),
+        result.get("object"),
+        "organization.usage.completions.result",
+    );
+    let mut out = UsageResult::default();
+    for (slot, name) in GROUP_BY.iter().enumerate() {
+        out.dimensions[slot] = match (result.get(*name), *name) {
+            (None | Some(Value::Null), _) => None,
+            (Some(Value::Bool(b)), "batch") => Some(b.to_string()),
+            (Some(Value::String(s)), name) if name != "batch" => Some(s.clone()),
+            (Some(other), name) => {
+                let expected = if name == "batch" { "true, false or null" } else { "a string or null" };
+                check.problem(
+                    &format!("{path}.{name}"),
+                    format!("expected {expected}, got {}", shown(Some(other))),
                 );
-                0
+                None
             }
-        }
+        };
     }
-
-    /// A count the reference marks optional: absent or null is zero.
-    fn optional_count(&mut self, path: &str, field: &str, value: Option<&Value>) -> i64 {
-        match value {
-            None | Some(Value::Null) => 0,
-            some => self.count(path, field, some),
-        }
+    if matches!(result.get("model"), None | Some(Value::Null)) {
+        check.problem(&format!("{path}.model"), "missing although the usage is grouped by model");
     }
-
-    fn time(&mut self, path: &str, value: Option<&Value>) -> Option<DateTime<Utc>> {
-        let parsed = value.and_then(Value::as_i64).and_then(|s| DateTime::from_timestamp(s, 0));
-        if parsed.is_none() {
-            self.problem(path, format!("expected a Unix time in seconds, got {}", shown(value)));
-        }
-        parsed
+    out.input_tokens = check.count(path, "input_tokens", result.get("input_tokens"));
+    out.input_cached_tokens =
+        check.optional_count(path, "input_cached_tokens", result.get("input_cached_tokens"));
+    out.output_tokens = check.count(path, "output_tokens", result.get("output_tokens"));
+    out.input_audio_tokens =
+        check.optional_count(path, "input_audio_tokens", result.get("input_audio_tokens"));
+    out.output_audio_tokens =
+        check.optional_count(path, "output_audio_tokens", result.get("output_audio_tokens"));
+    out.num_model_requests = check.count(path, "num_model_requests", result.get("num_model_requests"));
+    // Compared only when input_tokens was read: a bad one is named already.
+    let input_read = result.get("input_tokens").and_then(Value::as_i64).is_some_and(|n| n >= 0);
+    if input_read && out.input_cached_tokens > out.input_tokens {
+        check.problem(
+            &format!("{path}.input_cached_tokens"),
+            format!(
+                "{} is more than input_tokens {}, which include the cached ones",
+                out.input_cached_tokens, out.input_tokens
+            ),
+        );
     }
-}
-
-/// A value as shown in a problem: short, and `nothing` when absent.
-fn shown(value: Option<&Value>) -> String {
-    match value {
-        None => "nothing".to_string(),
-        Some(v) => {
-            let text = v.to_string();
-            if text.chars().count() > 40 {
-                format!("{}...", text.chars().take(40).collect::<String>())
-            } else {
-                text
-            }
-        }
-    }
+    Some(out)
 }
 
 #[cfg(test)]
