@@ -65,8 +65,9 @@ const FINAL_FLUSH: Duration = Duration::from_secs(20);
 
 /// How long one stage of a batch's flush took (the last attempt's, for a retried write), as
 /// `faregate_processor_flush_stage_seconds{stage}`: `dedup` (the ledger's duplicate check),
-/// `insert` (the ledger and its rollup views), `totals_read` and `publish` (the spend totals'
-/// read-back and their acknowledgement). Most of an event's time to a budget decision is here
+/// `insert` (the ledger and its rollup views), `totals_read` (the spend totals' read-back, only
+/// for a flush with a bucket [`crate::totals_cache`] could not vouch for) and `publish` (their
+/// acknowledgement). Most of an event's time to a budget decision is here
 /// (docs/benchmarks.md, "Event to decision under load").
 fn flush_stage(stage: &'static str, took: Duration) {
     metrics::histogram!("faregate_processor_flush_stage_seconds", "stage" => stage)
